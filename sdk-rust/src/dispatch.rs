@@ -1,0 +1,91 @@
+//! Dispatch on `head.method`: the [`Backend`] trait, the type-erased [`Handler`], and [`dispatch`],
+//! which turns one request payload into one reply payload.
+//!
+//! This is the seam the language bindings use: Python and Node register one [`Handler`] per method in a
+//! [`crate::Router`] and hand it to [`crate::Server`]; they never see frames or sockets.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use crate::envelope::Request;
+use crate::error::MethodError;
+
+/// A boxed, sendable future, the return type of [`Handler::call`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a handler produces: a JSON value for the reply, or an error reply.
+pub type HandlerResult = Result<Value, MethodError>;
+
+/// A backend: something that answers requests. Implement it on your own type to `match` on the method
+/// name yourself, or use a [`crate::Router`].
+pub trait Backend: Send + Sync + 'static {
+    /// Answers one request. Errors become error replies; a panic becomes a `handler_error` reply.
+    fn handle(&self, request: Request) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// One method's handler, type-erased so that a router can hold handlers of any origin
+/// (typed Rust closures, Python callables, JavaScript functions).
+pub trait Handler: Send + Sync + 'static {
+    /// Calls the handler with the whole request.
+    fn call(&self, request: Request) -> BoxFuture<HandlerResult>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, request: Request) -> BoxFuture<HandlerResult> {
+        Box::pin(self(request))
+    }
+}
+
+/// The reply to the built-in `_ping` method, served by every backend.
+pub const PING_METHOD: &str = "_ping";
+
+/// Turns one request payload into one reply payload: decode, answer `_ping`, call the backend, encode.
+/// Never fails: every problem becomes an error reply.
+pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
+    let request = match Request::from_slice(payload) {
+        Ok(request) => request,
+        Err(error) => return error.to_reply(),
+    };
+    if request.head.method == PING_METHOD {
+        return br#"{"pong":true}"#.to_vec();
+    }
+    let method = request.head.method.clone();
+    let outcome = AssertUnwindSafe(backend.handle(request)).catch_unwind().await;
+    let result = match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic_message(&panic);
+            tracing::error!(method, panic = message, "handler panicked");
+            Err(MethodError::handler_error(format!(
+                "handler for '{method}' panicked: {message}"
+            )))
+        }
+    };
+    match result {
+        Ok(value) => serde_json::to_vec(&value).unwrap_or_else(|e| {
+            MethodError::handler_error(format!("reply of '{method}' is not serialisable: {e}")).to_reply()
+        }),
+        Err(error) => {
+            tracing::debug!(method, code = %error.code, message = error.message, "error reply");
+            error.to_reply()
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

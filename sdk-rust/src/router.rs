@@ -1,0 +1,113 @@
+//! [`Router`]: a [`Backend`] that maps method names to handlers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dispatch::{Backend, Handler, HandlerResult};
+use crate::envelope::{Head, Request};
+use crate::error::MethodError;
+
+/// Maps `head.method` to a handler.
+///
+/// ```
+/// use modproxy_sdk::{MethodError, Router};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Add { a: i64, b: i64 }
+///
+/// let router = Router::new()
+///     .method("add", |args: Add| async move { Ok::<_, MethodError>(args.a + args.b) });
+/// assert!(router.has_method("add"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Router {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Router {
+    /// An empty router (it still answers the built-in `_ping`).
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Registers a typed handler that takes `data`. `data` that does not deserialise into `T` gets a
+    /// `bad_request` reply naming the problem.
+    pub fn method<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        self.method_with_head(name, move |data: T, _head: Head| handler(data))
+    }
+
+    /// Registers a typed handler that takes `data` and the request's `head`.
+    pub fn method_with_head<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(T, Head) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        let name = name.into();
+        let method = name.clone();
+        self.handler(name, move |request: Request| {
+            let parsed = serde_json::from_value::<T>(request.data)
+                .map_err(|e| MethodError::bad_request(format!("invalid data for '{method}': {e}")));
+            let call = parsed.map(|data| handler(data, request.head));
+            async move {
+                let reply = call?.await?;
+                serde_json::to_value(reply)
+                    .map_err(|e| MethodError::handler_error(format!("reply not serialisable: {e}")))
+            }
+        })
+    }
+
+    /// Registers a type-erased handler that receives the whole request. This is what the language
+    /// bindings use.
+    pub fn handler(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
+        self.insert(name, Arc::new(handler));
+        self
+    }
+
+    /// Registers a handler in place; replaces any handler of the same name.
+    pub fn insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) {
+        self.handlers.insert(name.into(), handler);
+    }
+
+    /// Whether a handler is registered under `name`.
+    pub fn has_method(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// The registered method names, sorted.
+    pub fn methods(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+impl Backend for Router {
+    fn handle(&self, request: Request) -> impl Future<Output = HandlerResult> + Send {
+        let handler = self.handlers.get(&request.head.method).cloned();
+        async move {
+            match handler {
+                Some(handler) => handler.call(request).await,
+                None => Err(MethodError::method_not_found(&request.head.method)),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("methods", &self.methods()).finish()
+    }
+}
