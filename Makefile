@@ -1,0 +1,35 @@
+# Module Proxy — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+VENV  := .venv
+PY    := $(VENV)/bin/python
+
+.PHONY: help run test lint test-rust test-python test-node test-e2e
+
+help:
+	@echo "make run    build in release mode and start the proxy with the example backends"
+	@echo "make test   install test dependencies into the repository and run every test"
+
+run:
+	$(CARGO) build --release -p modproxy
+	./target/release/modproxy --home .
+
+test: lint test-rust test-python test-node test-e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace
+
+# Filled in by the Python SDK.
+test-python:
+
+# Filled in by the Node SDK.
+test-node:
+
+# Filled in by the end-to-end suite.
+test-e2e:
