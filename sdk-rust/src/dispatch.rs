@@ -58,11 +58,15 @@ pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
         return br#"{"pong":true}"#.to_vec();
     }
     let method = request.head.method.clone();
-    let outcome = AssertUnwindSafe(backend.handle(request)).catch_unwind().await;
+    // `handle` is called inside the caught future: a backend may panic before it returns its future.
+    let outcome = AssertUnwindSafe(async move { backend.handle(request).await })
+        .catch_unwind()
+        .await;
     let result = match outcome {
         Ok(result) => result,
         Err(panic) => {
-            let message = panic_message(&panic);
+            // `&*panic`, not `&panic`: a `&Box<dyn Any>` would coerce to a `dyn Any` holding the Box.
+            let message = panic_message(&*panic);
             tracing::error!(method, panic = message, "handler panicked");
             Err(MethodError::handler_error(format!(
                 "handler for '{method}' panicked: {message}"

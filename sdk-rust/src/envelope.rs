@@ -28,6 +28,12 @@ impl Head {
         }
     }
 
+    /// The same head with a token, for a client that calls on a user's behalf.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// A field of `head` other than `method` and `token`.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.extra.get(field)
