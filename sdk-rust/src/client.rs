@@ -145,7 +145,7 @@ impl Client {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| no_address()))
+        Err(last.unwrap_or_else(no_address))
     }
 
     /// How long each call waits for its reply (default [`DEFAULT_REPLY_TIMEOUT`]).
@@ -249,7 +249,7 @@ impl BlockingClient {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| no_address()))
+        Err(last.unwrap_or_else(no_address))
     }
 
     /// How long each call waits for its reply (default [`DEFAULT_REPLY_TIMEOUT`]). A zero duration is
