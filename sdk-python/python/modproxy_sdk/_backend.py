@@ -1,0 +1,180 @@
+"""`Backend`: a registry of handler functions, served by the Rust core."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, TypeVar, overload
+
+from . import _native
+
+__all__ = ["DEFAULT_MAX_FRAME", "Backend", "Handler"]
+
+#: Largest request payload accepted unless ``max_frame`` says otherwise (64 MiB).
+DEFAULT_MAX_FRAME: int = _native.DEFAULT_MAX_FRAME
+
+#: A handler: ``def f(data)`` or ``def f(data, head)``, plain or ``async def``.
+Handler = Callable[..., Any]
+
+H = TypeVar("H", bound=Handler)
+
+_PING = "_ping"
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+@dataclass(frozen=True)
+class _Method:
+    """One registered handler, as the native core reads it."""
+
+    name: str
+    func: Handler
+    takes_head: bool
+    is_async: bool
+
+    @classmethod
+    def inspect(cls, name: str, func: Handler) -> _Method:
+        """Reads once, at registration, how the function wants to be called."""
+        if not name:
+            raise ValueError("a method name must not be empty")
+        if name == _PING:
+            raise ValueError(f"{_PING!r} is built in (it answers health probes) and cannot be replaced")
+        if not callable(func):
+            raise TypeError(f"method {name!r}: expected a function, got {type(func).__name__}")
+        return cls(name, func, _takes_head(name, func), _is_async(func))
+
+
+class Backend:
+    """An independent set of methods, served over the length-line protocol.
+
+    >>> app = Backend()
+    >>> @app.method
+    ... def add(data):
+    ...     return {"sum": data["a"] + data["b"]}
+    >>> app.methods
+    ['add']
+
+    The module-level :func:`modproxy_sdk.method` and :func:`modproxy_sdk.serve` use a default
+    instance; create your own when one process serves several registries, or in tests.
+    """
+
+    def __init__(self) -> None:
+        self._methods: dict[str, _Method] = {}
+
+    @property
+    def methods(self) -> list[str]:
+        """The registered method names, sorted."""
+        return sorted(self._methods)
+
+    @overload
+    def method(self, func: H, /) -> H: ...
+
+    @overload
+    def method(self, *, name: str | None = None) -> Callable[[H], H]: ...
+
+    def method(self, func: H | None = None, /, *, name: str | None = None) -> H | Callable[[H], H]:
+        """Registers a handler under ``name`` (default: the function's ``__name__``).
+
+        Use bare (``@app.method``) or with a name (``@app.method(name="user.get")``). The
+        function is returned unchanged. It is called with ``data`` or with ``(data, head)``,
+        depending on how many positional parameters it takes; ``data`` and ``head`` are plain
+        JSON values (``dict``, ``list``, ``str``, ...). A later registration under the same name
+        replaces the earlier one.
+        """
+
+        def register(func: H) -> H:
+            method_name = name if name is not None else getattr(func, "__name__", "")
+            self._methods[method_name] = _Method.inspect(method_name, func)
+            return func
+
+        return register if func is None else register(func)
+
+    def serve(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        """Serves the methods on ``addr`` (``"host:port"``) until Ctrl-C or SIGTERM.
+
+        Blocks the calling thread, with the GIL released: plain handlers run on worker
+        threads, ``async def`` handlers on an asyncio loop in a thread of its own. On Ctrl-C
+        or SIGTERM, stops accepting connections, lets requests in flight finish (up to 10 s)
+        and returns normally.
+
+        Raises ``OSError`` if ``addr`` cannot be bound.
+        """
+        methods = list(self._methods.values())
+        with _sigterm_interrupts(), _event_loop_thread(any(m.is_async for m in methods)) as loop:
+            _native.serve(addr, methods, max_frame=max_frame, event_loop=loop)
+
+    async def serve_async(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        """Serves the methods on ``addr`` until the awaiting task is cancelled.
+
+        For programs that already run an asyncio loop: ``async def`` handlers run on that
+        loop, plain handlers on worker threads. Under ``asyncio.run``, Ctrl-C cancels the
+        task. Raises ``OSError`` if ``addr`` cannot be bound.
+        """
+        await _native.serve_async(addr, list(self._methods.values()), max_frame=max_frame)
+
+
+def _takes_head(name: str, func: Handler) -> bool:
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # some builtins have no signature: give them data only
+        return False
+    positional = [p for p in parameters if p.kind in _POSITIONAL]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    if len(required) <= 2 and (positional or variadic):
+        return len(positional) >= 2 or variadic
+    raise TypeError(
+        f"method {name!r}: a handler takes (data) or (data, head), "
+        f"but {getattr(func, '__qualname__', func)!r} has signature {inspect.signature(func)}"
+    )
+
+
+def _is_async(func: Handler) -> bool:
+    call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__ count too
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+
+
+@contextmanager
+def _event_loop_thread(needed: bool) -> Iterator[asyncio.AbstractEventLoop | None]:
+    """Runs an asyncio loop in a daemon thread for ``async def`` handlers, if there are any."""
+    if not needed:
+        yield None
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="modproxy-asyncio", daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While serving, SIGTERM stops the server like Ctrl-C.
+
+    Only in the main thread (the only one Python delivers signals to), and only if nobody
+    installed a SIGTERM handler of their own.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

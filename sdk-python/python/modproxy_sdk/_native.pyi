@@ -1,0 +1,34 @@
+"""Type stubs for ``modproxy_sdk._native``, the Rust core (pyo3). Checked against the module by stubtest."""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
+
+DEFAULT_MAX_FRAME: Final[int]
+
+class _MethodSpec(Protocol):
+    """One registered method: what ``modproxy_sdk._backend._Method`` provides."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def func(self) -> Callable[..., Any]: ...
+    @property
+    def takes_head(self) -> bool: ...
+    @property
+    def is_async(self) -> bool: ...
+
+def serve(
+    addr: str,
+    methods: Sequence[_MethodSpec],
+    *,
+    max_frame: int = ...,
+    event_loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
+    """Serves ``methods`` on ``addr`` until Ctrl-C, blocking the calling thread (GIL released)."""
+
+def serve_async(addr: str, methods: Sequence[_MethodSpec], *, max_frame: int = ...) -> Awaitable[None]:
+    """Binds ``addr`` and returns an awaitable that serves ``methods`` until cancelled."""
+
+def decode_frames(data: bytes, max_frame: int = ..., chunk_size: int = 0) -> tuple[list[bytes], str | None]:
+    """Decodes a byte stream with the core's length-line decoder: the payloads, and the error kind or None."""

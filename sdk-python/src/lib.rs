@@ -1,0 +1,26 @@
+//! `modproxy_sdk._native`: the Python binding of the Module Proxy backend SDK.
+//!
+//! All framing, dispatch and networking happen in the `modproxy-sdk` crate; this crate only converts
+//! values and carries calls between tokio and Python. The Python package `modproxy_sdk` (in `python/`)
+//! builds the public API (`@method`, `serve`, `Backend`, `MethodError`) on these functions.
+
+mod convert;
+mod frames;
+mod handler;
+mod log;
+mod serving;
+
+use pyo3::prelude::*;
+
+/// The native core of `modproxy_sdk`.
+#[pymodule]
+mod _native {
+    #[pymodule_export]
+    use crate::frames::decode_frames;
+    #[pymodule_export]
+    use crate::serving::{serve, serve_async};
+
+    /// Largest request payload accepted by default (64 MiB).
+    #[pymodule_export]
+    const DEFAULT_MAX_FRAME: usize = modproxy_sdk::frame::DEFAULT_MAX_FRAME;
+}
