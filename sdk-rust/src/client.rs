@@ -252,8 +252,9 @@ impl BlockingClient {
         Err(last.unwrap_or_else(no_address))
     }
 
-    /// How long each call waits for its reply (default [`DEFAULT_REPLY_TIMEOUT`]). A zero duration is
-    /// refused by the operating system and returns an error.
+    /// How long each call waits for its reply (default [`DEFAULT_REPLY_TIMEOUT`]). The operating system
+    /// applies it to each read, so a backend that trickles its reply byte by byte can take longer. A zero
+    /// duration is refused by the operating system and returns an error.
     pub fn reply_timeout(mut self, timeout: Duration) -> Result<Self, ClientError> {
         self.writer.set_read_timeout(Some(timeout))?;
         self.writer.set_write_timeout(Some(timeout))?;
