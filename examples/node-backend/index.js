@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+'use strict';
+// An in-memory todo list served to the browser through Module Proxy (module `js` in conf/default.toml).
+//
+//   node examples/node-backend/index.js [host:port]
+//
+// The address comes from the first argument, else MODPROXY_LISTEN, else 127.0.0.1:21232.
+
+// By relative path, so the example runs from a checkout without publishing the package.
+const { Backend, MethodError } = require('../../sdk-node');
+
+const DEFAULT_ADDR = '127.0.0.1:21232';
+const MAX_TITLE = 200;
+
+const todos = new Map();
+let nextId = 1;
+
+const backend = new Backend();
+
+backend.method('add', (data) => {
+  const title = typeof data?.title === 'string' ? data.title.trim() : '';
+  if (title === '') throw new MethodError('invalid', 'title must be a non-empty string');
+  if (title.length > MAX_TITLE) {
+    throw new MethodError('invalid', `title must be at most ${MAX_TITLE} characters, not ${title.length}`);
+  }
+  const todo = { id: nextId++, title, done: false };
+  todos.set(todo.id, todo);
+  return todo;
+});
+
+backend.method('list', () => ({ todos: [...todos.values()] }));
+
+backend.method('done', (data) => {
+  const todo = todos.get(data?.id);
+  if (!todo) throw new MethodError('not_found', `no todo with id ${JSON.stringify(data?.id)}`);
+  todo.done = true;
+  return todo;
+});
+
+async function main() {
+  const addr = process.argv[2] || process.env.MODPROXY_LISTEN || DEFAULT_ADDR;
+  const bound = await backend.listen(addr);
+  console.log(`node backend listening on ${bound.address}:${bound.port}`);
+  // Finish the calls in flight before exiting on Ctrl-C or a service manager's stop.
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      console.log(`${signal}: closing`);
+      backend.close();
+    });
+  }
+}
+
+main().catch((error) => {
+  console.error(`node backend: ${error.message}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,142 @@
+'use strict';
+// The JavaScript face of modproxy-sdk. Framing, dispatch and serving happen in the Rust core
+// (`native.js` loads it); this file only adapts handlers and errors to JavaScript habits.
+
+const native = require('./native.js');
+
+const METHOD_ERROR = Symbol.for('modproxy-sdk.MethodError');
+
+/**
+ * Throw this from a handler to choose the error reply: `{"error": {"code": code, "message": message}}`.
+ * Anything else a handler throws or rejects with becomes a `handler_error` reply.
+ */
+class MethodError extends Error {
+  constructor(code, message) {
+    super(message === undefined ? String(code) : String(message));
+    if (typeof code !== 'string' || code === '') {
+      throw new TypeError('MethodError: code must be a non-empty string');
+    }
+    this.name = 'MethodError';
+    this.code = code;
+  }
+
+  // Recognises MethodErrors from another copy of this package too (e.g. one bundled twice).
+  static [Symbol.hasInstance](value) {
+    return value !== null && typeof value === 'object' && value[METHOD_ERROR] === true;
+  }
+}
+Object.defineProperty(MethodError.prototype, METHOD_ERROR, { value: true });
+
+/** A frame the core refused; `code` is the core's error kind and `frames` the payloads before it. */
+class FrameError extends Error {
+  constructor(kind, message, frames) {
+    super(message);
+    this.name = 'FrameError';
+    this.code = kind;
+    this.frames = frames;
+  }
+}
+
+/**
+ * Decodes length-line frames with the core's decoder, as a reader of a stream would: `input` is one
+ * buffer or an array of successive reads. Returns the payloads, or throws a FrameError.
+ */
+function decodeFrames(input, maxFrame) {
+  const chunks = (Array.isArray(input) ? input : [input]).map(toBuffer);
+  const { frames, error } = native.decodeFrames(chunks, maxFrame);
+  if (error) throw new FrameError(error.kind, error.message, frames);
+  return frames;
+}
+
+function toBuffer(chunk) {
+  if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8');
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new TypeError('decodeFrames: input must be a Buffer, a string, or an array of them');
+}
+
+/** Says what a non-MethodError throw was, for the `handler_error` message. */
+function describe(thrown) {
+  if (thrown instanceof Error) return thrown.message || thrown.name;
+  try {
+    return typeof thrown === 'string' ? thrown : JSON.stringify(thrown) ?? String(thrown);
+  } catch {
+    return String(thrown);
+  }
+}
+
+/**
+ * Wraps a user handler into the shape the core calls: always returns a Promise, never throws, never
+ * rejects. The reply travels as JSON text so that `toJSON`, `undefined` and friends behave as in
+ * `JSON.stringify`.
+ */
+function adapt(name, fn) {
+  return async (data, head) => {
+    let value;
+    try {
+      value = await fn(data, head);
+    } catch (thrown) {
+      if (thrown instanceof MethodError) return { code: thrown.code, message: thrown.message };
+      return { code: 'handler_error', message: `'${name}' threw: ${describe(thrown)}` };
+    }
+    try {
+      return { reply: JSON.stringify(value) ?? 'null' };
+    } catch (thrown) {
+      return { code: 'handler_error', message: `reply of '${name}' is not JSON: ${describe(thrown)}` };
+    }
+  };
+}
+
+/**
+ * A backend: register methods, then `listen`. Each method is a plain function `(data, head)`, sync or
+ * async; its return value is the reply.
+ */
+class Backend {
+  #native = new native.NativeBackend();
+  #listening = null;
+  #stopped = null;
+
+  /** Registers `fn` under `name`. Returns the backend, so calls chain. */
+  method(name, fn) {
+    if (typeof name !== 'string' || name === '') {
+      throw new TypeError('Backend.method: name must be a non-empty string');
+    }
+    if (typeof fn !== 'function') {
+      throw new TypeError(`Backend.method('${name}'): the handler must be a function`);
+    }
+    this.#native.method(name, adapt(name, fn));
+    return this;
+  }
+
+  /**
+   * Binds `addr` (`"host:port"`; port 0 picks a free one) and serves. Resolves with the bound address
+   * once bound; rejects if binding fails. The process stays alive until `close()`.
+   */
+  listen(addr, options = {}) {
+    if (typeof addr !== 'string') {
+      return Promise.reject(new TypeError('Backend.listen: addr must be a "host:port" string'));
+    }
+    if (this.#listening) {
+      return Promise.reject(new Error('Backend.listen: listen() was already called: a Backend listens once'));
+    }
+    this.#listening = this.#native.listen(addr, options.maxFrame).then((bound) => {
+      // A pending native promise holds Node's event loop open while serving; it settles on close().
+      this.#stopped = this.#native.stopped();
+      return bound;
+    });
+    return this.#listening;
+  }
+
+  /** The bound address (like `server.address()`), or `null` when not listening. */
+  address() {
+    return this.#native.address();
+  }
+
+  /** Stops accepting connections and resolves once in-flight calls have been answered. */
+  async close() {
+    if (this.#listening) await this.#listening.catch(() => {});
+    await this.#native.close();
+    if (this.#stopped) await this.#stopped;
+  }
+}
+
+module.exports = { Backend, MethodError, FrameError, decodeFrames };

@@ -1,0 +1,200 @@
+//! `NativeBackend`: a [`Router`] of JavaScript handlers and the core's [`Server`] that answers with it.
+//!
+//! Lifecycle: register methods, `listen` once, `close` once. While the server runs, the promise of
+//! `stopped()` is pending, and a pending native promise keeps Node's event loop alive — that is how a
+//! listening backend keeps its process up although every handler is a weak threadsafe function. When the
+//! server has finished its in-flight calls the promise resolves and the process may exit on its own.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use modproxy_sdk::{Router, Server};
+use napi_derive::napi;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::frames::max_frame_or_default;
+use crate::handler::{HandlerFn, JsHandler};
+
+/// The address a backend is bound to, shaped like Node's `server.address()`.
+#[napi(object)]
+pub struct BoundAddress {
+    /// The IP address, e.g. `127.0.0.1`.
+    pub address: String,
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+    /// The port (useful after listening on port 0).
+    pub port: u32,
+}
+
+impl From<SocketAddr> for BoundAddress {
+    fn from(addr: SocketAddr) -> Self {
+        BoundAddress {
+            address: addr.ip().to_string(),
+            family: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.to_owned(),
+            port: u32::from(addr.port()),
+        }
+    }
+}
+
+/// Where a backend is in its one-way lifecycle.
+enum Phase {
+    /// Methods may still be registered.
+    Idle,
+    /// `listen` is binding.
+    Binding,
+    /// Serving until `stop` is cancelled; `done` turns `true` when the server has returned.
+    Serving {
+        addr: SocketAddr,
+        stop: CancellationToken,
+        done: watch::Receiver<bool>,
+    },
+    /// Closed before it ever served, or binding failed.
+    Closed,
+}
+
+/// The native half of `Backend`; `index.js` wraps it.
+#[napi]
+pub struct NativeBackend {
+    router: Arc<Mutex<Router>>,
+    phase: Arc<Mutex<Phase>>,
+}
+
+impl Default for NativeBackend {
+    fn default() -> Self {
+        NativeBackend::new()
+    }
+}
+
+#[napi]
+impl NativeBackend {
+    /// A backend with no methods (it still answers `_ping`).
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        NativeBackend {
+            router: Arc::new(Mutex::new(Router::new())),
+            phase: Arc::new(Mutex::new(Phase::Idle)),
+        }
+    }
+
+    /// Registers `handler` under `name`; it must resolve to an `Outcome` and never reject.
+    #[napi]
+    pub fn method(
+        &self,
+        name: String,
+        #[napi(ts_arg_type = "(data: unknown, head: Record<string, unknown>) => Promise<Outcome>")] handler: HandlerFn,
+    ) -> napi::Result<()> {
+        if !matches!(*lock(&self.phase), Phase::Idle) {
+            return Err(napi::Error::from_reason(format!(
+                "cannot register '{name}': register every method before listen()"
+            )));
+        }
+        let handler = JsHandler::new(name.clone(), handler);
+        lock(&self.router).insert(name, Arc::new(handler));
+        Ok(())
+    }
+
+    /// Binds `addr` (`host:port`) and starts serving; resolves once bound, rejects if binding fails.
+    #[napi]
+    pub async fn listen(&self, addr: String, max_frame: Option<i64>) -> napi::Result<BoundAddress> {
+        {
+            let mut phase = lock(&self.phase);
+            match *phase {
+                Phase::Idle => *phase = Phase::Binding,
+                _ => {
+                    return Err(napi::Error::from_reason(
+                        "listen() was already called: a Backend listens once",
+                    ))
+                }
+            }
+        }
+        let bound = bind(&addr, max_frame).await;
+        let mut phase = lock(&self.phase);
+        let server = match bound {
+            Ok(server) => server,
+            Err(error) => {
+                *phase = Phase::Closed;
+                return Err(error);
+            }
+        };
+        let local = server
+            .local_addr()
+            .map_err(|e| napi::Error::from_reason(format!("cannot read the bound address: {e}")))?;
+        let router = lock(&self.router).clone();
+        let stop = CancellationToken::new();
+        let (done_tx, done) = watch::channel(false);
+        let shutdown = stop.clone().cancelled_owned();
+        napi::bindgen_prelude::spawn(async move {
+            if let Err(error) = server.serve_with_shutdown(router, shutdown).await {
+                eprintln!("modproxy-sdk: backend on {local} stopped: {error}");
+            }
+            done_tx.send_replace(true);
+        });
+        *phase = Phase::Serving {
+            addr: local,
+            stop,
+            done,
+        };
+        Ok(local.into())
+    }
+
+    /// The bound address, or `null` when not serving.
+    #[napi]
+    pub fn address(&self) -> Option<BoundAddress> {
+        match *lock(&self.phase) {
+            Phase::Serving { addr, ref done, .. } if !*done.borrow() => Some(addr.into()),
+            _ => None,
+        }
+    }
+
+    /// Resolves when the server has stopped. Pending while serving, which keeps the process alive.
+    #[napi]
+    pub async fn stopped(&self) -> napi::Result<()> {
+        let done = match *lock(&self.phase) {
+            Phase::Serving { ref done, .. } => done.clone(),
+            _ => return Ok(()),
+        };
+        wait_done(done).await;
+        Ok(())
+    }
+
+    /// Stops accepting connections, lets in-flight calls finish, and resolves when the server has
+    /// stopped. Calling it again, or before `listen`, is harmless.
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        let done = {
+            let mut phase = lock(&self.phase);
+            match *phase {
+                Phase::Serving { ref stop, ref done, .. } => {
+                    stop.cancel();
+                    done.clone()
+                }
+                Phase::Idle => {
+                    *phase = Phase::Closed;
+                    return Ok(());
+                }
+                Phase::Binding | Phase::Closed => return Ok(()),
+            }
+        };
+        wait_done(done).await;
+        Ok(())
+    }
+}
+
+async fn bind(addr: &str, max_frame: Option<i64>) -> napi::Result<Server> {
+    let max_frame = max_frame_or_default(max_frame)?;
+    let server = Server::bind(addr)
+        .await
+        .map_err(|e| napi::Error::from_reason(format!("cannot listen on {addr}: {e}")))?;
+    Ok(server.max_frame(max_frame))
+}
+
+async fn wait_done(mut done: watch::Receiver<bool>) {
+    // An error means the serving task is gone, which also means it has stopped.
+    let _ = done.wait_for(|stopped| *stopped).await;
+}
+
+/// Locks a mutex, ignoring poisoning: the guarded state stays consistent across every early return.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,15 @@
+//! Node.js binding of the Module Proxy backend SDK: the native half of the npm package `modproxy-sdk`.
+//!
+//! Everything that matters — framing, dispatch, the server, shutdown — lives in `modproxy-sdk`. This crate
+//! only hands JavaScript handlers to its [`modproxy_sdk::Router`] and converts values at the border; the
+//! package's `index.js` turns every user handler into one that always resolves (see [`handler`]).
+
+#![deny(clippy::all)]
+
+mod backend;
+mod frames;
+mod handler;
+
+pub use backend::{BoundAddress, NativeBackend};
+pub use frames::{decode_frames, DecodedFrames, FrameFailure};
+pub use handler::{HandlerFn, Outcome};
