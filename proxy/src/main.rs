@@ -1,1 +1,90 @@
-fn main() {}
+//! `modproxy`: runs the proxy, or checks a configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use modproxy::app::App;
+use modproxy::config::Config;
+use modproxy::{home, logging, server, summary};
+
+/// Module Proxy: static sites, HTTP reverse proxy and an HTTP → socket gateway, chosen per URL module.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The directory that holds conf/ and html/ (default: the current directory when it holds
+    /// conf/default.toml, else the parent of the binary's directory).
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    /// The configuration file (default: HOME/conf/default.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration and print a summary of its modules and nodes.
+    Check {
+        /// The configuration file (same as --config).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.home.as_deref(), cli.config.as_deref()),
+        Some(Command::Check { file }) => check(cli.home.as_deref(), file.as_deref().or(cli.config.as_deref())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("modproxy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// HOME and the config path, resolved.
+fn locate(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let exe = std::env::current_exe().ok();
+    let home = home::resolve(home_flag, &cwd, exe.as_deref());
+    let config = match config_flag {
+        Some(path) => home::absolute(path, &cwd),
+        None => home.join("conf/default.toml"),
+    };
+    Ok((home, config))
+}
+
+fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
+    let (home, path) = locate(home_flag, config_flag)?;
+    let config = Config::load(&path, &home)?;
+    print!("{}", summary::render(&config));
+    Ok(())
+}
+
+fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
+    let (home, path) = locate(home_flag, config_flag)?;
+    // A bad config never binds the port.
+    let config = Config::load(&path, &home)?;
+    let _log_guard = logging::init(config.log_level, &home.join("logs"))
+        .with_context(|| format!("cannot create the log directory {}", home.join("logs").display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let addr = std::net::SocketAddr::new(config.server.listen, config.server.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
+        tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
+        let app = Arc::new(App::new(config, &home));
+        server::serve(app, listener, modproxy_sdk::server::shutdown_signal()).await;
+        tracing::info!("modproxy stopped");
+        anyhow::Ok(())
+    })
+}

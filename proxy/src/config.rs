@@ -1,0 +1,620 @@
+//! `conf/default.toml`: the seed-compatible configuration, read with serde + toml and resolved into
+//! [`Config`], which the rest of the proxy uses. Errors name the file, the line and the key.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The name of the built-in module that serves `HOME/html` whatever the config says.
+pub const INNER_MODULE: &str = "module_proxy_inner_mod";
+
+/// A configuration error, already phrased for a person: file, line, key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(String);
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// Every configured module by name.
+    pub modules: HashMap<String, Module>,
+    /// `[log] level`.
+    pub log_level: LogLevel,
+}
+
+/// `[server]`, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bind address.
+    pub listen: IpAddr,
+    /// HTTP listen port.
+    pub port: u16,
+    /// The root site's directory (absolute).
+    pub root_path: PathBuf,
+    /// Files larger than this are streamed.
+    pub chunked_size: u64,
+    /// Index file names tried for a directory, in order.
+    pub index: Vec<String>,
+    /// Request bodies larger than this get 413.
+    pub max_body: u64,
+    /// Time allowed to receive a request's headers.
+    pub header_timeout: Duration,
+}
+
+/// `[log] level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default: one access line per request, and everything above.
+    Info,
+    /// Details of connections and pools.
+    Debug,
+}
+
+impl LogLevel {
+    /// The matching `tracing` level.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+        }
+    }
+}
+
+/// What a module does.
+#[derive(Debug, Clone)]
+pub enum Module {
+    /// `module_html`: a static sub-site served from `path`.
+    Html {
+        /// The sub-site's directory (absolute).
+        path: PathBuf,
+    },
+    /// `module_http`: reverse proxy to upstream URLs.
+    Http(Upstream),
+    /// `module_socket`: HTTP → length-line socket gateway.
+    Socket(Upstream),
+}
+
+/// A balanced group of backend nodes and the settings used to talk to them.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of each node (socket modules) or `http://host:port` (HTTP modules), in config order.
+    pub nodes: Vec<String>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply (socket) or response headers (HTTP).
+    pub timeout: Duration,
+    /// How long a failed node is skipped.
+    pub fail_timeout: Duration,
+    /// Largest reply frame accepted from a socket backend.
+    pub max_frame: usize,
+    /// Whether backend connections are reused.
+    pub keepalive: bool,
+    /// HTTP modules: send the client's `Host` instead of the upstream's.
+    pub pass_host: bool,
+}
+
+impl Config {
+    /// Reads and resolves a config file. Relative paths inside it resolve against `home`.
+    pub fn load(path: &Path, home: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, path, home)
+    }
+
+    /// Parses config text; `source` is only used in messages.
+    pub fn parse(text: &str, source: &Path, home: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(&e, text, source))?;
+        resolve(raw, source, home).map_err(|e| ConfigError(format!("{}: {e}", source.display())))
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    // Seed keys that describe the deployment; accepted and unused.
+    #[serde(default, rename = "name")]
+    _name: Option<toml::Value>,
+    #[serde(default, rename = "version")]
+    _version: Option<toml::Value>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    module: RawModules,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    port: u16,
+    listen: String,
+    root_path: String,
+    chunked_size: u64,
+    index: StringList,
+    max_body: u64,
+    header_timeout: Seconds,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            port: 8080,
+            listen: "0.0.0.0".into(),
+            root_path: "html".into(),
+            chunked_size: 10 * 1024 * 1024,
+            index: StringList::Text("index.html index.htm".into()),
+            max_body: 10 * 1024 * 1024,
+            header_timeout: Seconds(10.0),
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModules {
+    #[serde(default)]
+    module_html: Vec<RawHtmlModule>,
+    #[serde(default)]
+    module_http: Vec<RawBackendModule>,
+    #[serde(default)]
+    module_socket: Vec<RawBackendModule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHtmlModule {
+    module: String,
+    path: String,
+}
+
+/// One `module_http` or `module_socket` entry; which keys are required depends on the list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendModule {
+    module: String,
+    proxy_pass: Option<StringList>,
+    forward_pass: Option<StringList>,
+    ip: Option<String>,
+    port: Option<u16>,
+    pass_host: Option<bool>,
+    connect_timeout: Option<Seconds>,
+    timeout: Option<Seconds>,
+    fail_timeout: Option<Seconds>,
+    max_frame: Option<usize>,
+    keepalive: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    connect_timeout: Seconds,
+    timeout: Seconds,
+    fail_timeout: Seconds,
+    max_frame: usize,
+    keepalive: bool,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            connect_timeout: Seconds(3.0),
+            timeout: Seconds(30.0),
+            fail_timeout: Seconds(60.0),
+            max_frame: modproxy_sdk::frame::DEFAULT_MAX_FRAME,
+            keepalive: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: LogLevel,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { level: LogLevel::Info }
+    }
+}
+
+/// A list written either as one string (comma- or space-separated) or as an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringList {
+    Text(String),
+    Array(Vec<String>),
+}
+
+impl StringList {
+    fn items(&self, separators: &[char]) -> Vec<String> {
+        let split: Vec<&str> = match self {
+            StringList::Text(text) => text.split(separators).collect(),
+            StringList::Array(items) => items.iter().map(String::as_str).collect(),
+        };
+        split
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A duration in seconds, written as an integer or a float.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(try_from = "f64")]
+struct Seconds(f64);
+
+impl TryFrom<f64> for Seconds {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        if value.is_finite() && value >= 0.0 && value <= 86_400.0 * 365.0 {
+            Ok(Seconds(value))
+        } else {
+            Err(format!("{value} is not a duration in seconds (a number from 0 up)"))
+        }
+    }
+}
+
+impl Seconds {
+    fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+// ---- resolution ------------------------------------------------------------------------------------
+
+fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
+    let server = &raw.server;
+    let listen: IpAddr = server.listen.parse().map_err(|_| {
+        format!(
+            "[server] listen = {:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")",
+            server.listen
+        )
+    })?;
+    let index = server.index.items(&[' ', ',', '\t', '\n']);
+    if index.iter().any(|name| name.contains('/') || name == "..") {
+        return Err("[server] index must list file names, not paths".into());
+    }
+    let server_config = ServerConfig {
+        listen,
+        port: server.port,
+        root_path: home.join(&server.root_path),
+        chunked_size: server.chunked_size,
+        index,
+        max_body: server.max_body,
+        header_timeout: server.header_timeout.duration(),
+    };
+
+    let mut modules = HashMap::new();
+    let mut add = |name: &str, list: &str, module: Module| -> Result<(), String> {
+        validate_module_name(name).map_err(|why| format!("{list}: module {name:?} {why}"))?;
+        if modules.insert(name.to_owned(), module).is_some() {
+            return Err(format!(
+                "{list}: module {name:?} is configured twice; module names must be unique"
+            ));
+        }
+        Ok(())
+    };
+    for entry in &raw.module.module_html {
+        add(
+            &entry.module,
+            "module_html",
+            Module::Html {
+                path: home.join(&entry.path),
+            },
+        )?;
+    }
+    for entry in &raw.module.module_http {
+        let upstream = backend_upstream(entry, &raw.upstream, "module_http")?;
+        add(&entry.module, "module_http", Module::Http(upstream))?;
+    }
+    for entry in &raw.module.module_socket {
+        let upstream = backend_upstream(entry, &raw.upstream, "module_socket")?;
+        add(&entry.module, "module_socket", Module::Socket(upstream))?;
+    }
+    Ok(Config {
+        source: source.to_owned(),
+        server: server_config,
+        modules,
+        log_level: raw.log.level,
+    })
+}
+
+fn validate_module_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name == INNER_MODULE {
+        return Err("is reserved for the built-in pages");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err("may only hold letters, digits, '-', '_' and '.' (it is a URL path segment)");
+    }
+    Ok(())
+}
+
+fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str) -> Result<Upstream, String> {
+    let name = &entry.module;
+    let nodes = if list == "module_http" {
+        if entry.forward_pass.is_some() || entry.ip.is_some() || entry.port.is_some() {
+            return Err(format!(
+                "module_http {name:?}: use proxy_pass (forward_pass, ip and port are for module_socket)"
+            ));
+        }
+        let urls = entry
+            .proxy_pass
+            .as_ref()
+            .ok_or(format!("module_http {name:?}: missing proxy_pass"))?;
+        let urls = urls.items(&[',']);
+        for url in &urls {
+            check_http_url(url).map_err(|why| format!("module_http {name:?}: proxy_pass {url:?} {why}"))?;
+        }
+        urls.into_iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
+    } else {
+        if entry.proxy_pass.is_some() || entry.pass_host.is_some() {
+            return Err(format!(
+                "module_socket {name:?}: use forward_pass (proxy_pass and pass_host are for module_http)"
+            ));
+        }
+        let mut nodes = entry
+            .forward_pass
+            .as_ref()
+            .map(|list| list.items(&[',']))
+            .unwrap_or_default();
+        // The seed's older single-node form.
+        match (&entry.ip, entry.port) {
+            (Some(ip), Some(port)) => nodes.push(format!("{ip}:{port}")),
+            (None, None) => {}
+            _ => return Err(format!("module_socket {name:?}: the older form needs both ip and port")),
+        }
+        for node in &nodes {
+            check_socket_addr(node).map_err(|why| format!("module_socket {name:?}: node {node:?} {why}"))?;
+        }
+        nodes
+    };
+    if nodes.is_empty() {
+        return Err(format!("{list} {name:?}: no nodes (give at least one address)"));
+    }
+    Ok(Upstream {
+        nodes,
+        connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
+        timeout: entry.timeout.unwrap_or(defaults.timeout).duration(),
+        fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
+        max_frame: entry.max_frame.unwrap_or(defaults.max_frame),
+        keepalive: entry.keepalive.unwrap_or(defaults.keepalive),
+        pass_host: entry.pass_host.unwrap_or(false),
+    })
+}
+
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must start with http:// (upstream TLS is not supported)");
+    }
+    if uri.authority().is_none() {
+        return Err("has no host");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must be scheme://host:port only: the request path is forwarded unchanged");
+    }
+    Ok(())
+}
+
+fn check_socket_addr(node: &str) -> Result<(), &'static str> {
+    let (host, port) = node.rsplit_once(':').ok_or("must be host:port")?;
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    port.parse::<u16>().map_err(|_| "has a bad port")?;
+    Ok(())
+}
+
+// ---- error messages -----------------------------------------------------------------------------------
+
+fn describe_toml_error(error: &toml::de::Error, text: &str, source: &Path) -> ConfigError {
+    let at = error.span().map(|span| span.start).unwrap_or(0);
+    let line = text[..at.min(text.len())].matches('\n').count() + 1;
+    let section = section_at(text, at);
+    let message = error.message();
+    let detail = match unknown_field(message) {
+        Some((key, expected)) => {
+            let mut detail = format!("unknown key '{key}' in {section}");
+            if let Some(close) = closest(key, &expected) {
+                detail.push_str(&format!(" (did you mean '{close}'?)"));
+            } else if !expected.is_empty() {
+                detail.push_str(&format!(" (known keys: {})", expected.join(", ")));
+            }
+            detail
+        }
+        None => format!("{} in {section}", message.trim_end()),
+    };
+    ConfigError(format!("{} line {line}: {detail}", source.display()))
+}
+
+/// The `[table]` header in force at byte `at`, for messages.
+fn section_at(text: &str, at: usize) -> String {
+    text[..at.min(text.len())]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('[') && !line.starts_with("[["))
+        .map(|line| line.split(']').next().unwrap_or(line).to_owned() + "]")
+        .unwrap_or_else(|| "the top level".to_owned())
+}
+
+/// Picks apart serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a`", or "there are
+/// no fields").
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).collect();
+    Some((key, expected))
+}
+
+/// The known key nearest to `key`, if it is near enough to be a typo.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (strsim::levenshtein(key, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/default.toml"), Path::new("/home/mp"))
+    }
+
+    #[test]
+    fn seed_config_runs_unchanged() {
+        let config = parse(
+            r#"
+name = "ModuleProxy"
+version = "1.0"
+[server]
+port = 8080
+root_path = "html"
+chunked_size = 10485760
+index = "index.html index.htm"
+[module]
+module_html = [ { module = "store", path = "/opt/vue/" } ]
+module_http = [ { module = "s2", proxy_pass = "http://127.0.0.1:8081, http://127.0.0.1:8082" } ]
+module_socket = [ { module = "s3", forward_pass = """
+    127.0.0.1:21231,
+    127.0.0.1:21232
+""" }, { module = "old", ip = "127.0.0.1", port = 21233 } ]
+[log]
+level = "info"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(config.server.root_path, Path::new("/home/mp/html"));
+        assert_eq!(config.server.index, ["index.html", "index.htm"]);
+        let Module::Socket(s3) = &config.modules["s3"] else {
+            panic!("s3 is a socket module")
+        };
+        assert_eq!(s3.nodes, ["127.0.0.1:21231", "127.0.0.1:21232"]);
+        assert_eq!(s3.fail_timeout, Duration::from_secs(60));
+        let Module::Socket(old) = &config.modules["old"] else {
+            panic!("old is a socket module")
+        };
+        assert_eq!(old.nodes, ["127.0.0.1:21233"]);
+        let Module::Http(s2) = &config.modules["s2"] else {
+            panic!("s2 is an http module")
+        };
+        assert_eq!(s2.nodes, ["http://127.0.0.1:8081", "http://127.0.0.1:8082"]);
+        assert!(matches!(&config.modules["store"], Module::Html { path } if path == Path::new("/opt/vue/")));
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = parse(
+            r#"
+[upstream]
+timeout = 5
+[module]
+module_socket = [ { module = "a", forward_pass = ["127.0.0.1:1"], timeout = 0.5, keepalive = false } ]
+module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0");
+        assert_eq!(config.server.max_body, 10 * 1024 * 1024);
+        assert_eq!(config.log_level, LogLevel::Info);
+        let Module::Socket(a) = &config.modules["a"] else {
+            panic!()
+        };
+        assert_eq!((a.timeout, a.keepalive), (Duration::from_millis(500), false));
+        assert_eq!(a.connect_timeout, Duration::from_secs(3));
+        let Module::Http(b) = &config.modules["b"] else {
+            panic!()
+        };
+        assert_eq!(b.timeout, Duration::from_secs(5));
+        assert_eq!(b.nodes, ["http://127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn unknown_key_names_line_section_and_suggestion() {
+        let err = parse(
+            "[server]\nport = 1\n\n[module]\nmodule_socket = [ { module = \"s3\", forward_pas = \"127.0.0.1:1\" } ]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config: conf/default.toml line 5: unknown key 'forward_pas' in [module] (did you mean 'forward_pass'?)"
+        );
+        let err = parse("[sever]\nport = 1\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: unknown key 'sever'") && err.contains("did you mean 'server'"),
+            "{err}"
+        );
+        let err = parse("[server]\nport = 1\nchunk_size = 5\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("did you mean 'chunked_size'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let cases = [
+            ("[server]\nport = 70000\n", "line 2"),
+            ("[server]\nlisten = \"localhost\"\n", "not an IP address"),
+            ("[upstream]\ntimeout = -1\n", "not a duration"),
+            ("[log]\nlevel = \"loud\"\n", "line 2"),
+            ("[module]\nmodule_socket = [ { module = \"a\" } ]\n", "no nodes"),
+            ("[module]\nmodule_socket = [ { module = \"a\", forward_pass = \"nohost\" } ]\n", "host:port"),
+            ("[module]\nmodule_socket = [ { module = \"a\", ip = \"127.0.0.1\" } ]\n", "both ip and port"),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"https://x\" } ]\n", "http://"),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"http://x/p\" } ]\n", "host:port only"),
+            ("[module]\nmodule_http = [ { module = \"a\", forward_pass = \"x:1\" } ]\n", "use proxy_pass"),
+            ("[module]\nmodule_html = [ { module = \"a/b\", path = \"x\" } ]\n", "URL path segment"),
+            ("[module]\nmodule_html = [ { module = \"module_proxy_inner_mod\", path = \"x\" } ]\n", "reserved"),
+            (
+                "[module]\nmodule_html = [ { module = \"a\", path = \"x\" } ]\nmodule_socket = [ { module = \"a\", forward_pass = \"h:1\" } ]\n",
+                "configured twice",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with("config: conf/default.toml"), "{err}");
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn closest_only_suggests_near_misses() {
+        assert_eq!(closest("timout", &["timeout", "fail_timeout"]), Some("timeout"));
+        assert_eq!(closest("banana", &["timeout", "port"]), None);
+    }
+}

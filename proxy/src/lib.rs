@@ -1,0 +1,17 @@
+//! Module Proxy: an HTTP server that, per URL module, serves static sites, reverse-proxies HTTP, or turns
+//! a `POST` of JSON into a length-line frame to a TCP backend.
+
+pub mod app;
+pub mod balancer;
+pub mod body;
+pub mod config;
+pub mod error_response;
+pub mod home;
+pub mod http_forward;
+pub mod logging;
+pub mod routing;
+pub mod server;
+pub mod socket_gateway;
+pub mod socket_pool;
+pub mod static_site;
+pub mod summary;

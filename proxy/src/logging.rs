@@ -1,0 +1,49 @@
+//! Logs to the console and to `HOME/logs/modproxy.log`, rotated by size (10 MB, 5 files kept).
+//!
+//! File writes go through tracing-appender's non-blocking writer so a slow disk never stalls a request.
+
+use std::path::Path;
+
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogLevel;
+
+/// Size at which the log file is rotated.
+const ROTATE_BYTES: usize = 10 * 1024 * 1024;
+/// Rotated files kept beside the current one.
+const ROTATED_FILES: usize = 5;
+
+/// Keeps the background log writer alive; logs still buffered are flushed when it drops.
+#[must_use = "dropping the guard stops file logging"]
+pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+
+/// Installs the global subscriber: console plus rotated file under `logs_dir`.
+pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
+    std::fs::create_dir_all(logs_dir)?;
+    let file = FileRotate::new(
+        logs_dir.join("modproxy.log"),
+        AppendCount::new(ROTATED_FILES),
+        ContentLimit::BytesSurpassed(ROTATE_BYTES),
+        Compression::None,
+        None,
+    );
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let filter = LevelFilter::from_level(level.as_tracing());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(writer),
+        )
+        .init();
+    Ok(LogGuard(guard))
+}

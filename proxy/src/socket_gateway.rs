@@ -1,0 +1,256 @@
+//! `module_socket`: a browser's `POST` of JSON becomes one length-line frame to a backend node, and the
+//! backend's reply frame becomes the HTTP response, byte for byte.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use modproxy_sdk::FrameError;
+
+use crate::balancer::{Balancer, Clock};
+use crate::body::{full, Body, BoxError};
+use crate::config::Upstream;
+use crate::error_response::ErrorPages;
+use crate::socket_pool::{Connection, Origin, SocketPool};
+
+/// Which backend node answered, for the access log (a response extension).
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub Arc<str>);
+
+/// One socket module: its nodes, their health and their idle connections.
+#[derive(Debug)]
+pub struct SocketGateway {
+    name: String,
+    upstream: Upstream,
+    balancer: Balancer,
+    pool: SocketPool,
+}
+
+/// Why a socket request failed; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+enum GatewayError {
+    #[error("module '{0}' only accepts POST with a JSON body")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than the limit of {0} bytes (server.max_body)")]
+    BodyTooLarge(u64),
+    #[error("could not read the request body: {0}")]
+    BodyUnreadable(BoxError),
+    #[error("request body is not UTF-8 JSON: {0}")]
+    NotJson(String),
+    #[error("no node of module '{module}' is reachable (tried {tried}); start a backend or check forward_pass")]
+    Unreachable { module: String, tried: String },
+    #[error("backend {node} sent a bad reply: {source}")]
+    BadReply { node: String, source: FrameError },
+    #[error("backend {node} closed the connection before replying")]
+    ClosedBeforeReply { node: String },
+    #[error("backend {node} did not reply within {secs} s (upstream.timeout)")]
+    Timeout { node: String, secs: f64 },
+}
+
+impl GatewayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyUnreadable(_) | GatewayError::NotJson(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unreachable { .. }
+            | GatewayError::BadReply { .. }
+            | GatewayError::ClosedBeforeReply { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl SocketGateway {
+    /// The gateway for module `name`.
+    pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
+        let balancer = Balancer::new(upstream.nodes.clone(), upstream.fail_timeout, clock);
+        let pool = SocketPool::new(
+            upstream.nodes.len(),
+            upstream.keepalive,
+            upstream.max_frame,
+            upstream.connect_timeout,
+        );
+        SocketGateway {
+            name: name.to_owned(),
+            upstream,
+            balancer,
+            pool,
+        }
+    }
+
+    /// The module's balancer (for status pages and metrics).
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle<B>(&self, request: Request<B>, max_body: u64, pages: &ErrorPages) -> Response<Body>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let wants = request.headers().clone();
+        match self.exchange(request, max_body).await {
+            Ok((reply, node)) => {
+                let mut response = Response::new(full(reply));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                response.extensions_mut().insert(ServedBy(node));
+                response
+            }
+            Err((error, node)) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::error!(module = self.name, %error, "socket request failed");
+                } else {
+                    tracing::warn!(module = self.name, %error, "socket request refused");
+                }
+                let mut response = pages.for_script(&wants, status, &error.to_string());
+                if status == StatusCode::METHOD_NOT_ALLOWED {
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                }
+                if let Some(node) = node {
+                    response.extensions_mut().insert(ServedBy(node));
+                }
+                response
+            }
+        }
+    }
+
+    async fn exchange<B>(
+        &self,
+        request: Request<B>,
+        max_body: u64,
+    ) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let payload = read_json_body(request, &self.name, max_body)
+            .await
+            .map_err(|e| (e, None))?;
+        let mut tried = Vec::with_capacity(self.balancer.nodes().len());
+        loop {
+            let Some(pick) = self.balancer.pick(&tried) else {
+                let tried = self.describe(&tried);
+                return Err((
+                    GatewayError::Unreachable {
+                        module: self.name.clone(),
+                        tried,
+                    },
+                    None,
+                ));
+            };
+            if pick.all_masked {
+                tracing::warn!(module = self.name, "every node is masked; trying a masked one");
+            }
+            tried.push(pick.index);
+            let node = self.balancer.node(pick.index);
+            match self.pool.get(pick.index, node).await {
+                // Nothing was sent: the request may go on to another node.
+                Err(error) => {
+                    tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
+                    self.fail(pick.index);
+                }
+                Ok((connection, origin)) => {
+                    let node: Arc<str> = node.into();
+                    return match self.send(connection, origin, pick.index, &payload).await {
+                        Ok(reply) => Ok((reply, node)),
+                        Err(error) => Err((error, Some(node))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// One request/reply on a connection. Whatever happens after the first byte is written, the request
+    /// is never sent again: the backend may have acted on it.
+    async fn send(
+        &self,
+        mut connection: Connection,
+        origin: Origin,
+        index: usize,
+        payload: &Bytes,
+    ) -> Result<Bytes, GatewayError> {
+        let exchange = async {
+            connection.send(payload).await?;
+            connection.next().await.transpose()
+        };
+        let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
+        let error = match outcome {
+            Ok(Ok(Some(reply))) => {
+                self.pool.put(index, connection);
+                return Ok(reply);
+            }
+            Err(_) => GatewayError::Timeout {
+                node: self.balancer.node(index).to_owned(),
+                secs: self.upstream.timeout.as_secs_f64(),
+            },
+            Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => {
+                GatewayError::ClosedBeforeReply {
+                    node: self.balancer.node(index).to_owned(),
+                }
+            }
+            Ok(Err(source)) => GatewayError::BadReply {
+                node: self.balancer.node(index).to_owned(),
+                source,
+            },
+        };
+        tracing::debug!(module = self.name, ?origin, "exchange failed; node masked");
+        self.fail(index);
+        Err(error)
+    }
+
+    fn describe(&self, tried: &[usize]) -> String {
+        let names: Vec<&str> = tried.iter().map(|&i| self.balancer.node(i)).collect();
+        names.join(", ")
+    }
+
+    fn fail(&self, index: usize) {
+        self.balancer.mark_failed(index);
+        self.pool.clear(index);
+    }
+}
+
+/// Reads the body (refusing one over `max_body` as soon as that is known) and checks it is UTF-8 JSON
+/// without building a tree: the proxy passes it on byte for byte.
+async fn read_json_body<B>(request: Request<B>, module: &str, max_body: u64) -> Result<Bytes, GatewayError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if request.method() != Method::POST {
+        return Err(GatewayError::MethodNotAllowed(module.to_owned()));
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return Err(GatewayError::BodyTooLarge(max_body));
+    }
+    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                GatewayError::BodyTooLarge(max_body)
+            } else {
+                GatewayError::BodyUnreadable(error)
+            }
+        })?;
+    let body = body.to_bytes();
+    let text = std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| GatewayError::NotJson(e.to_string()))?;
+    Ok(body)
+}

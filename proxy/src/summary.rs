@@ -1,0 +1,55 @@
+//! The one-screen summary that `modproxy check` prints.
+
+use std::fmt::Write;
+
+use crate::config::{Config, Module};
+
+/// Renders `config` for a person: where it listens, the root site, and every module with its nodes.
+pub fn render(config: &Config) -> String {
+    let server = &config.server;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", config.source.display());
+    let _ = writeln!(out, "listen      {}:{}", server.listen, server.port);
+    let _ = writeln!(
+        out,
+        "root site   {} (index: {})",
+        server.root_path.display(),
+        server.index.join(" ")
+    );
+    let _ = writeln!(
+        out,
+        "limits      max_body {} bytes, header_timeout {:?}",
+        server.max_body, server.header_timeout
+    );
+    let _ = writeln!(out, "log level   {:?}", config.log_level);
+    let mut names: Vec<&String> = config.modules.keys().collect();
+    names.sort();
+    let _ = writeln!(out, "modules     {}", if names.is_empty() { "none" } else { "" });
+    for name in names {
+        match &config.modules[name] {
+            Module::Html { path } => {
+                let _ = writeln!(out, "  /{name}/  html    {}", path.display());
+            }
+            Module::Http(upstream) | Module::Socket(upstream) => {
+                let kind = if matches!(config.modules[name], Module::Http(_)) {
+                    "http  "
+                } else {
+                    "socket"
+                };
+                let _ = writeln!(
+                    out,
+                    "  /{name}/  {kind}  {} node(s); timeout {:?}, connect {:?}, fail_timeout {:?}, keepalive {}",
+                    upstream.nodes.len(),
+                    upstream.timeout,
+                    upstream.connect_timeout,
+                    upstream.fail_timeout,
+                    upstream.keepalive
+                );
+                for node in &upstream.nodes {
+                    let _ = writeln!(out, "      - {node}");
+                }
+            }
+        }
+    }
+    out
+}
