@@ -28,8 +28,13 @@ test-rust:
 # Filled in by the Python SDK.
 test-python:
 
-# Filled in by the Node SDK.
+# The Node SDK: the proxy binary for its end-to-end test, the pinned npm tools, the addon, the types, the tests.
 test-node:
+	$(CARGO) build -p modproxy
+	cd sdk-node && npm ci --no-audit --no-fund
+	cd sdk-node && npm run build
+	cd sdk-node && npm run typecheck
+	cd sdk-node && npm test
 
 # Filled in by the end-to-end suite.
 test-e2e:
