@@ -93,3 +93,39 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Router;
+    use serde_json::json;
+
+    fn reply(bytes: Vec<u8>) -> Value {
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ping_is_answered_before_routing() {
+        let router = Router::new().handler("_ping", |_: Request| async { Ok(json!("shadowed")) });
+        let payload = Request::new(PING_METHOD, Value::Null).to_vec();
+        assert_eq!(dispatch(&router, &payload).await, br#"{"pong":true}"#);
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_a_reply() {
+        let router = Router::new()
+            .handler("boom", |_: Request| async { panic!("with a message {}", 42) })
+            .handler("str_boom", |_: Request| async { std::panic::panic_any("static str") });
+        let cases = [
+            (&b"{"[..], "bad_request", "not valid JSON"),
+            (br#"{"head":{"method":"nope"}}"#, "method_not_found", "'nope'"),
+            (br#"{"head":{"method":"boom"}}"#, "handler_error", "with a message 42"),
+            (br#"{"head":{"method":"str_boom"}}"#, "handler_error", "static str"),
+        ];
+        for (payload, code, needle) in cases {
+            let reply = reply(dispatch(&router, payload).await);
+            assert_eq!(reply["error"]["code"], code, "{reply}");
+            assert!(reply["error"]["message"].as_str().unwrap().contains(needle), "{reply}");
+        }
+    }
+}

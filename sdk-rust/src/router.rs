@@ -111,3 +111,29 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router").field("methods", &self.methods()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[tokio::test]
+    async fn insert_replaces_and_methods_are_sorted() {
+        let mut router = Router::new()
+            .method("b", |_: Value| async { Ok::<_, MethodError>(1) })
+            .method("a", |_: Value| async { Ok::<_, MethodError>(2) });
+        router.insert("b", Arc::new(|_: Request| async { Ok(json!("replaced")) }));
+        assert_eq!(router.methods(), ["a", "b"]);
+        let reply = router.handle(Request::new("b", Value::Null)).await.unwrap();
+        assert_eq!(reply, json!("replaced"));
+    }
+
+    #[tokio::test]
+    async fn typed_data_of_the_wrong_shape_is_bad_request() {
+        let router = Router::new().method("n", |n: u32| async move { Ok::<_, MethodError>(n) });
+        assert_eq!(router.handle(Request::new("n", json!(7))).await.unwrap(), json!(7));
+        let error = router.handle(Request::new("n", json!("seven"))).await.unwrap_err();
+        assert_eq!(error.code, "bad_request");
+        assert!(error.message.contains("'n'"), "{}", error.message);
+    }
+}
