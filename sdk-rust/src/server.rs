@@ -64,7 +64,8 @@ impl Server {
         self
     }
 
-    /// How long a connection may wait for its next request.
+    /// How long a connection may wait for its next request, and how long a reply may wait for the peer
+    /// to read it (a peer that sends but never reads would otherwise hold its connection forever).
     pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
         self
@@ -186,14 +187,21 @@ impl<B: Backend> Connection<B> {
                 Ok(Some(Err(error))) => {
                     tracing::warn!(%peer, %error, "bad frame; closing the connection");
                     let reply = MethodError::bad_request(format!("bad frame: {error}")).to_reply();
-                    let _ = framed.send(reply).await;
+                    let _ = tokio::time::timeout(self.idle_timeout, framed.send(reply)).await;
                     break;
                 }
             };
             let reply = dispatch(&*self.backend, &payload).await;
-            if let Err(error) = framed.send(reply).await {
-                tracing::debug!(%peer, %error, "could not send reply");
-                break;
+            match tokio::time::timeout(self.idle_timeout, framed.send(reply)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "could not send reply");
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "peer stopped reading replies; closing the connection");
+                    break;
+                }
             }
         }
     }

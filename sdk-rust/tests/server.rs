@@ -392,6 +392,40 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
 }
 
 #[tokio::test]
+async fn a_peer_that_never_reads_its_replies_is_disconnected() {
+    let router = Router::new().method("big", |n: usize| async move { Ok::<_, MethodError>("x".repeat(n)) });
+    let server = Running::start(
+        Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .idle_timeout(Duration::from_millis(300)),
+        router,
+    )
+    .await;
+    // 40 MB of replies asked for, far more than the socket buffers of both ends hold.
+    const ASKED: usize = 40;
+    let mut conn = server.raw().await;
+    let wire: Vec<u8> = (0..ASKED)
+        .flat_map(|_| frame(&request("big", json!(1 << 20))))
+        .collect();
+    conn.get_mut().write_all(&wire).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut received = 0;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(GENEROUS, conn.next()).await {
+        received += 1;
+    }
+    assert!(
+        received < ASKED,
+        "the server gave up on the stalled peer ({received} replies)"
+    );
+    // And it did not give up on serving.
+    let mut client = server.client().await;
+    assert_eq!(client.call("_ping", Value::Null).await.unwrap(), json!({"pong": true}));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_handler_does_not_hold_up_other_connections() {
     let gate = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
