@@ -12,7 +12,9 @@ use crate::todos::{Todo, TodoError, TodoList};
 /// `data` of `add`.
 #[derive(Debug, Deserialize)]
 pub struct AddArgs {
-    /// The new todo's title.
+    /// The new todo's title. Missing counts as empty (an `invalid` reply, as from the Python and Node
+    /// examples); present but not a string is a `bad_request`.
+    #[serde(default)]
     pub title: String,
 }
 

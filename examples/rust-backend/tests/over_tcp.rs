@@ -44,8 +44,9 @@ async fn add_list_done_and_their_errors() {
         client.call("done", json!({"id": 99})).await.unwrap_err().code(),
         Some("not_found")
     );
+    assert_eq!(client.call("add", json!({})).await.unwrap_err().code(), Some("invalid"));
     assert_eq!(
-        client.call("add", json!({})).await.unwrap_err().code(),
+        client.call("add", json!({"title": 7})).await.unwrap_err().code(),
         Some("bad_request")
     );
     assert_eq!(
