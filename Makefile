@@ -29,9 +29,11 @@ test-rust:
 test-python:
 
 # The Node SDK: the proxy binary for its end-to-end test, the pinned npm tools, the addon, the types, the tests.
+# `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build
+# tools (@napi-rs/cli's dependencies), which `npm ci` rejects; --no-save keeps the lock as committed.
 test-node:
 	$(CARGO) build -p modproxy
-	cd sdk-node && npm ci --no-audit --no-fund
+	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 	cd sdk-node && npm run typecheck
 	cd sdk-node && npm test

@@ -163,6 +163,7 @@ test('many browsers at once', async () => {
 
 test('the example closes gracefully on SIGINT', async () => {
   backend.kill('SIGINT');
-  const how = await Promise.race([backend.exited, sleep(5000).then(() => 'still running after 5 s')]);
+  const timeout = AbortSignal.timeout(5000);
+  const how = await Promise.race([backend.exited, once(timeout, 'abort').then(() => 'still running after 5 s')]);
   assert.deepEqual(how, { code: 0, signal: null }, backend.output);
 });
