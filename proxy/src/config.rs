@@ -268,7 +268,7 @@ struct Seconds(f64);
 impl TryFrom<f64> for Seconds {
     type Error = String;
     fn try_from(value: f64) -> Result<Self, String> {
-        if value.is_finite() && value >= 0.0 && value <= 86_400.0 * 365.0 {
+        if (0.0..=86_400.0 * 365.0).contains(&value) {
             Ok(Seconds(value))
         } else {
             Err(format!("{value} is not a duration in seconds (a number from 0 up)"))

@@ -1,0 +1,458 @@
+//! The HTTP → socket gateway against the real binary and backends in both seed styles.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{free_port, http, send_raw, Proxy};
+
+/// How a test backend behaves.
+#[derive(Clone, Copy)]
+enum Style {
+    /// Java seed: `%010d` reply, then close.
+    ZeroPaddedThenClose,
+    /// Go-like keep-alive with `%10d` replies.
+    SpaceKeepAlive,
+    /// Reads the request, never answers.
+    Hang,
+    /// Answers a line that is not a length line.
+    Garbage,
+    /// Announces 100 bytes, sends 5, closes.
+    Short,
+    /// Announces a reply bigger than the proxy's max_frame.
+    Huge,
+    /// Reads the request, closes without a reply.
+    CloseAfterRead,
+}
+
+/// A backend on a free port; counts connections and requests.
+struct Backend {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn start(style: Style) -> Backend {
+        Backend::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), style)
+    }
+
+    fn start_on(listener: TcpListener, style: Style) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                std::thread::spawn(move || serve_connection(stream, style, &r));
+            }
+        });
+        Backend {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Echoes `{"echo": <request>, "port": <backend port>}` in the given style.
+fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
+    let port = stream.local_addr().unwrap().port();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = [0u8; 12];
+        if reader.read_exact(&mut line).is_err() {
+            return;
+        }
+        let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).unwrap();
+        requests.fetch_add(1, Ordering::SeqCst);
+        let request: Value = serde_json::from_slice(&payload).unwrap();
+        let reply = serde_json::to_vec(&json!({ "echo": request, "port": port })).unwrap();
+        let _ = match style {
+            Style::ZeroPaddedThenClose => {
+                let _ = writer.write_all(&[format!("{:010}\r\n", reply.len()).as_bytes(), &reply].concat());
+                return;
+            }
+            Style::SpaceKeepAlive => {
+                writer.write_all(&[format!("{:>10}\r\n", reply.len()).as_bytes(), &reply].concat())
+            }
+            Style::Hang => {
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            Style::Garbage => writer.write_all(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Style::Short => writer.write_all(b"       100\r\n{\"a\":"),
+            Style::Huge => writer.write_all(b"1000000000\r\n{}"),
+            Style::CloseAfterRead => return,
+        };
+        if !matches!(style, Style::SpaceKeepAlive) {
+            return;
+        }
+    }
+}
+
+fn socket_module(name: &str, nodes: &[SocketAddr], extra: &str) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|a| a.to_string()).collect();
+    format!(
+        "{{ module = \"{name}\", forward_pass = \"{}\"{extra} }}",
+        nodes.join(", ")
+    )
+}
+
+fn config(modules: &[String]) -> String {
+    format!("[module]\nmodule_socket = [\n{}\n]\n", modules.join(",\n"))
+}
+
+fn envelope(method: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "head": { "method": method, "token": "t0" }, "data": data })).unwrap()
+}
+
+#[test]
+fn both_seed_styles_round_trip_byte_for_byte() {
+    let java = Backend::start(Style::ZeroPaddedThenClose);
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &config(&[
+            socket_module("java", &[java.addr], ""),
+            socket_module("go", &[go.addr], ""),
+        ]),
+    );
+    for module in ["java", "go"] {
+        for i in 0..20 {
+            let body = envelope("add", json!({ "i": i, "name": "Zoë ✓" }));
+            let response = proxy.post(&format!("/{module}/"), &[], &body);
+            assert_eq!(response.status, 200, "{module}: {}", response.text());
+            assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+            let reply = response.json();
+            assert_eq!(
+                reply["echo"],
+                serde_json::from_slice::<Value>(&body).unwrap(),
+                "passed through unchanged"
+            );
+        }
+    }
+    assert_eq!(java.requests(), 20);
+    assert_eq!(
+        java.connections(),
+        20,
+        "the closing backend gets a fresh connection each time"
+    );
+    assert_eq!(go.requests(), 20);
+    assert_eq!(
+        go.connections(),
+        1,
+        "sequential requests reuse one pooled keep-alive connection"
+    );
+}
+
+#[test]
+fn body_is_forwarded_byte_for_byte() {
+    // Whitespace and key order are the client's; the proxy must not re-serialise.
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr], "")]));
+    let body = br#"{ "data" : [1,  2.50, "x"],"head":{"method":"m"} }"#;
+    let response = proxy.post("//s3/ignored/rest?q=1", &[], body);
+    assert_eq!(response.status, 200);
+    let echoed = response.json()["echo"].clone();
+    assert_eq!(echoed, serde_json::from_slice::<Value>(body).unwrap());
+}
+
+#[test]
+fn request_errors_have_statuses_and_json_bodies() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("max_body = 1000", &config(&[socket_module("s3", &[go.addr], "")]));
+
+    let response = proxy.get("/s3/", &[]);
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    assert_eq!(response.json()["error"]["status"], 405);
+
+    let response = proxy.post("/s3/", &[], b"{not json");
+    assert_eq!(response.status, 400);
+    assert!(response.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not UTF-8 JSON"));
+
+    let response = proxy.post("/s3/", &[], b"\"\xff\xfe\"");
+    assert_eq!(response.status, 400, "invalid UTF-8 inside a JSON string");
+
+    let big = vec![b' '; 2000];
+    let response = proxy.post("/s3/", &[], &big);
+    assert_eq!(response.status, 413);
+    assert!(response.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_body"));
+
+    // Chunked: no Content-Length, the limit is enforced while reading.
+    let mut raw = b"POST /s3/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"1f4\r\n");
+        raw.extend_from_slice(&[b' '; 500]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(send_raw(proxy.addr, &raw).status, 413);
+
+    assert_eq!(go.requests(), 0, "nothing bad reached the backend");
+    let response = proxy.post("/s3/", &[], &envelope("ok", json!(null)));
+    assert_eq!(response.status, 200, "the module still works");
+}
+
+#[test]
+fn a_413_is_sent_without_reading_a_huge_body() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("max_body = 1000", &config(&[socket_module("s3", &[go.addr], "")]));
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .write_all(b"POST /s3/ HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000000\r\n\r\n")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "answered before the body was sent"
+    );
+}
+
+#[test]
+fn backend_faults_map_to_502_and_504() {
+    let cases = [
+        (Style::Garbage, 502, "bad reply"),
+        (Style::Short, 502, "closed the connection before replying"),
+        (Style::Huge, 502, "larger than the maximum"),
+        (Style::CloseAfterRead, 502, "closed the connection before replying"),
+        (Style::Hang, 504, "did not reply within"),
+    ];
+    for (style, status, needle) in cases {
+        let backend = Backend::start(style);
+        let proxy = Proxy::start(
+            "",
+            &config(&[socket_module(
+                "s3",
+                &[backend.addr],
+                ", timeout = 0.5, max_frame = 1000",
+            )]),
+        );
+        let started = Instant::now();
+        let response = proxy.post("/s3/", &[], &envelope("x", json!(1)));
+        assert_eq!(response.status, status, "{needle}: {}", response.text());
+        let message = response.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(needle), "{message}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered within the configured timeout"
+        );
+        assert_eq!(
+            backend.requests(),
+            1,
+            "a request that reached a backend is never sent again"
+        );
+        assert!(proxy.log().contains(needle), "every error is logged");
+    }
+}
+
+#[test]
+fn html_clients_get_the_error_page() {
+    let dead = free_port();
+    let proxy = Proxy::start(
+        "",
+        &config(&[format!("{{ module = \"s3\", forward_pass = \"127.0.0.1:{dead}\" }}")]),
+    );
+    let response = proxy.post(
+        "/s3/",
+        &[("Accept", "text/html,application/xhtml+xml")],
+        &envelope("x", json!(1)),
+    );
+    assert_eq!(response.status, 502);
+    assert_eq!(response.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        response.body,
+        std::fs::read(support::repo_html().join("500.html")).unwrap()
+    );
+    let response = proxy.post("/s3/", &[], &envelope("x", json!(1)));
+    assert_eq!(response.status, 502);
+    assert!(response.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no node"));
+}
+
+#[test]
+fn connect_failure_moves_on_and_masks_the_node_until_fail_timeout() {
+    let live = Backend::start(Style::SpaceKeepAlive);
+    let dead_port = free_port();
+    let dead: SocketAddr = format!("127.0.0.1:{dead_port}").parse().unwrap();
+    let proxy = Proxy::start(
+        "",
+        &config(&[socket_module("s3", &[live.addr, dead], ", fail_timeout = 1")]),
+    );
+    for _ in 0..30 {
+        let response = proxy.post("/s3/", &[], &envelope("x", json!(1)));
+        assert_eq!(response.status, 200, "a connect failure goes on to the other node");
+    }
+    assert_eq!(live.requests(), 30);
+    let masked_lines = proxy.log().matches("connect failed; node masked").count();
+    assert_eq!(
+        masked_lines,
+        1,
+        "once masked, the dead node is skipped:\n{}",
+        proxy.log()
+    );
+
+    // The node comes back; after fail_timeout it takes traffic again.
+    let revived = Backend::start_on(TcpListener::bind(dead).unwrap(), Style::SpaceKeepAlive);
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..40 {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
+    }
+    assert!(revived.requests() > 0, "an unmasked node is used again");
+}
+
+#[test]
+fn every_node_masked_still_tries_and_logs_it() {
+    let dead = free_port();
+    let proxy = Proxy::start(
+        "",
+        &config(&[format!(
+            "{{ module = \"s3\", forward_pass = \"127.0.0.1:{dead}\", fail_timeout = 60 }}"
+        )]),
+    );
+    assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 502);
+    let backend = Backend::start_on(TcpListener::bind(("127.0.0.1", dead)).unwrap(), Style::SpaceKeepAlive);
+    let response = proxy.post("/s3/", &[], &envelope("x", json!(1)));
+    assert_eq!(response.status, 200, "with every node masked the proxy picks among all");
+    assert_eq!(backend.requests(), 1);
+    assert!(proxy.log().contains("every node is masked"));
+}
+
+#[test]
+fn two_hundred_concurrent_requests() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let java = Backend::start(Style::ZeroPaddedThenClose);
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr, java.addr], "")]));
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = envelope("add", json!({ "i": i }));
+                let response = send_raw(addr, &http("POST", "/s3/", &[], &body));
+                (response.status, response.json()["echo"]["data"]["i"].as_i64())
+            })
+        })
+        .collect();
+    for (i, thread) in threads.into_iter().enumerate() {
+        assert_eq!(
+            thread.join().unwrap(),
+            (200, Some(i as i64)),
+            "each reply belongs to its request"
+        );
+    }
+    assert_eq!(go.requests() + java.requests(), 200);
+}
+
+#[test]
+fn five_megabyte_json_round_trip() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr], "")]));
+    let text = "x".repeat(5 * 1024 * 1024);
+    let body = envelope("big", json!({ "text": text }));
+    let response = proxy.post("/s3/", &[], &body);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json()["echo"]["data"]["text"].as_str().map(str::len),
+        Some(5 * 1024 * 1024)
+    );
+}
+
+#[test]
+fn hanging_backend_does_not_hold_up_others() {
+    let hang = Backend::start(Style::Hang);
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &config(&[
+            socket_module("slow", &[hang.addr], ", timeout = 3"),
+            socket_module("fast", &[go.addr], ""),
+        ]),
+    );
+    let addr = proxy.addr;
+    let slow =
+        std::thread::spawn(move || send_raw(addr, &http("POST", "/slow/", &[], &envelope("x", json!(1)))).status);
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(proxy.post("/fast/", &[], &envelope("x", json!(1))).status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "fast module served while the slow one waits"
+    );
+    assert_eq!(slow.join().unwrap(), 504);
+}
+
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Answers after one second.
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = [0u8; 12];
+        reader.read_exact(&mut line).unwrap();
+        let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let mut stream = stream;
+        stream.write_all(b"         2\r\n{}").unwrap();
+    });
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[addr], "")]));
+    let proxy_addr = proxy.addr;
+    let in_flight =
+        std::thread::spawn(move || send_raw(proxy_addr, &http("POST", "/s3/", &[], &envelope("x", json!(1)))));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = proxy.terminate();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let response = in_flight.join().unwrap();
+    assert_eq!((response.status, response.text()), (200, "{}".to_owned()));
+    assert!(TcpStream::connect(proxy_addr).is_err(), "no longer accepting");
+}
+
+#[test]
+fn access_log_names_module_node_and_status() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr], "")]));
+    assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("POST /s3/"))
+        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    for needle in ["module=s3", &format!("node={}", go.addr), "status=200", "bytes=", "ms="] {
+        assert!(line.contains(needle), "{needle} missing in {line}");
+    }
+}
