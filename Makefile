@@ -25,8 +25,17 @@ lint:
 test-rust:
 	$(CARGO) test --workspace
 
-# Filled in by the Python SDK.
+# The Python SDK: the proxy binary for its end-to-end test, .venv/ with maturin, the extension built into
+# it with the test tools (pytest, ruff, mypy: the `test` extra), then ruff, and pytest (which also runs
+# mypy --strict and stubtest, the check that _native.pyi matches the compiled module).
 test-python:
+	$(CARGO) build -p modproxy
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --manifest-path sdk-python/Cargo.toml --extras test
+	cd sdk-python && ../$(VENV)/bin/ruff check . ../examples/python-backend
+	cd sdk-python && ../$(VENV)/bin/ruff format --check . ../examples/python-backend
+	cd sdk-python && ../$(VENV)/bin/pytest
 
 # The Node SDK: the proxy binary for its end-to-end test, the pinned npm tools, the addon, the types, the tests.
 # `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build

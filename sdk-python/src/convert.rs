@@ -99,7 +99,7 @@ fn to_json_at(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Resu
         let f = f.value();
         return Number::from_f64(f)
             .map(Value::Number)
-            .ok_or_else(|| fail(path, format!("float {f} (JSON has no NaN or infinity)")));
+            .ok_or_else(|| fail(path, format!("float {} (JSON has no NaN or infinity)", float_repr(f))));
     }
     if let Ok(s) = value.cast::<PyString>() {
         return s
@@ -151,6 +151,16 @@ fn sequence_to_json<'py>(
         path.truncate(mark);
     }
     Ok(Value::Array(array))
+}
+
+/// A float as Python prints it, for messages: `nan`, `inf`, `-inf`.
+fn float_repr(f: f64) -> String {
+    match f {
+        f if f.is_nan() => "nan".to_owned(),
+        f64::INFINITY => "inf".to_owned(),
+        f64::NEG_INFINITY => "-inf".to_owned(),
+        f => f.to_string(),
+    }
 }
 
 /// The qualified name of an object's type, for messages.

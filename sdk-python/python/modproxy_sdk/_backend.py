@@ -43,7 +43,9 @@ class _Method:
         if not name:
             raise ValueError("a method name must not be empty")
         if name == _PING:
-            raise ValueError(f"{_PING!r} is built in (it answers health probes) and cannot be replaced")
+            raise ValueError(
+                f"{_PING!r} is built in (it answers health probes) and cannot be replaced"
+            )
         if not callable(func):
             raise TypeError(f"method {name!r}: expected a function, got {type(func).__name__}")
         return cls(name, func, _takes_head(name, func), _is_async(func))
@@ -75,7 +77,7 @@ class Backend:
     def method(self, func: H, /) -> H: ...
 
     @overload
-    def method(self, *, name: str | None = None) -> Callable[[H], H]: ...
+    def method(self, func: None = None, /, *, name: str | None = None) -> Callable[[H], H]: ...
 
     def method(self, func: H | None = None, /, *, name: str | None = None) -> H | Callable[[H], H]:
         """Registers a handler under ``name`` (default: the function's ``__name__``).

@@ -1,8 +1,10 @@
-"""Type stubs for ``modproxy_sdk._native``, the Rust core (pyo3). Checked against the module by stubtest."""
+"""Stubs for ``modproxy_sdk._native``, the Rust core (pyo3); checked by mypy.stubtest."""
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
+
+__all__ = ["DEFAULT_MAX_FRAME", "decode_frames", "serve", "serve_async"]
 
 DEFAULT_MAX_FRAME: Final[int]
 
@@ -27,8 +29,15 @@ def serve(
 ) -> None:
     """Serves ``methods`` on ``addr`` until Ctrl-C, blocking the calling thread (GIL released)."""
 
-def serve_async(addr: str, methods: Sequence[_MethodSpec], *, max_frame: int = ...) -> Awaitable[None]:
+def serve_async(
+    addr: str, methods: Sequence[_MethodSpec], *, max_frame: int = ...
+) -> Awaitable[None]:
     """Binds ``addr`` and returns an awaitable that serves ``methods`` until cancelled."""
 
-def decode_frames(data: bytes, max_frame: int = ..., chunk_size: int = 0) -> tuple[list[bytes], str | None]:
-    """Decodes a byte stream with the core's length-line decoder: the payloads, and the error kind or None."""
+def decode_frames(
+    data: bytes, max_frame: int = ..., chunk_size: int = 0
+) -> tuple[list[bytes], str | None]:
+    """Decodes ``data`` with the core's length-line decoder.
+
+    Returns the payloads, and the error kind (as in the test vectors) or None.
+    """

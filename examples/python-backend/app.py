@@ -1,0 +1,115 @@
+"""Example Module Proxy backend in Python: an in-memory todo list.
+
+    python examples/python-backend/app.py [ADDRESS]
+
+Serves on ADDRESS, else $MODPROXY_LISTEN, else 127.0.0.1:21231, until Ctrl-C or SIGTERM.
+
+Methods (the same as examples/rust-backend):
+
+- ``add {"title": "..."}`` -> the new todo ``{id, title, done}``; ``invalid`` if the title is
+  empty or over 200 characters.
+- ``list`` -> ``{"todos": [...]}``, oldest first.
+- ``done {"id": n}`` -> the todo, now done; ``not_found`` if no todo has that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modproxy_sdk import MethodError, method, serve
+
+DEFAULT_LISTEN = "127.0.0.1:21231"
+
+#: Longest title accepted, in characters (the same rule as the Rust example).
+MAX_TITLE_CHARS = 200
+
+
+@dataclass
+class Todo:
+    id: int
+    title: str
+    done: bool = False
+
+
+class TodoList:
+    """The todos, oldest first. Handlers run on several worker threads, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._todos: list[Todo] = []
+        self._last_id = 0
+
+    def add(self, title: str) -> Todo:
+        title = title.strip()
+        if not title:
+            raise MethodError("invalid", "the title is empty; give the todo a title")
+        if len(title) > MAX_TITLE_CHARS:
+            raise MethodError(
+                "invalid", f"the title has {len(title)} characters; the most is {MAX_TITLE_CHARS}"
+            )
+        with self._lock:
+            self._last_id += 1
+            todo = Todo(self._last_id, title)
+            self._todos.append(todo)
+            return todo
+
+    def all(self) -> list[Todo]:
+        with self._lock:
+            return list(self._todos)
+
+    def done(self, todo_id: int) -> Todo:
+        with self._lock:
+            for todo in self._todos:
+                if todo.id == todo_id:
+                    todo.done = True
+                    return todo
+        raise MethodError("not_found", f"no todo has id {todo_id}")
+
+
+todos = TodoList()
+
+
+@method
+def add(data: dict[str, Any]) -> dict[str, Any]:
+    title = data.get("title") if isinstance(data, dict) else None
+    if not isinstance(title, str):
+        raise MethodError("invalid", 'add takes {"title": "..."}')
+    return asdict(todos.add(title))
+
+
+@method(name="list")
+def list_todos(data: Any) -> dict[str, Any]:
+    return {"todos": [asdict(todo) for todo in todos.all()]}
+
+
+@method
+def done(data: dict[str, Any]) -> dict[str, Any]:
+    todo_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(todo_id, int) or isinstance(todo_id, bool):
+        raise MethodError("invalid", 'done takes {"id": <integer>}')
+    return asdict(todos.done(todo_id))
+
+
+def listen_addr(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> str:
+    """The first argument, else $MODPROXY_LISTEN, else the default: every example backend's rule."""
+    for candidate in (argv[1] if len(argv) > 1 else "", environ.get("MODPROXY_LISTEN", "")):
+        if candidate.strip():
+            return candidate.strip()
+    return DEFAULT_LISTEN
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve(listen_addr(sys.argv, os.environ))
+    logging.getLogger("python-backend").info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The blocking ``serve()`` in a real process: it serves, and SIGINT / SIGTERM stop it promptly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from wire import call, free_port, wait_until_listening
+
+SCRIPT = Path(__file__).with_name("blocking_backend.py")
+
+
+@pytest.fixture
+def backend():
+    """Starts blocking_backend.py; yields (process, address)."""
+    addr = ("127.0.0.1", free_port())
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), f"{addr[0]}:{addr[1]}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(addr)
+        yield process, addr
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def stop(process: subprocess.Popen[str], signum: int) -> tuple[float, str]:
+    """Sends ``signum``; returns how long the process took to exit, and its stdout."""
+    start = time.perf_counter()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=10)
+    elapsed = time.perf_counter() - start
+    assert process.returncode == 0, err
+    return elapsed, out
+
+
+def test_serve_answers_sync_and_async_handlers(backend):
+    _, addr = backend
+    assert call(addr, "add", {"a": 2, "b": 3}) == {"sum": 5}
+    assert call(addr, "user.get", {"id": 7}, token="t") == {"id": 7, "token": "t"}
+    assert call(addr, "_ping") == {"pong": True}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_serve_promptly_and_serve_returns(backend, signum):
+    process, addr = backend
+    assert call(addr, "add", {"a": 1, "b": 1}) == {"sum": 2}
+    elapsed, out = stop(process, signum)
+    assert "serve returned" in out
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+
+
+@pytest.mark.parametrize("method", ["nap", "doze"])
+def test_requests_in_flight_get_their_replies_before_serve_returns(backend, method):
+    process, addr = backend
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        in_flight = pool.submit(call, addr, method, 0.5)
+        time.sleep(0.2)
+        _, out = stop(process, signal.SIGTERM)
+        assert in_flight.result(timeout=5) == "rested"
+    assert "serve returned" in out
+
+
+def test_idle_connections_do_not_delay_the_stop(backend):
+    process, addr = backend
+    idle = [socket.create_connection(addr) for _ in range(5)]
+    try:
+        elapsed, _ = stop(process, signal.SIGINT)
+    finally:
+        for conn in idle:
+            conn.close()
+    assert elapsed < 2.0
