@@ -47,5 +47,10 @@ test-node:
 	cd sdk-node && npm run typecheck
 	cd sdk-node && npm test
 
-# Filled in by the end-to-end suite.
-test-e2e:
+# The three example backends behind the real proxy, driven over HTTP (uses the SDKs the two targets above
+# built into .venv/ and sdk-node/).
+test-e2e: test-python test-node
+	$(CARGO) build --workspace
+	$(VENV)/bin/ruff check tests/e2e
+	$(VENV)/bin/ruff format --check tests/e2e
+	$(VENV)/bin/pytest -q tests/e2e
