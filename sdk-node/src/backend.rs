@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use modproxy_sdk::{Router, Server};
+use napi::Env;
 use napi_derive::napi;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -60,9 +61,12 @@ pub struct NativeBackend {
     phase: Arc<Mutex<Phase>>,
 }
 
-impl Default for NativeBackend {
-    fn default() -> Self {
-        NativeBackend::new()
+impl NativeBackend {
+    fn unattached() -> Self {
+        NativeBackend {
+            router: Arc::new(Mutex::new(Router::new())),
+            phase: Arc::new(Mutex::new(Phase::Idle)),
+        }
     }
 }
 
@@ -70,11 +74,18 @@ impl Default for NativeBackend {
 impl NativeBackend {
     /// A backend with no methods (it still answers `_ping`).
     #[napi(constructor)]
-    pub fn new() -> Self {
-        NativeBackend {
-            router: Arc::new(Mutex::new(Router::new())),
-            phase: Arc::new(Mutex::new(Phase::Idle)),
-        }
+    pub fn new(env: Env) -> napi::Result<Self> {
+        let backend = NativeBackend::unattached();
+        // The runtime outlives a worker thread's environment: stop serving when ours goes away, rather
+        // than keep a listener whose every call fails.
+        env.add_env_cleanup_hook(Arc::downgrade(&backend.phase), |phase| {
+            if let Some(phase) = phase.upgrade() {
+                if let Phase::Serving { ref stop, .. } = *lock(&phase) {
+                    stop.cancel();
+                }
+            }
+        })?;
+        Ok(backend)
     }
 
     /// Registers `handler` under `name`; it must resolve to an `Outcome` and never reject.

@@ -59,11 +59,13 @@ impl Handler for JsHandler {
             let head = serde_json::to_value(&request.head)
                 .map_err(|e| MethodError::handler_error(format!("head of '{method}' not convertible: {e}")))?;
             // `call_async_catch` turns a synchronous throw into an `Err` instead of a fatal exception.
+            // The wrapper in index.js neither throws nor rejects, so an `Err` from either await means the
+            // call was cut short: the environment is closing, or its JavaScript was terminated.
             let pending = function
                 .call_async_catch((request.data, head).into())
                 .await
-                .map_err(|e| call_failed(&method, &e))?;
-            let outcome = pending.await.map_err(|e| call_failed(&method, &e))?;
+                .map_err(|e| interrupted(&method, &e))?;
+            let outcome = pending.await.map_err(|e| interrupted(&method, &e))?;
             outcome.into_result(&method)
         })
     }
@@ -82,16 +84,21 @@ impl Outcome {
     }
 }
 
-/// The call never reached the handler, or its promise could not be read.
-fn call_failed(method: &str, error: &napi::Error) -> MethodError {
+/// The error reply for a call that the JavaScript side could not take or finish.
+fn interrupted(method: &str, error: &napi::Error) -> MethodError {
     if error.status == Status::Closing {
-        // Node is tearing down the environment: the function can no longer run.
-        MethodError::handler_error(format!(
-            "'{method}' was not called: the Node.js process is shutting down"
-        ))
-    } else {
-        MethodError::handler_error(format!("'{method}' failed: {}", error.reason))
+        return MethodError::handler_error(format!(
+            "'{method}' was not called: the Node.js environment is shutting down"
+        ));
     }
+    let detail = if error.reason.is_empty() {
+        format!("{:?}", error.status)
+    } else {
+        format!("{:?}: {}", error.status, error.reason)
+    };
+    MethodError::handler_error(format!(
+        "'{method}' was interrupted: the Node.js environment is shutting down ({detail})"
+    ))
 }
 
 #[cfg(test)]
@@ -114,6 +121,22 @@ mod tests {
         assert_eq!(
             failed.into_result("done").unwrap_err(),
             MethodError::new("not_found", "no todo 3")
+        );
+    }
+
+    #[test]
+    fn a_cut_short_call_says_so() {
+        let closing = interrupted("add", &napi::Error::new(Status::Closing, String::new()));
+        assert_eq!(closing.code, "handler_error");
+        assert_eq!(
+            closing.message,
+            "'add' was not called: the Node.js environment is shutting down"
+        );
+        let terminated = interrupted("add", &napi::Error::new(Status::PendingException, String::new()));
+        assert!(
+            terminated.message.starts_with("'add' was interrupted"),
+            "{}",
+            terminated.message
         );
     }
 }
