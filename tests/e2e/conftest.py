@@ -83,11 +83,17 @@ class Stack:
 def _start_stack(tmp: Path, fail_timeout: float) -> Stack:
     for binary in ("modproxy", "rust-backend"):
         if not (TARGET / binary).exists():
-            raise RuntimeError(f"{TARGET / binary} is missing: run `cargo build --workspace` first")
+            raise RuntimeError(
+                f"{TARGET / binary} is missing: run `cargo build --workspace` first"
+            )
     home = tmp / "home"
     shutil.copytree(REPO / "html", home / "html")
     (home / "conf").mkdir(parents=True)
-    stack = Stack(home=home, port=free_port(), backend_ports={lang: free_port() for lang in LANGUAGES})
+    stack = Stack(
+        home=home,
+        port=free_port(),
+        backend_ports={lang: free_port() for lang in LANGUAGES},
+    )
     modules = ",\n".join(
         f'  {{ module = "todo-{lang}", forward_pass = "127.0.0.1:{port}", fail_timeout = {fail_timeout} }}'
         for lang, port in stack.backend_ports.items()

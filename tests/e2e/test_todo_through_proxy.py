@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from conftest import LANGUAGES, Stack
 
 
 def call(stack: Stack, module: str, method: str, data: Any = None) -> tuple[int, Any]:
-    body = json.dumps({"head": {"method": method, "token": "e2e"}, "data": data}).encode()
+    body = json.dumps(
+        {"head": {"method": method, "token": "e2e"}, "data": data}
+    ).encode()
     request = urllib.request.Request(f"{stack.url}/{module}/", data=body, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -60,11 +61,17 @@ def test_validation_and_sdk_errors_are_replies(stack: Stack, lang: str) -> None:
 def test_concurrent_adds_all_land(stack: Stack, lang: str) -> None:
     module = f"todo-{lang}"
     with ThreadPoolExecutor(max_workers=16) as pool:
-        replies = list(pool.map(lambda i: call(stack, module, "add", {"title": f"t{i}"}), range(100)))
+        replies = list(
+            pool.map(
+                lambda i: call(stack, module, "add", {"title": f"t{i}"}), range(100)
+            )
+        )
     assert all(status == 200 and "id" in reply for status, reply in replies)
     assert len({reply["id"] for _, reply in replies}) == 100
     _, listed = call(stack, module, "list")
-    assert sorted(t["title"] for t in listed["todos"]) == sorted(f"t{i}" for i in range(100))
+    assert sorted(t["title"] for t in listed["todos"]) == sorted(
+        f"t{i}" for i in range(100)
+    )
 
 
 def test_a_stopped_backend_fails_only_its_module(stack: Stack) -> None:
