@@ -2,7 +2,18 @@
 // The JavaScript face of modproxy-sdk. Framing, dispatch and serving happen in the Rust core
 // (`native.js` loads it); this file only adapts handlers and errors to JavaScript habits.
 
-const native = require('./native.js');
+const native = loadNative();
+
+function loadNative() {
+  try {
+    return require('./native.js');
+  } catch (error) {
+    if (error.code !== 'MODULE_NOT_FOUND' || !String(error.message).includes('native.js')) throw error;
+    throw new Error(`modproxy-sdk: the native addon is not built; run \`npm run build\` in ${__dirname}`, {
+      cause: error,
+    });
+  }
+}
 
 const METHOD_ERROR = Symbol.for('modproxy-sdk.MethodError');
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env node
 'use strict';
-// An in-memory todo list served to the browser through Module Proxy (module `js` in conf/default.toml).
+// An in-memory todo list served to the browser through Module Proxy (module `todo-node` in
+// conf/default.toml), the same as the Rust and Python examples:
+//
+//   add  {"title": "…"}  → the new todo {id, title, done}; `invalid` if the title is empty or over 200 characters
+//   list                 → {todos: [...]}
+//   done {"id": n}       → the todo, now done; `not_found` if no todo has that id
 //
 //   node examples/node-backend/index.js [host:port]
 //
@@ -19,9 +24,10 @@ const backend = new Backend();
 
 backend.method('add', (data) => {
   const title = typeof data?.title === 'string' ? data.title.trim() : '';
-  if (title === '') throw new MethodError('invalid', 'title must be a non-empty string');
-  if (title.length > MAX_TITLE) {
-    throw new MethodError('invalid', `title must be at most ${MAX_TITLE} characters, not ${title.length}`);
+  if (title === '') throw new MethodError('invalid', 'the title is empty; give the todo a title');
+  const chars = [...title].length; // characters, not UTF-16 units, as in the Rust and Python examples
+  if (chars > MAX_TITLE) {
+    throw new MethodError('invalid', `the title has ${chars} characters; the most is ${MAX_TITLE}`);
   }
   const todo = { id: nextId++, title, done: false };
   todos.set(todo.id, todo);
@@ -32,7 +38,7 @@ backend.method('list', () => ({ todos: [...todos.values()] }));
 
 backend.method('done', (data) => {
   const todo = todos.get(data?.id);
-  if (!todo) throw new MethodError('not_found', `no todo with id ${JSON.stringify(data?.id)}`);
+  if (!todo) throw new MethodError('not_found', `no todo has id ${JSON.stringify(data?.id)}`);
   todo.done = true;
   return todo;
 });

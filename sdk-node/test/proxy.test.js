@@ -144,6 +144,7 @@ test('handler errors arrive as the backend replied them, with status 200', async
   for (const [method, data, code] of [
     ['add', { title: '' }, 'invalid'],
     ['add', { title: 'x'.repeat(201) }, 'invalid'],
+    ['add', { title: '😀'.repeat(201) }, 'invalid'],
     ['done', { id: 999 }, 'not_found'],
     ['nope', null, 'method_not_found'],
   ]) {
@@ -151,6 +152,12 @@ test('handler errors arrive as the backend replied them, with status 200', async
     assert.equal(status, 200, method);
     assert.equal(body.error?.code, code, `${method}: ${JSON.stringify(body)}`);
   }
+});
+
+test('a title is measured in characters, not UTF-16 units', async () => {
+  const { status, body } = await post('add', { title: '😀'.repeat(200) });
+  assert.equal(status, 200);
+  assert.equal(body.title, '😀'.repeat(200));
 });
 
 test('many browsers at once', async () => {
