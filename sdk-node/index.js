@@ -67,12 +67,22 @@ function toBuffer(chunk) {
 
 /** Says what a non-MethodError throw was, for the `handler_error` message. */
 function describe(thrown) {
-  if (thrown instanceof Error) return thrown.message || thrown.name;
-  try {
-    return typeof thrown === 'string' ? thrown : JSON.stringify(thrown) ?? String(thrown);
-  } catch {
-    return String(thrown);
+  if (typeof thrown === 'string') return thrown;
+  // Whatever was thrown may have getters, toJSON or toString that throw in turn.
+  for (const show of [
+    // An Error, also one from another realm (a vm context, a worker's structured clone).
+    (value) => (typeof value?.message === 'string' ? value.message || value.name : undefined),
+    (value) => JSON.stringify(value),
+    (value) => String(value),
+  ]) {
+    try {
+      const shown = show(thrown);
+      if (typeof shown === 'string') return shown;
+    } catch {
+      // try the next way
+    }
   }
+  return 'a value that cannot be shown';
 }
 
 /**

@@ -41,6 +41,12 @@ describe('a backend with handlers of every shape', () => {
       .method('rejects', () => Promise.reject(new TypeError('bad type')))
       .method('rejects_undefined', () => Promise.reject(undefined))
       .method('rejects_object', () => Promise.reject({ why: 'because' }))
+      .method('throws_unshowable', () => {
+        throw { toJSON() { throw new Error('no'); }, toString: undefined };
+      })
+      .method('throws_symbol', () => {
+        throw Symbol('sym');
+      })
       .method('thenable', () => ({ then: (resolve) => resolve({ via: 'thenable' }) }));
     ({ port } = await backend.listen('127.0.0.1:0'));
   });
@@ -83,6 +89,8 @@ describe('a backend with handlers of every shape', () => {
       rejects_undefined: 'undefined',
       rejects_object: '{"why":"because"}',
       bigint: 'BigInt',
+      throws_unshowable: 'cannot be shown',
+      throws_symbol: 'Symbol(sym)',
     };
     for (const [method, fragment] of Object.entries(cases)) {
       const { error } = await call(port, method, null);
@@ -225,6 +233,16 @@ describe('lifecycle errors', () => {
     assert.throws(() => backend.method('', () => 1), TypeError);
     assert.throws(() => backend.method('x', 'not a function'), TypeError);
     assert.throws(() => new MethodError('', 'message'), TypeError);
+  });
+
+  test('close() right after listen() waits for the bind, then closes', async () => {
+    const backend = new Backend();
+    const listening = backend.listen('127.0.0.1:0');
+    const closing = backend.close();
+    const { port } = await listening;
+    await closing;
+    assert.equal(backend.address(), null);
+    await assert.rejects(call(port, '_ping', null), { code: 'ECONNREFUSED' });
   });
 
   test('close() before listen() resolves', async () => {
