@@ -101,7 +101,7 @@ impl App {
             Route::Module {
                 module: Role::Http(forward),
                 ..
-            } => Box::pin(forward.handle(request, peer, pages)),
+            } => Box::pin(forward.handle(request, peer, self.config.server.max_body, pages)),
             Route::Module {
                 module: Role::Html(site),
                 prefix,

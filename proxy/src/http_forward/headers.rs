@@ -1,0 +1,232 @@
+//! The header rewriting of a reverse proxy, as pure functions: hop-by-hop headers out (RFC 9110 7.6.1),
+//! `X-Forwarded-*` in, `Host` chosen.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Version};
+
+/// Headers that describe one connection, never the message, beyond those `Connection` lists.
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether a request asks to switch protocols (WebSocket and other `Upgrade`s): HTTP/1.1 with an
+/// `Upgrade` header and `upgrade` among the `Connection` options.
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11 && headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    connection_options(headers).any(|o| o.eq_ignore_ascii_case(option))
+}
+
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+}
+
+/// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `Proxy-*`,
+/// `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`. When `upgrading`, `Upgrade` is kept and
+/// `Connection: upgrade` is set again: that pair is what asks the next hop to switch protocols.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let listed: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(upgrading && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if !(upgrading && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    headers.remove("keep-alive");
+    headers.remove("expect");
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// `X-Forwarded-For`: every value the request already carried, in order, then the peer's address.
+pub fn forwarded_for(existing: &HeaderMap, peer: IpAddr) -> HeaderValue {
+    let mut value: Vec<u8> = Vec::new();
+    for earlier in existing.get_all("x-forwarded-for") {
+        let earlier = trim_ascii(earlier.as_bytes());
+        if earlier.is_empty() {
+            continue;
+        }
+        value.extend_from_slice(earlier);
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(peer.to_canonical().to_string().as_bytes());
+    // Every byte came from a valid header value or an IP address.
+    HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// The request headers as the upstream should see them.
+///
+/// `client_host` is the host the client asked for (its `Host` header, or the URL's authority for
+/// HTTP/2), `upstream_host` the node's `host:port`.
+pub fn upstream_request_headers(
+    mut headers: HeaderMap,
+    upgrading: bool,
+    peer: IpAddr,
+    client_host: Option<HeaderValue>,
+    upstream_host: HeaderValue,
+    pass_host: bool,
+) -> HeaderMap {
+    let forwarded_for = forwarded_for(&headers, peer);
+    strip_hop_by_hop(&mut headers, upgrading);
+    headers.insert("x-forwarded-for", forwarded_for);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.remove("x-forwarded-host");
+    if let Some(host) = &client_host {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    let host = match client_host {
+        Some(client) if pass_host => client,
+        _ => upstream_host,
+    };
+    headers.insert(header::HOST, host);
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret, , bad header name"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("expect", "100-continue"),
+            ("x-custom", "kept"),
+            ("content-type", "text/plain"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(names(&headers), ["content-length", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn upgrade_pair_survives_when_upgrading() {
+        let mut headers = map(&[
+            ("connection", "Upgrade, x-secret"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("sec-websocket-key", "k"),
+        ]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(names(&headers), ["connection", "sec-websocket-key", "upgrade"]);
+        assert_eq!(headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let ws = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(Version::HTTP_11, &ws));
+        assert!(!is_upgrade_request(Version::HTTP_10, &ws));
+        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("connection", "upgrade")])));
+        assert!(!is_upgrade_request(
+            Version::HTTP_11,
+            &map(&[("connection", "upgraded"), ("upgrade", "websocket")])
+        ));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(forwarded_for(&HeaderMap::new(), peer), "10.0.0.9");
+        assert_eq!(
+            forwarded_for(&map(&[("x-forwarded-for", "1.2.3.4")]), peer),
+            "1.2.3.4, 10.0.0.9"
+        );
+        assert_eq!(
+            forwarded_for(
+                &map(&[("x-forwarded-for", " 1.2.3.4, 5.6.7.8 "), ("x-forwarded-for", "")]),
+                peer
+            ),
+            "1.2.3.4, 5.6.7.8, 10.0.0.9"
+        );
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(forwarded_for(&HeaderMap::new(), mapped), "127.0.0.1");
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(forwarded_for(&HeaderMap::new(), v6), "::1");
+    }
+
+    #[test]
+    fn upstream_headers() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let client = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-host", "spoofed"),
+            ("x-forwarded-proto", "https"),
+            ("connection", "close"),
+            ("x-forwarded-for", "9.9.9.9"),
+        ]);
+        let host = Some(HeaderValue::from_static("example.com"));
+        let upstream = HeaderValue::from_static("127.0.0.1:8081");
+        let out = upstream_request_headers(client.clone(), false, peer, host.clone(), upstream.clone(), false);
+        assert_eq!(out["host"], "127.0.0.1:8081");
+        assert_eq!(out["x-forwarded-host"], "example.com");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-for"], "9.9.9.9, 127.0.0.1");
+        assert!(!out.contains_key("connection"));
+        let out = upstream_request_headers(client, false, peer, host, upstream.clone(), true);
+        assert_eq!(out["host"], "example.com");
+        let out = upstream_request_headers(HeaderMap::new(), false, peer, None, upstream, true);
+        assert_eq!(out["host"], "127.0.0.1:8081", "no client host to pass: the upstream's");
+        assert!(!out.contains_key("x-forwarded-host"));
+    }
+}

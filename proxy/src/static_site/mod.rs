@@ -1,0 +1,219 @@
+//! Static sites: the root site, `module_html` sub-sites and the built-in pages.
+//!
+//! Ours: turning the URL into a file inside the site ([`site_path`], [`resolve`]), index files,
+//! directory redirects, the precompressed sibling, entity tags ([`conditional`]) and error pages.
+//! tower-http's `ServeFile` does the mechanics: MIME type, `Last-Modified`, `If-Modified-Since`,
+//! single ranges, `HEAD`, and streaming the file in bounded chunks.
+
+pub mod conditional;
+pub mod resolve;
+pub mod site_path;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower_http::services::ServeFile;
+
+use crate::body::{empty, Body};
+use crate::error_response::ErrorPages;
+use resolve::{Found, Resolved};
+use site_path::SitePath;
+
+/// Size of each read from a file, and so the most a download holds in memory at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One directory served over HTTP.
+#[derive(Debug, Clone)]
+pub struct StaticSite {
+    dir: PathBuf,
+    index: Arc<[String]>,
+}
+
+/// The request headers a file response depends on, taken before the first await.
+struct Conditions {
+    method: Method,
+    headers: HeaderMap,
+    /// The URL path as requested (prefix and rest), for redirects.
+    url_path: String,
+    query: Option<String>,
+}
+
+impl StaticSite {
+    /// A site rooted at `dir`, trying `index` names in order for a directory.
+    ///
+    /// `chunked_size` needs no handling of its own: every file, whatever its size, is streamed in
+    /// reads of 64 KiB and never held whole in memory, with `Content-Length` always sent.
+    pub fn new(dir: PathBuf, index: &[String], _chunked_size: u64) -> Self {
+        StaticSite {
+            dir,
+            index: index.into(),
+        }
+    }
+
+    /// Serves `rest` (the still-encoded path inside the site); `prefix` is the URL part before it.
+    ///
+    /// Returns a `'static` future: everything borrowed is used before the first await, which keeps the
+    /// future provably `Send` (rustc cannot prove that for futures holding borrowed `&str`s here).
+    pub fn serve<B>(
+        &self,
+        request: Request<B>,
+        prefix: &str,
+        rest: &str,
+        pages: &ErrorPages,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let pages = pages.clone();
+        let site = self.clone();
+        let parsed = SitePath::parse(rest);
+        let conditions = Conditions {
+            method: request.method().clone(),
+            headers: request.headers().clone(),
+            url_path: format!("{prefix}{rest}"),
+            query: request.uri().query().map(str::to_owned),
+        };
+        async move {
+            if conditions.method != Method::GET && conditions.method != Method::HEAD {
+                let mut response = pages.page(StatusCode::METHOD_NOT_ALLOWED);
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return response;
+            }
+            let path = match parsed {
+                Ok(path) => path,
+                Err(error) => {
+                    tracing::debug!(path = conditions.url_path, %error, "refused path");
+                    return pages.page(StatusCode::NOT_FOUND);
+                }
+            };
+            match resolve::resolve(&site.dir, &path, &site.index).await {
+                Resolved::File(found) => site.send_file(found, &conditions, &pages).await,
+                Resolved::Directory => redirect_to_directory(&conditions),
+                Resolved::Missing(reason) => {
+                    tracing::debug!(path = conditions.url_path, reason, "not found");
+                    pages.page(StatusCode::NOT_FOUND)
+                }
+            }
+        }
+    }
+
+    async fn send_file(&self, found: Found, conditions: &Conditions, pages: &ErrorPages) -> Response<Body> {
+        let sibling = resolve::gzip_sibling(&self.dir, &found.requested).await;
+        let vary = sibling.is_some();
+        let (served, gzip) = match sibling {
+            Some(gz) if conditional::accepts_gzip(&conditions.headers) => (gz, true),
+            _ => (found, false),
+        };
+        // The type of what was asked for, whichever representation is sent.
+        let mime = mime_guess::from_path(if gzip {
+            served.requested.with_extension("")
+        } else {
+            served.requested.clone()
+        })
+        .first_or_octet_stream();
+        let modified = served.meta.modified().ok();
+        let etag = conditional::etag(served.meta.len(), modified);
+        let last_modified = modified.map(httpdate::fmt_http_date).unwrap_or_default();
+
+        let mut forwarded = HeaderMap::new();
+        let not_modified = conditional::if_none_match(&conditions.headers, &etag);
+        if not_modified == Some(true) {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            decorate(response.headers_mut(), &etag, gzip, vary);
+            if let Ok(value) = HeaderValue::from_str(&last_modified) {
+                response.headers_mut().insert(header::LAST_MODIFIED, value);
+            }
+            return response;
+        }
+        // If-None-Match, when present, decides alone (RFC 9110 13.2.2).
+        if not_modified.is_none() {
+            copy(&conditions.headers, &mut forwarded, header::IF_MODIFIED_SINCE);
+        }
+        copy(&conditions.headers, &mut forwarded, header::IF_UNMODIFIED_SINCE);
+        if let Some(range) = conditions.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            let if_range_ok = conditions
+                .headers
+                .get(header::IF_RANGE)
+                .map(|v| conditional::if_range_allows(v.to_str().unwrap_or(""), &etag, &last_modified))
+                .unwrap_or(true);
+            if if_range_ok && !conditional::is_multi_range(range) {
+                copy(&conditions.headers, &mut forwarded, header::RANGE);
+            }
+        }
+        let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+        *inner.method_mut() = conditions.method.clone();
+        *inner.headers_mut() = forwarded;
+
+        let result = ServeFile::new_with_mime(&served.canonical, &mime)
+            .with_buf_chunk_size(READ_CHUNK)
+            .try_call(inner)
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(file = %served.canonical.display(), %error, "file not readable");
+                return pages.page(StatusCode::FORBIDDEN);
+            }
+            Err(error) => {
+                tracing::error!(file = %served.canonical.display(), %error, "static file read failed");
+                return pages.page(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        };
+        match response.status() {
+            // Gone between our look and tower-http's open.
+            StatusCode::NOT_FOUND => pages.page(StatusCode::NOT_FOUND),
+            status if status.is_server_error() => pages.page(status),
+            status => {
+                let mut response = response.map(|body| body.map_err(Into::into).boxed_unsync());
+                if matches!(
+                    status,
+                    StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+                ) {
+                    decorate(response.headers_mut(), &etag, gzip, vary);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Adds the entity tag and what says which representation this is.
+fn decorate(headers: &mut HeaderMap, etag: &str, gzip: bool, vary: bool) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if vary {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+fn copy(from: &HeaderMap, to: &mut HeaderMap, name: header::HeaderName) {
+    if let Some(value) = from.get(&name) {
+        to.insert(name, value.clone());
+    }
+}
+
+/// `301` to the same path with a `/` added, keeping the module prefix and the query. Leading slashes
+/// are collapsed so the `Location` can never read as `//host/…` (another site).
+fn redirect_to_directory(conditions: &Conditions) -> Response<Body> {
+    let mut location = format!("/{}/", conditions.url_path.trim_start_matches('/'));
+    if let Some(query) = &conditions.query {
+        location.push('?');
+        location.push_str(query);
+    }
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        Err(_) => *response.status_mut() = StatusCode::NOT_FOUND,
+    }
+    response
+}
