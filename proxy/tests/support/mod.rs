@@ -202,3 +202,57 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     }
     body
 }
+
+// ---- additions for the static-site and HTTP-module tests ----------------------------------------------
+
+impl Proxy {
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The proxy's resident memory now and its peak so far (`VmRSS`, `VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Sends `raw` and reads the response without keeping its body: returns the status, the headers and
+    /// how many body bytes arrived. `progress` is called with the count every 64 MiB.
+    pub fn download(&self, raw: &[u8], mut progress: impl FnMut(u64)) -> (u16, Vec<(String, String)>, u64) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        stream.write_all(raw).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
+        let (status, headers, mut count) = loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed before the response head");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let parsed = parse_response(&head[..end + 4]).unwrap();
+                break (parsed.status, parsed.headers, (head.len() - end - 4) as u64);
+            }
+        };
+        let mut next_report = 64 << 20;
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            count += n as u64;
+            if count >= next_report {
+                progress(count);
+                next_report += 64 << 20;
+            }
+        }
+        (status, headers, count)
+    }
+}
