@@ -120,8 +120,21 @@ impl Callable {
     fn reply(&self, py: Python<'_>, outcome: PyResult<Bound<'_, PyAny>>) -> HandlerResult {
         match outcome {
             Ok(value) => to_json(&value).map_err(|not_json| {
+                // A plain `def` that returns a coroutine (an async function behind a sync decorator) is
+                // an easy mistake: say so, and close the coroutine so Python does not warn it was never
+                // awaited.
+                let hint = if !value.hasattr("__await__").unwrap_or(false) {
+                    ""
+                } else {
+                    let _ = value.call_method0("close");
+                    if self.event_loop.is_none() {
+                        "; it is awaitable: declare the handler `async def` so that it is awaited"
+                    } else {
+                        "; it is awaitable: await it in the handler"
+                    }
+                };
                 MethodError::handler_error(format!(
-                    "the reply of '{}' cannot be converted to JSON: {not_json}",
+                    "the reply of '{}' cannot be converted to JSON: {not_json}{hint}",
                     self.name
                 ))
             }),

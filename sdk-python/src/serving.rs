@@ -52,9 +52,12 @@ pub fn serve(
     // Graceful stop: no new connections, requests in flight get their replies. A second signal while
     // waiting abandons them.
     let _ = stop.send(());
-    if let Signalled(second) = wait_or_signal(py, runtime, &mut task) {
-        task.abort();
-        return Err(second);
+    match wait_or_signal(py, runtime, &mut task) {
+        Finished(result) => result?,
+        Signalled(second) => {
+            task.abort();
+            return Err(second);
+        }
     }
     if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
         Ok(())

@@ -88,6 +88,7 @@ RETURNS = {
     "tuple": lambda: (1, "two", (3,)),
     "none": lambda: None,
     "bytes": lambda: b"raw",
+    "coroutine": lambda: asyncio.sleep(0),
 }
 
 
@@ -190,6 +191,7 @@ def test_exception_without_message_is_named_by_its_type(addr):
         ("intkey", "dict key of type 'int'"),
         ("cycle", "nested more than"),
         ("bytes", "value of type 'bytes' at $"),
+        ("coroutine", "value of type 'coroutine' at $; it is awaitable"),
     ],
 )
 def test_unconvertible_reply_is_a_handler_error_naming_the_type(addr, method, kind, expected):

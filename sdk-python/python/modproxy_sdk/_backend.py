@@ -102,7 +102,7 @@ class Backend:
         Blocks the calling thread, with the GIL released: plain handlers run on worker
         threads, ``async def`` handlers on an asyncio loop in a thread of its own. On Ctrl-C
         or SIGTERM, stops accepting connections, lets requests in flight finish (up to 10 s)
-        and returns normally.
+        and returns normally. Methods registered after serving starts are not served.
 
         Raises ``OSError`` if ``addr`` cannot be bound.
         """
