@@ -6,15 +6,39 @@ CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
 	@echo "make test   install test dependencies into the repository and run every test"
 
-run:
-	$(CARGO) build --release -p modproxy
+# The proxy on conf/default.toml with the three example backends on the ports it names; Ctrl-C stops all.
+run: python-sdk node-sdk
+	$(CARGO) build --release -p modproxy -p rust-backend
+	@pids=(); trap 'kill $${pids[@]} 2>/dev/null; wait' EXIT; \
+	./target/release/rust-backend 127.0.0.1:21230 & pids+=($$!); \
+	$(PY) examples/python-backend/app.py 127.0.0.1:21231 & pids+=($$!); \
+	node examples/node-backend/index.js 127.0.0.1:21232 & pids+=($$!); \
+	echo; \
+	echo "  welcome page  http://127.0.0.1:8080/"; \
+	echo "  demo          http://127.0.0.1:8080/module_proxy_inner_mod/demo.html"; \
+	echo "  backends      /todo-rust/ /todo-python/ /todo-node/  (POST {\"head\":{\"method\":\"list\"}})"; \
+	echo "  Ctrl-C stops the proxy and the backends"; \
+	echo; \
 	./target/release/modproxy --home .
+
+# The Python SDK built into .venv/ (with its test tools).
+python-sdk:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release --manifest-path sdk-python/Cargo.toml --extras test
+
+# The Node SDK's addon, built in sdk-node/.
+# `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build
+# tools (@napi-rs/cli's dependencies), which `npm ci` rejects; --no-save keeps the lock as committed.
+node-sdk:
+	cd sdk-node && npm install --no-save --no-audit --no-fund
+	cd sdk-node && npm run build
 
 test: lint test-rust test-python test-node test-e2e
 
@@ -25,25 +49,17 @@ lint:
 test-rust:
 	$(CARGO) test --workspace
 
-# The Python SDK: the proxy binary for its end-to-end test, .venv/ with maturin, the extension built into
-# it with the test tools (pytest, ruff, mypy: the `test` extra), then ruff, and pytest (which also runs
+# The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).
-test-python:
+test-python: python-sdk
 	$(CARGO) build -p modproxy
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --manifest-path sdk-python/Cargo.toml --extras test
 	cd sdk-python && ../$(VENV)/bin/ruff check . ../examples/python-backend
 	cd sdk-python && ../$(VENV)/bin/ruff format --check . ../examples/python-backend
 	cd sdk-python && ../$(VENV)/bin/pytest
 
-# The Node SDK: the proxy binary for its end-to-end test, the pinned npm tools, the addon, the types, the tests.
-# `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build
-# tools (@napi-rs/cli's dependencies), which `npm ci` rejects; --no-save keeps the lock as committed.
-test-node:
+# The Node SDK: the proxy binary for its end-to-end test, the addon, the types, the tests.
+test-node: node-sdk
 	$(CARGO) build -p modproxy
-	cd sdk-node && npm install --no-save --no-audit --no-fund
-	cd sdk-node && npm run build
 	cd sdk-node && npm run typecheck
 	cd sdk-node && npm test
 
