@@ -2,9 +2,7 @@
 //!
 //! Everything that matters — framing, dispatch, the server, shutdown — lives in `modproxy-sdk`. This crate
 //! only hands JavaScript handlers to its [`modproxy_sdk::Router`] and converts values at the border; the
-//! package's `index.js` turns every user handler into one that always resolves (see [`handler`]).
-
-#![deny(clippy::all)]
+//! package's `index.js` turns every user handler into one that always resolves to an [`Outcome`].
 
 mod backend;
 mod frames;
