@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from modproxy_sdk import Backend
 from wire import call, free_port, wait_until_listening
 
 SCRIPT = Path(__file__).with_name("blocking_backend.py")
@@ -81,3 +82,20 @@ def test_idle_connections_do_not_delay_the_stop(backend):
         for conn in idle:
             conn.close()
     assert elapsed < 2.0
+
+
+def test_bind_failure_raises_oserror_and_restores_the_sigterm_handler():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host, port = taken.getsockname()
+        app = Backend()
+        app.method(lambda data: data, name="echo")
+        with pytest.raises(OSError, match="in use"):
+            app.serve(f"{host}:{port}")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_unparsable_address_raises_oserror():
+    with pytest.raises(OSError, match="invalid socket address"):
+        Backend().serve("not an address")
