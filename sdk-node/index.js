@@ -31,8 +31,10 @@ class MethodError extends Error {
     this.code = code;
   }
 
-  // Recognises MethodErrors from another copy of this package too (e.g. one bundled twice).
+  // Recognises MethodErrors from another copy of this package too (e.g. one bundled twice);
+  // subclasses keep the ordinary prototype check.
   static [Symbol.hasInstance](value) {
+    if (this !== MethodError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return value !== null && typeof value === 'object' && value[METHOD_ERROR] === true;
   }
 }

@@ -228,6 +228,36 @@ describe('lifecycle errors', () => {
     await backend.close();
   });
 
+  test('MethodError subclasses and copies are recognised', async () => {
+    class NotFound extends MethodError {
+      constructor(what) {
+        super('not_found', `no ${what}`);
+      }
+    }
+    assert.ok(new NotFound('x') instanceof MethodError);
+    assert.ok(!(new MethodError('a', 'b') instanceof NotFound));
+    const copy = Object.assign(Object.create({ [Symbol.for('modproxy-sdk.MethodError')]: true }), {
+      code: 'gone',
+      message: 'from another copy of the package',
+    });
+    const backend = new Backend()
+      .method('sub', () => {
+        throw new NotFound('todo 9');
+      })
+      .method('copy', () => {
+        throw copy;
+      });
+    const { port } = await backend.listen('127.0.0.1:0');
+    try {
+      assert.deepEqual(await call(port, 'sub', null), { error: { code: 'not_found', message: 'no todo 9' } });
+      assert.deepEqual(await call(port, 'copy', null), {
+        error: { code: 'gone', message: 'from another copy of the package' },
+      });
+    } finally {
+      await backend.close();
+    }
+  });
+
   test('bad registrations are TypeErrors', () => {
     const backend = new Backend();
     assert.throws(() => backend.method('', () => 1), TypeError);
