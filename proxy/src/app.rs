@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balancer::{Clock, SystemClock};
-use crate::body::Body;
-use crate::config::{Config, Module};
+use crate::body::{full, Body};
+use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::ErrorPages;
 use crate::http_forward::HttpForward;
+use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::routing::{route, Route};
 use crate::socket_gateway::SocketGateway;
 use crate::static_site::StaticSite;
@@ -23,6 +24,8 @@ use crate::static_site::StaticSite;
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The runtime side of one configured module.
+// Built once per module, never moved per request: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Role {
     /// A `module_html` sub-site.
@@ -33,24 +36,37 @@ pub enum Role {
     Socket(SocketGateway),
 }
 
-/// The proxy's state for one configuration.
+/// A module as mounted in the running app: what answers, and the metrics it counts into.
+#[derive(Debug)]
+pub struct Mounted {
+    /// What answers the module's requests.
+    pub role: Role,
+    /// Its request counters and latency histogram.
+    pub stats: ModuleMetrics,
+}
+
+/// The proxy's state for one configuration. A reload builds a new `App`; requests in flight finish on
+/// the one they started with.
 #[derive(Debug)]
 pub struct App {
     config: Config,
     pages: ErrorPages,
+    metrics: Arc<Metrics>,
     root: StaticSite,
+    root_stats: ModuleMetrics,
     inner: StaticSite,
-    roles: HashMap<String, Role>,
+    inner_stats: ModuleMetrics,
+    modules: HashMap<String, Mounted>,
 }
 
 impl App {
     /// Builds the runtime for `config`; `home` holds the built-in `html/` directory.
-    pub fn new(config: Config, home: &Path) -> App {
+    pub fn new(config: Config, home: &Path, metrics: Arc<Metrics>) -> App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let server = &config.server;
         let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size);
         let html_dir = home.join("html");
-        let roles = config
+        let modules = config
             .modules
             .iter()
             .map(|(name, module)| {
@@ -59,14 +75,23 @@ impl App {
                     Module::Http(upstream) => Role::Http(HttpForward::new(name, upstream.clone(), clock.clone())),
                     Module::Socket(upstream) => Role::Socket(SocketGateway::new(name, upstream.clone(), clock.clone())),
                 };
-                (name.clone(), role)
+                (
+                    name.clone(),
+                    Mounted {
+                        role,
+                        stats: metrics.module(name),
+                    },
+                )
             })
             .collect();
         App {
             pages: ErrorPages::load(&html_dir),
             root: site(server.root_path.clone()),
+            root_stats: metrics.module("-"),
             inner: site(html_dir),
-            roles,
+            inner_stats: metrics.module(INNER_MODULE),
+            modules,
+            metrics,
             config,
         }
     }
@@ -76,42 +101,75 @@ impl App {
         &self.config
     }
 
-    /// The runtime of every module, by name.
-    pub fn roles(&self) -> &HashMap<String, Role> {
-        &self.roles
-    }
-
-    /// Answers one request. Returns the module name (for the access log) with the response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, String) {
+    /// Answers one request. Returns, with the response, the metrics of the module that answered (whose
+    /// name the access log uses).
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
         let uri = request.uri().clone();
-        let route = route(&self.roles, uri.path());
-        let module = match &route {
-            Route::Module { name, .. } => (*name).to_owned(),
-            Route::Inner { .. } => crate::config::INNER_MODULE.to_owned(),
-            Route::Root => "-".to_owned(),
-        };
+        let max_body = self.config.server.max_body;
+        let pages = &self.pages;
         // Each arm is boxed so the future's type does not carry the borrowed route across the await
         // (rustc cannot prove such futures `Send` for every lifetime).
-        let pages = &self.pages;
-        let respond: BoxFuture<'_, Response<Body>> = match route {
+        let (respond, stats): (BoxFuture<'_, Response<Body>>, _) = match route(&self.modules, uri.path()) {
             Route::Module {
-                module: Role::Socket(gateway),
-                ..
-            } => Box::pin(gateway.handle(request, self.config.server.max_body, pages)),
-            Route::Module {
-                module: Role::Http(forward),
-                ..
-            } => Box::pin(forward.handle(request, peer, self.config.server.max_body, pages)),
-            Route::Module {
-                module: Role::Html(site),
+                module: Mounted { role, stats },
                 prefix,
                 rest,
                 ..
-            } => Box::pin(site.serve(request, prefix, rest, pages)),
-            Route::Inner { prefix, rest } => Box::pin(self.inner.serve(request, prefix, rest, pages)),
-            Route::Root => Box::pin(self.root.serve(request, "", uri.path(), pages)),
+            } => {
+                let respond: BoxFuture<'_, _> = match role {
+                    Role::Socket(gateway) => Box::pin(gateway.handle(request, max_body, pages)),
+                    Role::Http(forward) => Box::pin(forward.handle(request, peer, max_body, pages)),
+                    Role::Html(site) => Box::pin(site.serve(request, prefix, rest, pages)),
+                };
+                (respond, stats)
+            }
+            Route::Inner { rest: "/metrics", .. } => {
+                (Box::pin(std::future::ready(self.metrics_page(peer))), &self.inner_stats)
+            }
+            Route::Inner { prefix, rest } => (
+                Box::pin(self.inner.serve(request, prefix, rest, pages)),
+                &self.inner_stats,
+            ),
+            Route::Root => (
+                Box::pin(self.root.serve(request, "", uri.path(), pages)),
+                &self.root_stats,
+            ),
         };
-        let response = respond.await;
-        (response, module)
+        (respond.await, stats)
+    }
+
+    /// The Prometheus text page, for loopback and `metrics_allow` clients only.
+    fn metrics_page(&self, peer: SocketAddr) -> Response<Body> {
+        if !metrics::allowed(peer.ip(), &self.config.server.metrics_allow) {
+            tracing::warn!(%peer, "metrics refused: not loopback and not in [server] metrics_allow");
+            return self.pages.page(StatusCode::FORBIDDEN);
+        }
+        let mut response = Response::new(full(self.metrics.render(&self.node_states())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
+    /// Every backend node's state, for the metrics page.
+    pub fn node_states(&self) -> Vec<NodeState> {
+        let mut states = Vec::new();
+        for (name, mounted) in &self.modules {
+            let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &mounted.role {
+                Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.pooled(i))),
+                Role::Http(forward) => (forward.balancer(), &|_| None),
+                Role::Html(_) => continue,
+            };
+            for (index, node) in balancer.nodes().iter().enumerate() {
+                states.push(NodeState {
+                    module: name.clone(),
+                    node: node.clone(),
+                    up: !balancer.is_masked(index),
+                    pooled: pooled(index),
+                });
+            }
+        }
+        states
     }
 }

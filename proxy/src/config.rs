@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// Time allowed to receive a request's headers.
     pub header_timeout: Duration,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Addresses besides loopback that may read `/module_proxy_inner_mod/metrics`.
+    pub metrics_allow: Vec<ipnet::IpNet>,
 }
 
 /// `[log] level`.
@@ -152,6 +156,8 @@ struct RawServer {
     index: StringList,
     max_body: u64,
     header_timeout: Seconds,
+    max_connections: usize,
+    metrics_allow: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -164,6 +170,8 @@ impl Default for RawServer {
             index: StringList::Text("index.html index.htm".into()),
             max_body: 10 * 1024 * 1024,
             header_timeout: Seconds(10.0),
+            max_connections: 10_000,
+            metrics_allow: Vec::new(),
         }
     }
 }
@@ -296,6 +304,21 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
     if index.iter().any(|name| name.contains('/') || name == "..") {
         return Err("[server] index must list file names, not paths".into());
     }
+    if server.max_connections == 0 {
+        return Err("[server] max_connections must be at least 1".into());
+    }
+    let metrics_allow = server
+        .metrics_allow
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let server_config = ServerConfig {
         listen,
         port: server.port,
@@ -304,6 +327,8 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
         index,
         max_body: server.max_body,
         header_timeout: server.header_timeout.duration(),
+        max_connections: server.max_connections,
+        metrics_allow,
     };
 
     let mut modules = HashMap::new();
@@ -590,6 +615,8 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         let cases = [
             ("[server]\nport = 70000\n", "line 2"),
             ("[server]\nlisten = \"localhost\"\n", "not an IP address"),
+            ("[server]\nmax_connections = 0\n", "at least 1"),
+            ("[server]\nmetrics_allow = [\"10.0.0.0/33\"]\n", "not an address or a network"),
             ("[upstream]\ntimeout = -1\n", "not a duration"),
             ("[log]\nlevel = \"loud\"\n", "line 2"),
             ("[module]\nmodule_socket = [ { module = \"a\" } ]\n", "no nodes"),

@@ -9,6 +9,8 @@ pub mod error_response;
 pub mod home;
 pub mod http_forward;
 pub mod logging;
+pub mod metrics;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod socket_gateway;

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 
 use modproxy::app::App;
 use modproxy::config::Config;
-use modproxy::{home, logging, server, summary};
+use modproxy::metrics::Metrics;
+use modproxy::{home, logging, reload, server, summary};
 
 /// Module Proxy: static sites, HTTP reverse proxy and an HTTP → socket gateway, chosen per URL module.
 #[derive(Parser)]
@@ -82,8 +84,10 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             .await
             .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
-        let app = Arc::new(App::new(config, &home));
-        server::serve(app, listener, modproxy_sdk::server::shutdown_signal()).await;
+        let metrics = Arc::new(Metrics::new());
+        let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
+        tokio::spawn(reload::on_sighup(Arc::clone(&live), Arc::clone(&metrics), path.clone(), home.clone()));
+        server::serve(live, metrics, listener, modproxy_sdk::server::shutdown_signal()).await;
         tracing::info!("modproxy stopped");
         anyhow::Ok(())
     })

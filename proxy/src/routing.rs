@@ -6,24 +6,24 @@ use crate::config::INNER_MODULE;
 
 /// Where a request goes. `M` is whatever the caller keeps per module (its config, or its runtime).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route<'a, M> {
+pub enum Route<'m, 'p, M> {
     /// A configured module.
     Module {
         /// Its name (the first path segment).
-        name: &'a str,
+        name: &'m str,
         /// What the caller keeps for it.
-        module: &'a M,
+        module: &'m M,
         /// The part of the path that names the module as requested, e.g. `/store` or `//store`.
-        prefix: &'a str,
+        prefix: &'p str,
         /// The path below the module, e.g. `/a/b.html` (empty when the request stopped at the module).
-        rest: &'a str,
+        rest: &'p str,
     },
     /// The built-in pages in `HOME/html`; `prefix` and `rest` as for modules.
     Inner {
         /// See [`Route::Module::prefix`].
-        prefix: &'a str,
+        prefix: &'p str,
         /// See [`Route::Module::rest`].
-        rest: &'a str,
+        rest: &'p str,
     },
     /// The root site; the whole path is the file path.
     Root,
@@ -42,7 +42,7 @@ pub fn module_segment(path: &str) -> Option<(&str, usize)> {
 }
 
 /// Routes `path` (the URL path without the query) through the configured `modules`.
-pub fn route<'a, M>(modules: &'a HashMap<String, M>, path: &'a str) -> Route<'a, M> {
+pub fn route<'m, 'p, M>(modules: &'m HashMap<String, M>, path: &'p str) -> Route<'m, 'p, M> {
     let Some((segment, end)) = module_segment(path) else {
         return Route::Root;
     };
@@ -90,7 +90,7 @@ module_socket = [ { module = "s3", forward_pass = "127.0.0.1:21231" } ]"#,
         assert_eq!(module_segment("////"), None);
     }
 
-    fn kind<'a>(route: Route<'a, Module>) -> (&'static str, &'a str, &'a str) {
+    fn kind<'a>(route: Route<'a, 'a, Module>) -> (&'static str, &'a str, &'a str) {
         match route {
             Route::Module {
                 module: Module::Socket(_),

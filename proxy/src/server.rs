@@ -1,5 +1,5 @@
-//! The HTTP listener: accepts connections, serves each with hyper, writes the access log, and shuts down
-//! gracefully (stop accepting, let requests in flight finish, bounded).
+//! The HTTP listener: accepts connections up to `max_connections`, serves each with hyper, records the
+//! access log and metrics, and shuts down gracefully (stop accepting, let requests in flight finish).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -14,9 +15,13 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::body::Body;
+use crate::metrics::Metrics;
 use crate::socket_gateway::ServedBy;
 
 /// How long shutdown waits for requests in flight.
@@ -25,14 +30,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Serves `app` on `listener` until `shutdown` completes.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// The answer to a connection over `max_connections`; written raw, since hyper never sees it.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\nThe server is at its connection limit; try again soon.\n";
+
+/// The running configuration, replaced whole by a reload.
+pub type LiveApp = Arc<ArcSwap<App>>;
+
+/// Serves the current `app` on `listener` until `shutdown` completes.
+pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let server = app.load().config().server.clone();
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config().server.header_timeout)
+        .header_read_timeout(server.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -48,20 +61,30 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 }
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics.refused_connections.inc();
+            tracing::warn!(%peer, limit = server.max_connections, "connection refused: at [server] max_connections");
+            tokio::spawn(turn_away(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
-            let app = Arc::clone(&app);
+            let app = app.load_full();
             async move { Ok::<_, Infallible>(handle(&app, request, peer).await) }
         });
         let connection = http
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let open = metrics.client_connections.clone();
+        open.inc();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
+            open.dec();
+            drop(slot);
         });
     }
     drop(listener);
@@ -71,22 +94,44 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
 }
 
-async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<crate::body::Body> {
+/// Answers 503 and closes, without letting a slow peer hold the task.
+async fn turn_away(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY_RESPONSE).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let (response, module) = app.handle(request, peer).await;
+    let (response, stats) = app.handle(request, peer).await;
+    let elapsed = started.elapsed();
+    stats.record(response.status(), elapsed);
     let node = response.extensions().get::<ServedBy>().map_or("-", |served| &served.0);
+    // Streamed bodies know their size from Content-Length; "-" when nobody knows it up front.
     let bytes = response
         .body()
         .size_hint()
         .exact()
-        .map_or_else(|| "-".to_owned(), |n| n.to_string());
+        .or_else(|| {
+            response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()
+        })
+        .map_or_else(|| "-".to_owned(), |n: u64| n.to_string());
     tracing::info!(
         target: "access",
-        "{peer} {method} {path} module={module} node={node} status={} bytes={bytes} ms={:.2}",
+        "{peer} {method} {path} module={} node={node} status={} bytes={bytes} ms={:.2}",
+        stats.name,
         response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() * 1000.0,
     );
     response
 }

@@ -87,6 +87,11 @@ impl SocketGateway {
         &self.balancer
     }
 
+    /// Idle pooled connections to node `index`.
+    pub fn pooled(&self, index: usize) -> usize {
+        self.pool.idle_count(index)
+    }
+
     /// Answers one HTTP request.
     pub async fn handle<B>(&self, request: Request<B>, max_body: u64, pages: &ErrorPages) -> Response<Body>
     where

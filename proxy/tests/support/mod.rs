@@ -1,6 +1,8 @@
 //! Test harness: the real `modproxy` binary on a free port with a temporary HOME, and raw HTTP over TCP.
 #![allow(dead_code)]
 
+pub mod socket_backend;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -86,6 +88,21 @@ impl Proxy {
     pub fn log(&self) -> String {
         std::thread::sleep(Duration::from_millis(300));
         std::fs::read_to_string(self.home.path().join("logs/modproxy.log")).unwrap_or_default()
+    }
+
+    /// The config file the proxy was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.home.path().join("conf/default.toml")
+    }
+
+    /// Sends a signal (by name, e.g. "HUP") to the proxy.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -190,8 +207,7 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
-    while let Some(line_end) = rest.windows(2).position(|w| w == b"
-") {
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap_or(0);
         if size == 0 {
             break;

@@ -1,0 +1,265 @@
+//! Prometheus metrics, served at `/module_proxy_inner_mod/metrics` to allowed clients.
+//!
+//! The registry outlives configuration reloads so counters keep counting; node state and pool sizes are
+//! read from the running [`crate::app::App`] at scrape time rather than tracked per request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabel {
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    module: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    module: String,
+    node: String,
+}
+
+/// What a scrape reports about one backend node.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// Module name.
+    pub module: String,
+    /// Node address.
+    pub node: String,
+    /// False while the node is masked.
+    pub up: bool,
+    /// Idle pooled connections to it, where the module keeps a pool of its own.
+    pub pooled: Option<usize>,
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<ModuleLabel, Histogram>,
+    node_up: Family<NodeLabels, Gauge>,
+    pooled: Family<NodeLabels, Gauge>,
+    /// Client connections open now.
+    pub client_connections: Gauge,
+    /// Client connections turned away because `max_connections` was reached.
+    pub refused_connections: Counter,
+    /// Configuration reloads, by outcome.
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("modproxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by module and status class",
+            requests.clone(),
+        );
+        let latency = Family::<ModuleLabel, Histogram>::new_with_constructor(|| {
+            // 0.25 ms .. ~8 s.
+            Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head, by module",
+            latency.clone(),
+        );
+        let node_up = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "node_up",
+            "1 when a backend node takes traffic, 0 while it is masked",
+            node_up.clone(),
+        );
+        let pooled = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "pooled_connections",
+            "Idle pooled connections per socket node",
+            pooled.clone(),
+        );
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open now",
+            client_connections.clone(),
+        );
+        let refused_connections = Counter::default();
+        registry.register(
+            "refused_connections",
+            "Client connections refused at the max_connections limit",
+            refused_connections.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            node_up,
+            pooled,
+            client_connections,
+            refused_connections,
+            reloads,
+        }
+    }
+
+    /// The per-request handles of one module, created once so a request never allocates labels.
+    pub fn module(&self, name: &str) -> ModuleMetrics {
+        let class = |class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    module: name.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        ModuleMetrics {
+            name: name.into(),
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            latency: self
+                .latency
+                .get_or_create(&ModuleLabel {
+                    module: name.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts a reload attempt.
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "refused" },
+            })
+            .inc();
+    }
+
+    /// The text exposition, with node state as of now.
+    pub fn render(&self, nodes: &[NodeState]) -> String {
+        // Nodes of modules removed by a reload disappear from the output.
+        self.node_up.clear();
+        self.pooled.clear();
+        for state in nodes {
+            let labels = NodeLabels {
+                module: state.module.clone(),
+                node: state.node.clone(),
+            };
+            self.node_up.get_or_create(&labels).set(i64::from(state.up));
+            if let Some(pooled) = state.pooled {
+                self.pooled.get_or_create(&labels).set(pooled as i64);
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Counters and histogram of one module (or of the root site / built-in pages).
+#[derive(Debug, Clone)]
+pub struct ModuleMetrics {
+    /// The module name, also used by the access log.
+    pub name: Arc<str>,
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl ModuleMetrics {
+    /// Records one answered request.
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Whether `peer` may read the metrics: loopback always, others only when listed in `allow`.
+pub fn allowed(peer: IpAddr, allow: &[ipnet::IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    peer.is_loopback() || allow.iter().any(|net| net.contains(&peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_always_others_when_listed() {
+        let allow: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(allowed("127.0.0.1".parse().unwrap(), &[]));
+        assert!(allowed("::1".parse().unwrap(), &[]));
+        assert!(allowed("::ffff:127.0.0.1".parse().unwrap(), &[]));
+        assert!(!allowed("192.168.1.5".parse().unwrap(), &allow));
+        assert!(allowed("10.1.2.3".parse().unwrap(), &allow));
+        assert!(allowed("::ffff:10.1.2.3".parse().unwrap(), &allow));
+    }
+
+    #[test]
+    fn renders_requests_latency_and_nodes() {
+        let metrics = Metrics::new();
+        let s3 = metrics.module("s3");
+        s3.record(StatusCode::OK, Duration::from_millis(3));
+        s3.record(StatusCode::BAD_GATEWAY, Duration::from_millis(1));
+        let text = metrics.render(&[NodeState {
+            module: "s3".into(),
+            node: "127.0.0.1:1".into(),
+            up: false,
+            pooled: Some(2),
+        }]);
+        assert!(
+            text.contains(r#"modproxy_requests_total{module="s3",class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modproxy_requests_total{module="s3",class="5xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modproxy_request_duration_seconds_count{module="s3"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modproxy_node_up{module="s3",node="127.0.0.1:1"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modproxy_pooled_connections{module="s3",node="127.0.0.1:1"} 2"#),
+            "{text}"
+        );
+        let text = metrics.render(&[]);
+        assert!(!text.contains("modproxy_node_up{"), "a removed node disappears");
+    }
+}

@@ -1,0 +1,51 @@
+//! SIGHUP re-reads the configuration. A valid one replaces the running [`App`] for new requests (requests
+//! in flight finish on the old one); an invalid one is refused with a log line, and the old one serves on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::LiveApp;
+
+/// Watches for SIGHUP for as long as the returned future runs.
+pub async fn on_sighup(live: LiveApp, metrics: Arc<Metrics>, config_path: PathBuf, home: PathBuf) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; configuration reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let ok = reload(&live, &metrics, &config_path, &home);
+        metrics.reloaded(ok);
+    }
+}
+
+/// Loads `path` and, if it is valid, makes it the running configuration. Returns whether it did.
+pub fn reload(live: &LiveApp, metrics: &Arc<Metrics>, path: &Path, home: &Path) -> bool {
+    let config = match Config::load(path, home) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "reload refused; still serving the previous configuration");
+            return false;
+        }
+    };
+    let old = live.load();
+    let (before, after) = (&old.config().server, &config.server);
+    if (
+        before.listen,
+        before.port,
+        before.max_connections,
+        before.header_timeout,
+    ) != (after.listen, after.port, after.max_connections, after.header_timeout)
+    {
+        tracing::warn!("listen, port, max_connections and header_timeout take effect only on restart");
+    }
+    if old.config().log_level != config.log_level {
+        tracing::warn!("[log] level takes effect only on restart");
+    }
+    let modules = config.modules.len();
+    live.store(Arc::new(App::new(config, home, Arc::clone(metrics))));
+    tracing::info!(config = %path.display(), modules, "configuration reloaded");
+    true
+}

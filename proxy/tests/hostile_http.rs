@@ -1,0 +1,126 @@
+//! Hostile clients: malformed requests, oversized heads, slow senders and connection floods. Each gets a
+//! clear status or a closed connection, and the server keeps serving everyone else.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::{parse_response, Proxy};
+
+fn still_serves(proxy: &Proxy) {
+    assert_eq!(proxy.get("/", &[]).status, 200, "the server keeps serving");
+}
+
+#[test]
+fn malformed_request_lines_get_400() {
+    let proxy = Proxy::start("", "");
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ] {
+        let response = proxy.send(raw);
+        assert!(
+            matches!(response.status, 400 | 505),
+            "{:?} gave {}",
+            String::from_utf8_lossy(raw),
+            response.status
+        );
+        still_serves(&proxy);
+    }
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let proxy = Proxy::start("", "");
+    let huge = "a".repeat(100 * 1024);
+    let response = proxy.get("/", &[("X-Huge", &huge)]);
+    assert_eq!(response.status, 431);
+    let long_path = format!("/{}", "p".repeat(100 * 1024));
+    assert_eq!(proxy.get(&long_path, &[]).status, 431);
+    still_serves(&proxy);
+}
+
+#[test]
+fn slow_header_senders_are_cut_off_and_others_served() {
+    let proxy = Proxy::start("header_timeout = 1", "");
+    // Slowloris: many connections that dribble a request head and never finish it.
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = TcpStream::connect(proxy.addr).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..10 {
+        still_serves(&proxy);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "normal clients are served while slow ones wait"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for stream in &mut slow {
+        let _ = stream.write_all(b"a");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for stream in &mut slow {
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1024];
+        match stream.read(&mut buf) {
+            // Closed, or a 408 before closing.
+            Ok(0) | Err(_) => {}
+            Ok(n) => assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "slow client still open"
+            ),
+        }
+    }
+    still_serves(&proxy);
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_cleanly() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("max_connections = 4", &config(&[socket_module("s3", &[go.addr], "")]));
+    let keep_alive_post = |stream: &mut TcpStream| {
+        let body = envelope("x", json!(1));
+        let head = format!(
+            "POST /s3/ HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(&[head.as_bytes(), &body].concat()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        parse_response(&buf[..n]).unwrap().status
+    };
+    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(proxy.addr).unwrap()).collect();
+    for stream in &mut held {
+        assert_eq!(keep_alive_post(stream), 200);
+    }
+    // The fifth is answered 503 and closed.
+    let response = proxy.get("/", &[]);
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    // The ones already open keep being served.
+    for stream in &mut held {
+        assert_eq!(keep_alive_post(stream), 200);
+    }
+    // A slot frees when a connection closes.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(proxy.get("/", &[]).status, 200);
+    let log = proxy.log();
+    assert!(log.contains("connection refused: at [server] max_connections"), "{log}");
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    assert!(metrics.contains("modproxy_refused_connections_total 1"), "{metrics}");
+}

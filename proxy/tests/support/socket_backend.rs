@@ -1,0 +1,132 @@
+//! Socket backends in the seed's styles, written for tests: real TCP, one thread per connection.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// How a test backend behaves.
+#[derive(Clone, Copy)]
+pub enum Style {
+    /// Java seed: `%010d` reply, then close.
+    ZeroPaddedThenClose,
+    /// Go-like keep-alive with `%10d` replies.
+    SpaceKeepAlive,
+    /// Reads the request, never answers.
+    Hang,
+    /// Answers a line that is not a length line.
+    Garbage,
+    /// Announces 100 bytes, sends 5, closes.
+    Short,
+    /// Announces a reply bigger than the proxy's max_frame.
+    Huge,
+    /// Reads the request, closes without a reply.
+    CloseAfterRead,
+    /// Keep-alive, but each reply takes this long.
+    Slow(Duration),
+}
+
+/// A backend on a free port; counts connections and requests.
+pub struct Backend {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub fn start(style: Style) -> Backend {
+        Backend::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), style)
+    }
+
+    pub fn start_on(listener: TcpListener, style: Style) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                std::thread::spawn(move || serve_connection(stream, style, &r));
+            }
+        });
+        Backend {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Echoes `{"echo": <request>, "port": <backend port>}` in the given style.
+fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
+    let port = stream.local_addr().unwrap().port();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = [0u8; 12];
+        if reader.read_exact(&mut line).is_err() {
+            return;
+        }
+        let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).unwrap();
+        requests.fetch_add(1, Ordering::SeqCst);
+        let request: Value = serde_json::from_slice(&payload).unwrap();
+        let reply = serde_json::to_vec(&json!({ "echo": request, "port": port })).unwrap();
+        let keep_alive_reply = [format!("{:>10}\r\n", reply.len()).as_bytes(), &reply].concat();
+        let _ = match style {
+            Style::ZeroPaddedThenClose => {
+                let _ = writer.write_all(&[format!("{:010}\r\n", reply.len()).as_bytes(), &reply].concat());
+                return;
+            }
+            Style::SpaceKeepAlive => writer.write_all(&keep_alive_reply),
+            Style::Slow(delay) => {
+                std::thread::sleep(delay);
+                writer.write_all(&keep_alive_reply)
+            }
+            Style::Hang => {
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            Style::Garbage => writer.write_all(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Style::Short => writer.write_all(b"       100\r\n{\"a\":"),
+            Style::Huge => writer.write_all(b"1000000000\r\n{}"),
+            Style::CloseAfterRead => return,
+        };
+        if !matches!(style, Style::SpaceKeepAlive | Style::Slow(_)) {
+            return;
+        }
+    }
+}
+
+/// One `module_socket` entry.
+pub fn socket_module(name: &str, nodes: &[SocketAddr], extra: &str) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|a| a.to_string()).collect();
+    format!(
+        "{{ module = \"{name}\", forward_pass = \"{}\"{extra} }}",
+        nodes.join(", ")
+    )
+}
+
+/// A `[module]` section of socket modules.
+pub fn config(modules: &[String]) -> String {
+    format!("[module]\nmodule_socket = [\n{}\n]\n", modules.join(",\n"))
+}
+
+/// A request payload.
+pub fn envelope(method: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "head": { "method": method, "token": "t0" }, "data": data })).unwrap()
+}
