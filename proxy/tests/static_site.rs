@@ -44,7 +44,10 @@ fn proxy() -> Proxy {
     std::os::unix::fs::symlink(home.join("secret.txt"), site.join("escape_file")).unwrap();
     std::os::unix::fs::symlink(home, site.join("escape_dir")).unwrap();
     std::os::unix::fs::symlink(home, site.join("escape_index")).unwrap();
-    let status = std::process::Command::new("mkfifo").arg(site.join("fifo")).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(site.join("fifo"))
+        .status()
+        .unwrap();
     assert!(status.success());
 
     let store = home.join("store_site");
@@ -118,7 +121,10 @@ fn content_headers_and_validators() {
     assert_eq!(r.header("etag"), Some(etag.as_str()));
     let weak = format!("W/{etag}");
     assert_eq!(proxy.get("/style.css", &[("If-None-Match", &weak)]).status, 304);
-    assert_eq!(proxy.get("/style.css", &[("If-None-Match", "\"other\", *")]).status, 304);
+    assert_eq!(
+        proxy.get("/style.css", &[("If-None-Match", "\"other\", *")]).status,
+        304
+    );
     assert_eq!(proxy.get("/style.css", &[("If-None-Match", "\"other\"")]).status, 200);
 
     let r = proxy.get("/style.css", &[("If-Modified-Since", &modified)]);
@@ -169,7 +175,11 @@ fn ranges() {
     let r = proxy.get("/data.bin", &[("Range", "bytes=0-3"), ("If-Range", &etag)]);
     assert_eq!((r.status, r.body.as_slice()), (206, &all[..4]));
     let r = proxy.get("/data.bin", &[("Range", "bytes=0-3"), ("If-Range", "\"stale\"")]);
-    assert_eq!((r.status, r.body.len()), (200, 1000), "a stale If-Range gets the whole file");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 1000),
+        "a stale If-Range gets the whole file"
+    );
 
     let r = proxy.send(&http("HEAD", "/data.bin", &[("Range", "bytes=0-9")], b""));
     assert_eq!(r.status, 206);
@@ -201,7 +211,11 @@ fn precompressed_sibling_when_gzip_is_accepted() {
     assert_eq!(gz.header("content-type"), plain.header("content-type"));
     assert!(gz.header("content-type").unwrap().contains("javascript"));
     assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
-    assert_ne!(gz.header("etag"), plain.header("etag"), "each representation has its own tag");
+    assert_ne!(
+        gz.header("etag"),
+        plain.header("etag"),
+        "each representation has its own tag"
+    );
 
     let refused = proxy.get("/app.js", &[("Accept-Encoding", "gzip;q=0")]);
     assert_eq!(refused.text(), "console.log('plain')");
@@ -233,7 +247,11 @@ fn missing_files_get_the_404_page() {
         assert_eq!(r.body, page("404.html"), "{path}");
         assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     }
-    assert_eq!(proxy.get("/link_inside.css", &[]).text(), "body{}", "symlinks inside the site work");
+    assert_eq!(
+        proxy.get("/link_inside.css", &[]).text(),
+        "body{}",
+        "symlinks inside the site work"
+    );
 }
 
 fn assert_refused(proxy: &Proxy, target: &str) {

@@ -84,8 +84,14 @@ pub fn forwarded_for(existing: &HeaderMap, peer: IpAddr) -> HeaderValue {
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
@@ -177,7 +183,10 @@ mod tests {
         assert!(is_upgrade_request(Version::HTTP_11, &ws));
         assert!(!is_upgrade_request(Version::HTTP_10, &ws));
         assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("upgrade", "websocket")])));
-        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("connection", "upgrade")])));
+        assert!(!is_upgrade_request(
+            Version::HTTP_11,
+            &map(&[("connection", "upgrade")])
+        ));
         assert!(!is_upgrade_request(
             Version::HTTP_11,
             &map(&[("connection", "upgraded"), ("upgrade", "websocket")])

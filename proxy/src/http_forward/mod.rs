@@ -169,7 +169,12 @@ impl HttpForward {
 type Failure = (ForwardError, Option<Arc<str>>);
 
 impl Shared {
-    async fn forward(&self, mut request: Request<Incoming>, peer: SocketAddr, max_body: u64) -> Result<Response<Body>, Failure> {
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        max_body: u64,
+    ) -> Result<Response<Body>, Failure> {
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -300,15 +305,11 @@ impl Shared {
     /// An error after the request may have been sent. The client's own body failing is not the
     /// upstream's fault and does not mask it.
     fn classify(&self, index: usize, error: &hyper_util::client::legacy::Error, max_body: u64) -> ForwardError {
-        let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-        while let Some(cause) = source {
-            if cause.is::<LengthLimitError>() {
-                return ForwardError::BodyTooLarge(max_body);
-            }
-            if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
-                return ForwardError::ClientBody(chain(error));
-            }
-            source = cause.source();
+        if causes(error).any(|cause| cause.is::<LengthLimitError>()) {
+            return ForwardError::BodyTooLarge(max_body);
+        }
+        if causes(error).any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user)) {
+            return ForwardError::ClientBody(chain(error));
         }
         self.balancer.mark_failed(index);
         ForwardError::Failed {
@@ -318,14 +319,12 @@ impl Shared {
     }
 }
 
+/// An error and everything under it.
+fn causes<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&e| e.source())
+}
+
 /// An error and its causes on one line (hyper-util's own message is only "client error (Connect)").
 fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    causes(error).map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }

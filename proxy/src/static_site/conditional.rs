@@ -28,9 +28,10 @@ pub fn if_none_match(headers: &HeaderMap, etag: &str) -> Option<bool> {
     for value in headers.get_all(header::IF_NONE_MATCH) {
         present = true;
         let Ok(value) = value.to_str() else { continue };
-        matched |= value.split(',').map(str::trim).any(|tag| {
-            tag == "*" || opaque(tag) == opaque(etag)
-        });
+        matched |= value
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || opaque(tag) == opaque(etag));
     }
     present.then_some(matched)
 }
@@ -70,7 +71,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
             let weight_ok = parts
                 .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
                 .next()
-                .map_or(true, |q| q.trim().parse::<f32>().map_or(false, |q| q > 0.0));
+                .is_none_or(|q| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
             if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
                 gzip = Some(weight_ok);
             } else if coding == "*" {
@@ -106,15 +107,27 @@ mod tests {
     fn if_none_match_forms() {
         let tag = "\"1.0-a\"";
         assert_eq!(if_none_match(&HeaderMap::new(), tag), None);
-        assert_eq!(if_none_match(&headers(header::IF_NONE_MATCH, "\"1.0-a\""), tag), Some(true));
-        assert_eq!(if_none_match(&headers(header::IF_NONE_MATCH, "W/\"1.0-a\""), tag), Some(true));
+        assert_eq!(
+            if_none_match(&headers(header::IF_NONE_MATCH, "\"1.0-a\""), tag),
+            Some(true)
+        );
+        assert_eq!(
+            if_none_match(&headers(header::IF_NONE_MATCH, "W/\"1.0-a\""), tag),
+            Some(true)
+        );
         assert_eq!(
             if_none_match(&headers(header::IF_NONE_MATCH, "\"x\", \"1.0-a\""), tag),
             Some(true)
         );
         assert_eq!(if_none_match(&headers(header::IF_NONE_MATCH, "*"), tag), Some(true));
-        assert_eq!(if_none_match(&headers(header::IF_NONE_MATCH, "\"1.0-b\""), tag), Some(false));
-        assert_eq!(if_none_match(&headers(header::IF_NONE_MATCH, "1.0-a"), tag), Some(false));
+        assert_eq!(
+            if_none_match(&headers(header::IF_NONE_MATCH, "\"1.0-b\""), tag),
+            Some(false)
+        );
+        assert_eq!(
+            if_none_match(&headers(header::IF_NONE_MATCH, "1.0-a"), tag),
+            Some(false)
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl StaticSite {
                 }
             };
             match resolve::resolve(&site.dir, &path, &site.index).await {
-                Resolved::File(found) => site.send_file(found, &conditions, &pages).await,
+                Resolved::File(found) => site.send_file(*found, &conditions, &pages).await,
                 Resolved::Directory => redirect_to_directory(&conditions),
                 Resolved::Missing(reason) => {
                     tracing::debug!(path = conditions.url_path, reason, "not found");

@@ -14,7 +14,7 @@ use super::site_path::SitePath;
 #[derive(Debug)]
 pub enum Resolved {
     /// A regular file inside the site.
-    File(Found),
+    File(Box<Found>),
     /// A directory asked for without its trailing slash.
     Directory,
     /// Nothing servable; the reason is for the debug log.
@@ -80,7 +80,7 @@ fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved 
         }
         for name in index {
             match inside_regular_file(&root_canonical, requested.join(name)) {
-                Ok(Some(found)) => return Resolved::File(found),
+                Ok(Some(found)) => return Resolved::File(Box::new(found)),
                 Ok(None) => {}
                 Err(reason) => return Resolved::Missing(reason),
             }
@@ -94,11 +94,11 @@ fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved 
     if !meta.is_file() {
         return Resolved::Missing("not a regular file");
     }
-    Resolved::File(Found {
+    Resolved::File(Box::new(Found {
         requested,
         canonical,
         meta,
-    })
+    }))
 }
 
 /// `Ok(Some)` for a regular file whose real path is inside `root_canonical`; `Ok(None)` when there is

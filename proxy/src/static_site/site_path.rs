@@ -155,7 +155,9 @@ mod tests {
     fn nothing_accepted_ever_leaves_the_root() {
         // Whatever is accepted is a list of plain names: joined to a root it stays below it.
         let root = Path::new("/srv/site");
-        let alphabet = ["/", "..", ".", "%2e", "%2f", "%5c", "%00", "a", "%", "%2", "\\", ":", "C:"];
+        let alphabet = [
+            "/", "..", ".", "%2e", "%2f", "%5c", "%00", "a", "%", "%2", "\\", ":", "C:",
+        ];
         let mut raw = String::new();
         for i in 0..200_000u64 {
             raw.clear();
@@ -168,7 +170,8 @@ mod tests {
                 let full = root.join(path.relative());
                 assert!(full.starts_with(root), "{raw:?} -> {}", full.display());
                 assert!(
-                    full.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))),
+                    full.components()
+                        .all(|c| matches!(c, Component::RootDir | Component::Normal(_))),
                     "{raw:?} -> {}",
                     full.display()
                 );

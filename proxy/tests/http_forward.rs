@@ -1,0 +1,584 @@
+//! `module_http` through the real binary against real upstream HTTP servers started here: forwarding,
+//! header rewriting, pooling, failover and masking, timeouts, never-twice, streaming both ways, and a
+//! WebSocket spliced through.
+
+mod support;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use modproxy::body::{full, Body};
+use serde_json::{json, Value};
+use support::{free_port, http, repo_html, Proxy};
+use tokio::sync::Notify;
+
+// ---- upstreams ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Echoes the request as JSON (and a few special paths, see `echo`).
+    Echo,
+    /// Waits this long, then echoes.
+    Slow(Duration),
+    /// Reads the request head, then closes the connection without a response.
+    DropAfterHead,
+    /// A WebSocket echo server.
+    WebSocket,
+}
+
+/// What an upstream saw, shared with the test.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    /// Set when `/…/upload-probe` received its first body bytes.
+    first_upload_bytes: AtomicBool,
+    /// Releases the second half of `/…/trickle`.
+    gate: Notify,
+}
+
+/// A real upstream server on its own thread and runtime, listening on a free port.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+impl Upstream {
+    fn start(name: &'static str, behaviour: Behaviour) -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let seen = Arc::clone(&shared);
+                    tokio::spawn(serve(name, behaviour, stream, seen));
+                }
+            });
+        });
+        Upstream { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(name: &'static str, behaviour: Behaviour, mut stream: tokio::net::TcpStream, seen: Arc<Seen>) {
+    match behaviour {
+        Behaviour::DropAfterHead => {
+            use tokio::io::AsyncReadExt;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.requests.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+        Behaviour::WebSocket => {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            seen.requests.fetch_add(1, Ordering::SeqCst);
+            while let Some(Ok(message)) = ws.next().await {
+                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Behaviour::Echo | Behaviour::Slow(_) => {
+            let delay = match behaviour {
+                Behaviour::Slow(delay) => delay,
+                _ => Duration::ZERO,
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(echo(name, request, seen).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    }
+}
+
+/// The echo upstream. `…/stream?bytes=N` sends N bytes; `…/trickle` sends "first", waits for the
+/// gate, then "second"; `…/upload-probe` notes its first body bytes; anything else is echoed as JSON.
+async fn echo(name: &str, request: Request<Incoming>, seen: Arc<Seen>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    if path.ends_with("/stream") {
+        let total: u64 = query.trim_start_matches("bytes=").parse().unwrap();
+        let chunks = futures_util::stream::unfold(total, |left| async move {
+            (left > 0).then(|| {
+                let n = left.min(64 * 1024);
+                let frame = Ok::<_, modproxy::body::BoxError>(Frame::data(Bytes::from(vec![b'x'; n as usize])));
+                (frame, left - n)
+            })
+        });
+        let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
+        response.headers_mut().insert("content-length", total.into());
+        return response;
+    }
+    if path.ends_with("/trickle") {
+        let first = futures_util::stream::once(async { Ok(Frame::data(Bytes::from_static(b"first;"))) });
+        // The gate is awaited inside the body stream: the head and "first;" go out before it opens.
+        let second = futures_util::stream::once(async move {
+            seen.gate.notified().await;
+            Ok::<_, modproxy::body::BoxError>(Frame::data(Bytes::from_static(b"second")))
+        });
+        return Response::new(StreamBody::new(first.chain(second)).boxed_unsync());
+    }
+    let method = request.method().to_string();
+    let mut headers = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let entry = headers.entry(name.as_str()).or_insert_with(|| json!([]));
+        entry
+            .as_array_mut()
+            .unwrap()
+            .push(json!(String::from_utf8_lossy(value.as_bytes())));
+    }
+    let probe = path.ends_with("/upload-probe");
+    let mut body = request.into_body();
+    let mut len = 0u64;
+    let mut sum = 0u64;
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            if probe && !data.is_empty() {
+                seen.first_upload_bytes.store(true, Ordering::SeqCst);
+            }
+            len += data.len() as u64;
+            sum = data.iter().fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+            if kept.len() < 65536 {
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    let reply = json!({
+        "node": name, "method": method, "path": path, "query": query, "headers": headers,
+        "len": len, "sum": sum, "body": String::from_utf8_lossy(&kept),
+    });
+    let mut response = Response::new(full(reply.to_string()));
+    let h = response.headers_mut();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("x-up", "yes".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert("connection", "x-hop".parse().unwrap());
+    h.insert("x-hop", "secret".parse().unwrap());
+    response
+}
+
+fn checksum(data: impl IntoIterator<Item = u8>) -> u64 {
+    data.into_iter()
+        .fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(b as u64))
+}
+
+// ---- the proxy ---------------------------------------------------------------------------------------
+
+/// A proxy with `module_http` entries given as TOML inline tables.
+fn proxy(server_extra: &str, entries: &[String]) -> Proxy {
+    Proxy::start(
+        server_extra,
+        &format!("[module]\nmodule_http = [\n{}\n]", entries.join(",\n")),
+    )
+}
+
+fn entry(module: &str, nodes: &[String], extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
+    format!(
+        "{{ module = \"{module}\", proxy_pass = \"{}\"{extra} }}",
+        nodes.join(", ")
+    )
+}
+
+fn dead_node() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+fn server_error_page() -> Vec<u8> {
+    std::fs::read(repo_html().join("500.html")).unwrap()
+}
+
+fn header_values<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name]
+        .as_array()
+        .map(|values| values.iter().map(|v| v.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+// ---- tests -------------------------------------------------------------------------------------------
+
+#[test]
+fn method_path_query_and_body_are_forwarded_unchanged() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    let r = proxy.post("/s1/adduser?name=admin&x=%2F&y", &[], b"{\"a\":1}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/s1/adduser");
+    assert_eq!(echo["query"], "name=admin&x=%2F&y");
+    assert_eq!(echo["body"], "{\"a\":1}");
+    for method in ["PUT", "PATCH", "DELETE", "OPTIONS", "GET"] {
+        let r = proxy.send(&http(method, "/s1/a/b/../c%20d?q", &[], b"payload"));
+        let echo = r.json();
+        assert_eq!(echo["method"], method);
+        assert_eq!(echo["path"], "/s1/a/b/../c%20d", "the path is not normalised");
+        assert_eq!(echo["body"], "payload");
+    }
+    let r = proxy.send(&http("HEAD", "/s1/x", &[], b""));
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert!(r.header("content-length").is_some());
+}
+
+#[test]
+fn headers_are_rewritten_like_a_proxy() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy(
+        "",
+        &[
+            entry("s1", &[up.url()], ""),
+            entry("s2", &[up.url()], "pass_host = true"),
+        ],
+    );
+    let r = proxy.get(
+        "/s1/h",
+        &[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Host", "spoofed"),
+            ("Connection", "X-Secret"),
+            ("X-Secret", "hop"),
+            ("Keep-Alive", "timeout=300"),
+            ("Proxy-Authorization", "Basic eDp5"),
+            ("TE", "trailers"),
+            ("Upgrade", "h2c"),
+            ("X-Custom", "kept"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(header_values(&echo, "x-forwarded-for"), ["1.2.3.4, 127.0.0.1"]);
+    assert_eq!(header_values(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header_values(&echo, "x-forwarded-host"), ["test"]);
+    assert_eq!(header_values(&echo, "host"), [up.addr.to_string().as_str()]);
+    assert_eq!(header_values(&echo, "x-custom"), ["kept"]);
+    for hop in ["x-secret", "keep-alive", "proxy-authorization", "te", "upgrade"] {
+        assert!(
+            header_values(&echo, hop).is_empty(),
+            "{hop} reached the upstream: {echo}"
+        );
+    }
+    // And on the way back.
+    assert_eq!(r.header("x-up"), Some("yes"));
+    assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("x-hop"), None);
+
+    let echo = proxy.get("/s2/h", &[]).json();
+    assert_eq!(
+        header_values(&echo, "host"),
+        ["test"],
+        "pass_host keeps the client's Host"
+    );
+    let echo = proxy.get("/s1/h", &[]).json();
+    assert_eq!(header_values(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+}
+
+#[test]
+fn upstream_connections_are_pooled() {
+    let pooled = Upstream::start("a", Behaviour::Echo);
+    let single = Upstream::start("b", Behaviour::Echo);
+    let proxy = proxy(
+        "",
+        &[
+            entry("pooled", &[pooled.url()], ""),
+            entry("single", &[single.url()], "keepalive = false"),
+        ],
+    );
+    for _ in 0..5 {
+        assert_eq!(proxy.get("/pooled/x", &[]).status, 200);
+        assert_eq!(proxy.get("/single/x", &[]).status, 200);
+    }
+    assert_eq!(pooled.requests(), 5);
+    assert_eq!(pooled.connections(), 1, "five requests over one kept-alive connection");
+    assert_eq!(single.connections(), 5, "keepalive = false: a connection per request");
+}
+
+#[test]
+fn a_connect_failure_moves_the_request_to_another_node() {
+    let up = Upstream::start("alive", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[dead_node(), up.url()], "")]);
+    for i in 0..10 {
+        let body = format!("request {i}");
+        let r = proxy.post("/s1/x", &[], body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["body"],
+            body.as_str(),
+            "the body went to the second node intact"
+        );
+    }
+    assert_eq!(up.requests(), 10);
+}
+
+#[test]
+fn every_node_down_is_502_with_the_error_page() {
+    let proxy = proxy("", &[entry("s1", &[dead_node(), dead_node()], "connect_timeout = 1")]);
+    let r = proxy.get("/s1/x", &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(r.body, server_error_page());
+}
+
+#[test]
+fn no_response_headers_within_timeout_is_504() {
+    let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(3)));
+    let proxy = proxy("", &[entry("s1", &[slow.url()], "timeout = 0.5")]);
+    let started = Instant::now();
+    let r = proxy.get("/s1/x", &[]);
+    assert_eq!(r.status, 504);
+    assert_eq!(r.body, server_error_page());
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_failed_node_is_masked_for_fail_timeout() {
+    let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(2)));
+    let fast = Upstream::start("fast", Behaviour::Echo);
+    let proxy = proxy(
+        "",
+        &[entry(
+            "s1",
+            &[slow.url(), fast.url()],
+            "timeout = 0.3, fail_timeout = 1.5",
+        )],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slow.requests() == 0 {
+        assert!(Instant::now() < deadline, "the slow node never got a request");
+        proxy.get("/s1/x", &[]);
+    }
+    // Masked now: everything goes to the fast node.
+    let masked_at = Instant::now();
+    let hits = slow.requests();
+    for _ in 0..10 {
+        let r = proxy.get("/s1/x", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["node"], "fast");
+    }
+    assert_eq!(slow.requests(), hits, "a masked node gets no traffic");
+    assert!(
+        masked_at.elapsed() < Duration::from_millis(1400),
+        "test too slow to prove masking"
+    );
+    // After fail_timeout it is tried again.
+    std::thread::sleep(Duration::from_millis(1600));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slow.requests() == hits {
+        assert!(Instant::now() < deadline, "the slow node was never unmasked");
+        proxy.get("/s1/x", &[]);
+    }
+}
+
+#[test]
+fn a_request_that_reached_an_upstream_is_never_sent_again() {
+    let first = Upstream::start("drop1", Behaviour::DropAfterHead);
+    let second = Upstream::start("drop2", Behaviour::DropAfterHead);
+    let proxy = proxy("", &[entry("s1", &[first.url(), second.url()], "")]);
+    for (n, request) in [
+        http("POST", "/s1/pay", &[], b"{\"amount\":100}"),
+        http("GET", "/s1/x", &[], b""),
+        http("PUT", "/s1/y", &[], b"z"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = proxy.send(request);
+        assert_eq!(r.status, 502);
+        assert_eq!(r.body, server_error_page());
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            first.connections() + second.connections(),
+            n + 1,
+            "one attempt per request, never a second"
+        );
+        assert_eq!(first.requests() + second.requests(), n + 1);
+    }
+}
+
+#[test]
+fn bodies_over_max_body_get_413() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("max_body = 1000", &[entry("s1", &[up.url()], "")]);
+    let r = proxy.post("/s1/x", &[], &[b'x'; 1001]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body, server_error_page());
+    assert_eq!(up.requests(), 0, "refused before any upstream saw it");
+
+    // Declared as chunked: refused once the limit is crossed.
+    let mut raw =
+        b"POST /s1/x HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..5 {
+        raw.extend_from_slice(b"3e8\r\n");
+        raw.extend_from_slice(&[b'y'; 1000]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let r = proxy.send(&raw);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(proxy.post("/s1/x", &[], &[b'x'; 1000]).status, 200);
+}
+
+#[test]
+fn response_bodies_stream_without_waiting_for_the_end() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(&http("GET", "/s1/trickle", &[], b"")).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"first;") {
+        let n = stream
+            .read(&mut buf)
+            .expect("the first part arrived while the upstream still held the rest");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    up.seen.gate.notify_one();
+    stream.read_to_end(&mut got).unwrap();
+    let response = support::parse_response(&got).unwrap();
+    assert_eq!(response.text(), "first;second", "{:?}", String::from_utf8_lossy(&got));
+}
+
+#[test]
+fn request_bodies_stream_without_waiting_for_the_end() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head =
+        "POST /s1/upload-probe HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(b"1000\r\n").unwrap();
+    stream.write_all(&[b'a'; 4096]).unwrap();
+    stream.write_all(b"\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !up.seen.first_upload_bytes.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream saw nothing before the body ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stream.write_all(b"4\r\nrest\r\n0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    let echo = support::parse_response(&got).unwrap().json();
+    assert_eq!(echo["len"], 4100);
+}
+
+/// 256 MiB up and 512 MiB down through the proxy, checked byte for byte (by checksum), while its
+/// peak memory stays flat.
+#[test]
+fn large_bodies_pass_through_in_bounded_memory() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("max_body = 1073741824", &[entry("s1", &[up.url()], "")]);
+    assert_eq!(proxy.get("/s1/warm", &[]).status, 200);
+    let (rss_before, _) = proxy.memory_kib();
+
+    let upload: u64 = 256 << 20;
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head =
+        format!("PUT /s1/upload HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {upload}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+    for _ in 0..(upload >> 20) {
+        stream.write_all(&chunk).unwrap();
+    }
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    let echo = support::parse_response(&got).unwrap().json();
+    assert_eq!(echo["len"], upload);
+    let expected = checksum((0..(upload >> 20)).flat_map(|_| chunk.iter().copied()));
+    assert_eq!(echo["sum"], expected);
+
+    let download: u64 = 512 << 20;
+    let (status, _, received) = proxy.download(&http("GET", &format!("/s1/stream?bytes={download}"), &[], b""), |_| {});
+    assert_eq!(status, 200);
+    assert_eq!(received, download);
+
+    let (_, hwm_after) = proxy.memory_kib();
+    let growth = hwm_after.saturating_sub(rss_before);
+    eprintln!(
+        "256 MiB up + 512 MiB down: VmRSS before {rss_before} KiB, VmHWM after {hwm_after} KiB, growth {growth} KiB"
+    );
+    assert!(growth < 16 * 1024, "peak memory grew by {growth} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_is_spliced_and_outlives_the_response_timeout() {
+    let ws = Upstream::start("ws", Behaviour::WebSocket);
+    let proxy = tokio::task::spawn_blocking(move || proxy("", &[entry("chat", &[ws.url()], "timeout = 1")]))
+        .await
+        .unwrap();
+    let url = format!("ws://{}/chat/room?user=1", proxy.addr);
+    let (mut socket, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("hello"));
+    // Longer than the module's timeout: the upgraded connection is not cut.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let big = vec![7u8; 1 << 20];
+    socket.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::binary(big));
+    socket.send(Message::text("again")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("again"));
+    socket.close(None).await.unwrap();
+    drop(proxy);
+}
