@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod routing;
+pub mod scaffold;
 pub mod server;
 pub mod socket_gateway;
 pub mod socket_pool;

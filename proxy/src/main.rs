@@ -35,6 +35,8 @@ enum Command {
         /// The configuration file (same as --config).
         file: Option<PathBuf>,
     },
+    /// Scaffold a new backend project in Rust, Python or Node, depending on this checkout's SDK.
+    New(modproxy::scaffold::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.home.as_deref(), cli.config.as_deref()),
         Some(Command::Check { file }) => check(cli.home.as_deref(), file.as_deref().or(cli.config.as_deref())),
+        Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
