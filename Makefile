@@ -6,7 +6,7 @@ CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-scaffold
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
@@ -40,7 +40,7 @@ node-sdk:
 	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 
-test: lint test-rust test-python test-node test-e2e
+test: lint test-rust test-python test-node test-e2e test-scaffold
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -70,3 +70,9 @@ test-e2e: test-python test-node
 	$(VENV)/bin/ruff check tests/e2e
 	$(VENV)/bin/ruff format --check tests/e2e
 	$(VENV)/bin/pytest -q tests/e2e
+
+# `modproxy new` end to end: a backend generated in each language is built or installed, runs its own
+# tests, and answers through the real proxy (proxy/tests/scaffold.rs; the Rust case also runs in
+# test-rust). The Python and Node cases use the SDKs built into .venv/ and sdk-node/.
+test-scaffold: python-sdk node-sdk
+	$(CARGO) test -p modproxy --test scaffold -- --ignored
