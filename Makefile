@@ -6,7 +6,7 @@ CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-scaffold
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
@@ -40,7 +40,7 @@ node-sdk:
 	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 
-test: lint test-rust test-python test-node test-e2e test-scaffold
+test: lint test-rust test-python test-node test-e2e test-scaffold test-browser test-dist
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -76,3 +76,30 @@ test-e2e: test-python test-node
 # test-rust). The Python and Node cases use the SDKs built into .venv/ and sdk-node/.
 test-scaffold: python-sdk node-sdk
 	$(CARGO) test -p modproxy --test scaffold -- --ignored
+
+# Debian's Chromium for the browser test; installed once (we run as root), skipped when already there.
+chromium:
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The welcome page and the demo in headless Chromium (playwright-core), through the real proxy with the
+# three example backends.
+test-browser: chromium python-sdk node-sdk
+	$(CARGO) build --workspace
+	cd tests/browser && npm ci --no-audit --no-fund
+	cd tests/browser && npm test
+
+# The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh and
+# stop.sh (sources in packaging/). `make dist PROFILE=debug` packs a debug build as
+# modproxy-VERSION-debug.tar.gz instead, which is what the test uses, to spare a release build.
+PROFILE ?= release
+dist:
+	$(CARGO) build --profile $(if $(filter debug,$(PROFILE)),dev,$(PROFILE)) -p modproxy
+	packaging/dist.sh $${CARGO_TARGET_DIR:-target}/$(PROFILE)/modproxy dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
+
+# Unpacks that tarball into a temporary directory, starts it with start.sh, fetches the welcome page and
+# stops it with stop.sh.
+test-dist: python-sdk
+	$(MAKE) --no-print-directory dist PROFILE=debug
+	$(VENV)/bin/ruff check tests/dist
+	$(VENV)/bin/ruff format --check tests/dist
+	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist
