@@ -14,7 +14,7 @@ use crate::balancer::{Balancer, Clock};
 use crate::body::{full, Body, BoxError};
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
-use crate::socket_pool::{Connection, Origin, SocketPool};
+use crate::socket_pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
 #[derive(Debug, Clone)]
@@ -165,9 +165,9 @@ impl SocketGateway {
                     tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
                     self.fail(pick.index);
                 }
-                Ok((connection, origin)) => {
+                Ok(connection) => {
                     let node: Arc<str> = node.into();
-                    return match self.send(connection, origin, pick.index, &payload).await {
+                    return match self.send(connection, pick.index, &payload).await {
                         Ok(reply) => Ok((reply, node)),
                         Err(error) => Err((error, Some(node))),
                     };
@@ -178,16 +178,11 @@ impl SocketGateway {
 
     /// One request/reply on a connection. Whatever happens after the first byte is written, the request
     /// is never sent again: the backend may have acted on it.
-    async fn send(
-        &self,
-        mut connection: Connection,
-        origin: Origin,
-        index: usize,
-        payload: &Bytes,
-    ) -> Result<Bytes, GatewayError> {
+    async fn send(&self, mut connection: Connection, index: usize, payload: &Bytes) -> Result<Bytes, GatewayError> {
+        let reused = connection.is_reused();
         let exchange = async {
-            connection.send(payload).await?;
-            connection.next().await.transpose()
+            connection.framed.send(payload).await?;
+            connection.framed.next().await.transpose()
         };
         let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
         let error = match outcome {
@@ -209,7 +204,7 @@ impl SocketGateway {
                 source,
             },
         };
-        tracing::debug!(module = self.name, ?origin, "exchange failed; node masked");
+        tracing::debug!(module = self.name, reused, "exchange failed; node masked");
         self.fail(index);
         Err(error)
     }

@@ -2,23 +2,39 @@
 //!
 //! Backends in the seed's style close the connection after every reply. Such a connection is found dead
 //! (end of stream) when it is taken from the pool, before anything is sent on it; the node is then
-//! remembered as one that closes, and its connections are no longer kept, so a request is never written
-//! into a connection the backend is about to close.
+//! remembered as one that closes, and for a while its connections are not kept, so a request is rarely
+//! written into a connection the backend is about to close. Only a connection that served exactly one
+//! exchange counts as evidence: a long-lived connection found dead means an idle timeout or a restart.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use modproxy_sdk::LengthLineCodec;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-/// A framed connection to one backend node.
-pub type Connection = Framed<TcpStream, LengthLineCodec>;
-
 /// Most idle connections kept per node; more are closed on return.
 const MAX_IDLE_PER_NODE: usize = 256;
+
+/// How long a node that closes after each reply goes unpooled before pooling is tried again.
+const CLOSER_MEMORY: Duration = Duration::from_secs(30);
+
+/// A framed connection to one backend node.
+#[derive(Debug)]
+pub struct Connection {
+    /// The framed stream.
+    pub framed: Framed<TcpStream, LengthLineCodec>,
+    /// Complete request/reply exchanges it has carried.
+    pub exchanges: u32,
+}
+
+impl Connection {
+    /// Whether this connection came from the pool (it has carried an exchange before).
+    pub fn is_reused(&self) -> bool {
+        self.exchanges > 0
+    }
+}
 
 /// The idle connections of one module's nodes.
 #[derive(Debug)]
@@ -32,16 +48,8 @@ pub struct SocketPool {
 #[derive(Debug, Default)]
 struct NodePool {
     idle: Mutex<Vec<Connection>>,
-    closes_after_reply: AtomicBool,
-}
-
-/// How a connection was obtained, which decides what a failure on it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Opened for this request.
-    Fresh,
-    /// Taken from the pool.
-    Reused,
+    /// When the node was last seen closing a connection after its first reply.
+    closer_seen: Mutex<Option<Instant>>,
 }
 
 impl SocketPool {
@@ -56,21 +64,25 @@ impl SocketPool {
     }
 
     /// A live idle connection to node `index`, or a new one to `addr`.
-    pub async fn get(&self, index: usize, addr: &str) -> io::Result<(Connection, Origin)> {
+    pub async fn get(&self, index: usize, addr: &str) -> io::Result<Connection> {
         if let Some(connection) = self.take_idle(index) {
-            return Ok((connection, Origin::Reused));
+            return Ok(connection);
         }
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        Ok((Framed::new(stream, LengthLineCodec::new(self.max_frame)), Origin::Fresh))
+        Ok(Connection {
+            framed: Framed::new(stream, LengthLineCodec::new(self.max_frame)),
+            exchanges: 0,
+        })
     }
 
     /// Returns a connection after a complete exchange.
-    pub fn put(&self, index: usize, connection: Connection) {
+    pub fn put(&self, index: usize, mut connection: Connection) {
+        connection.exchanges = connection.exchanges.saturating_add(1);
         let node = &self.nodes[index];
-        if !self.keepalive || node.closes_after_reply.load(Ordering::Relaxed) {
+        if !self.keepalive || node.recently_closed_after_reply() {
             return;
         }
         let mut idle = node.idle.lock().expect("pool lock");
@@ -95,16 +107,32 @@ impl SocketPool {
             let connection = node.idle.lock().expect("pool lock").pop()?;
             match liveness(&connection) {
                 Liveness::Open => return Some(connection),
-                Liveness::Closed => {
+                Liveness::Closed if connection.exchanges == 1 => {
                     tracing::debug!(
                         node = index,
-                        "backend closes after each reply; not keeping its connections"
+                        "backend closes after each reply; not pooling its connections"
                     );
-                    node.closes_after_reply.store(true, Ordering::Relaxed);
+                    *node.closer_seen.lock().expect("pool lock") = Some(Instant::now());
                     node.idle.lock().expect("pool lock").clear();
                 }
+                Liveness::Closed => tracing::debug!(node = index, "idle connection closed by the backend"),
                 Liveness::Unexpected => tracing::warn!(node = index, "backend sent bytes nobody asked for; dropped"),
             }
+        }
+    }
+}
+
+impl NodePool {
+    fn recently_closed_after_reply(&self) -> bool {
+        let mut seen = self.closer_seen.lock().expect("pool lock");
+        match *seen {
+            Some(at) if at.elapsed() < CLOSER_MEMORY => true,
+            Some(_) => {
+                // Long enough: try pooling again, in case the backend changed.
+                *seen = None;
+                false
+            }
+            None => false,
         }
     }
 }
@@ -117,11 +145,11 @@ enum Liveness {
 
 /// Checks an idle connection without blocking: nothing to read means it is still open.
 fn liveness(connection: &Connection) -> Liveness {
-    if !connection.read_buffer().is_empty() {
+    if !connection.framed.read_buffer().is_empty() {
         return Liveness::Unexpected;
     }
     let mut probe = [0u8; 1];
-    match connection.get_ref().try_read(&mut probe) {
+    match connection.framed.get_ref().try_read(&mut probe) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Liveness::Open,
         Ok(0) | Err(_) => Liveness::Closed,
         Ok(_) => Liveness::Unexpected,

@@ -1,9 +1,10 @@
 //! Socket backends in the seed's styles, written for tests: real TCP, one thread per connection.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -34,6 +35,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    killed: Arc<AtomicBool>,
+    /// Clones of the open connections, so `kill` can reset them; removed when a connection ends.
+    open: Arc<Mutex<HashMap<usize, TcpStream>>>,
 }
 
 impl Backend {
@@ -45,20 +49,43 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (connections.clone(), requests.clone());
+        let killed = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(HashMap::new()));
+        let (c, r, k, o) = (connections.clone(), requests.clone(), killed.clone(), open.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if k.load(Ordering::SeqCst) {
+                    // Dropping the listener closes the port: connects are refused from now on.
+                    return;
+                }
                 let Ok(stream) = stream else { continue };
-                c.fetch_add(1, Ordering::SeqCst);
-                let r = r.clone();
-                std::thread::spawn(move || serve_connection(stream, style, &r));
+                let id = c.fetch_add(1, Ordering::SeqCst);
+                o.lock().unwrap().insert(id, stream.try_clone().unwrap());
+                let (r, o) = (r.clone(), o.clone());
+                std::thread::spawn(move || {
+                    serve_connection(stream, style, &r);
+                    o.lock().unwrap().remove(&id);
+                });
             }
         });
         Backend {
             addr,
             connections,
             requests,
+            killed,
+            open,
         }
+    }
+
+    /// Dies like a crashed process: the port closes and every open connection is reset.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        for (_, stream) in self.open.lock().unwrap().drain() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     pub fn requests(&self) -> usize {
