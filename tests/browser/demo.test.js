@@ -25,6 +25,9 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 const NAMES = { rust: 'Rust', python: 'Python', node: 'Node' };
+// Screenshots are always taken (rendering must not fail) but kept only where MODPROXY_SCREENSHOTS names
+// a directory, e.g. `MODPROXY_SCREENSHOTS=/tmp npm test`, to look at the page by eye.
+const SCREENSHOTS = process.env.MODPROXY_SCREENSHOTS;
 
 describe('the demo page in a browser', () => {
   let stack;
@@ -55,6 +58,13 @@ describe('the demo page in a browser', () => {
     if (profile) fs.rmSync(profile, { recursive: true, force: true });
   });
 
+  /** Takes a full-page screenshot named `name`.png, kept only when MODPROXY_SCREENSHOTS is set. */
+  async function screenshot(name) {
+    const file = path.join(SCREENSHOTS ?? profile, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    if (SCREENSHOTS) console.log(`# screenshot: ${file}`);
+  }
+
   /** The card of one language, once its first `list` has rendered. */
   async function card(lang) {
     const root = page.locator(`.card[data-lang="${lang}"]`);
@@ -66,6 +76,7 @@ describe('the demo page in a browser', () => {
     const response = await page.goto(`${stack.url}/`);
     assert.equal(response.status(), 200);
     assert.equal(await page.locator('h1').textContent(), 'Module Proxy is running');
+    await screenshot('welcome');
     const link = page.locator('a[href="/module_proxy_inner_mod/demo.html"]');
     assert.match(await link.textContent(), /demo/i);
     await Promise.all([page.waitForURL('**/module_proxy_inner_mod/demo.html'), link.click()]);
@@ -123,6 +134,7 @@ describe('the demo page in a browser', () => {
       await error.waitFor();
       assert.match(await error.textContent(), /^invalid:\s*the title is empty/);
       assert.equal(await root.locator('li[data-id]').count(), 1, 'nothing was added');
+      if (lang === 'node') await screenshot('demo-invalid');
 
       await root.locator('input[name="title"]').fill('Second');
       await root.getByRole('button', { name: 'Add' }).click();
@@ -132,9 +144,7 @@ describe('the demo page in a browser', () => {
   });
 
   test('a stopped backend shows as down, with the proxy\'s 502, in its own card only', async () => {
-    const screenshot = path.join(os.tmpdir(), `modproxy-demo-${process.pid}.png`);
-    await page.screenshot({ path: screenshot, fullPage: true });
-    console.log(`# screenshot of the demo with todos: ${screenshot}`);
+    await screenshot('demo-with-todos');
 
     await stack.stopBackend('node');
     const root = await card('node');
@@ -150,9 +160,7 @@ describe('the demo page in a browser', () => {
       assert.equal(await other.locator('[data-role="ping"]').getAttribute('data-state'), 'up');
     }
 
-    const down = path.join(os.tmpdir(), `modproxy-demo-down-${process.pid}.png`);
-    await page.screenshot({ path: down, fullPage: true });
-    console.log(`# screenshot with the Node backend down: ${down}`);
+    await screenshot('demo-node-down');
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
   });
 });
