@@ -361,6 +361,17 @@ fn a_connect_failure_moves_the_request_to_another_node() {
         );
     }
     assert_eq!(up.requests(), 10);
+    // The access log names the node that answered.
+    let wanted = format!("node={}", up.url());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log().lines().any(|l| l.contains("/s1/x") && l.contains(&wanted)) {
+        assert!(
+            Instant::now() < deadline,
+            "no access line with {wanted}:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -380,6 +391,27 @@ fn no_response_headers_within_timeout_is_504() {
     assert_eq!(r.status, 504);
     assert_eq!(r.body, server_error_page());
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_slow_upload_is_not_a_slow_upstream() {
+    // The response wait is timed from the last body byte sent, not from the start of the request.
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[up.url()], "timeout = 1")]);
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = "POST /s1/slow-upload HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    for _ in 0..8 {
+        stream.write_all(b"5\r\nslow;\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    let response = support::parse_response(&got).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["len"], 40);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -168,6 +168,9 @@ impl HttpForward {
 
 type Failure = (ForwardError, Option<Arc<str>>);
 
+/// No response head within the module's `timeout`.
+struct Elapsed;
+
 impl Shared {
     async fn forward(
         &self,
@@ -220,7 +223,7 @@ impl Shared {
             let node = self.balancer.node(index);
             let request = self.build(&outgoing, index, &slot).map_err(|e| (e, None))?;
             let served_by: Arc<str> = node.into();
-            match tokio::time::timeout(self.upstream.timeout, self.client.request(request)).await {
+            match self.exchange(request, &slot).await {
                 Ok(Ok(response)) => {
                     return self
                         .respond(response, index, client_upgrade)
@@ -236,13 +239,37 @@ impl Shared {
                     self.balancer.mark_failed(index);
                 }
                 Ok(Err(error)) => return Err((self.classify(index, &error, max_body), Some(served_by))),
-                Err(_elapsed) => {
+                Err(Elapsed) => {
                     self.balancer.mark_failed(index);
                     let error = ForwardError::Timeout {
                         node: node.to_owned(),
                         secs: self.upstream.timeout.as_secs_f64(),
                     };
                     return Err((error, Some(served_by)));
+                }
+            }
+        }
+    }
+
+    /// Sends one attempt and waits for the response head: at most `timeout` after the request began
+    /// or after the last piece of its body went out, whichever is later.
+    async fn exchange(
+        &self,
+        request: Request<UnsentBody<Limited<Incoming>>>,
+        slot: &BodySlot<Limited<Incoming>>,
+    ) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, Elapsed> {
+        let timeout = self.upstream.timeout;
+        let response = self.client.request(request);
+        tokio::pin!(response);
+        let started = Instant::now();
+        loop {
+            let deadline = started.max(slot.last_sent()) + timeout;
+            tokio::select! {
+                outcome = &mut response => return Ok(outcome),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if started.max(slot.last_sent()) + timeout <= Instant::now() {
+                        return Err(Elapsed);
+                    }
                 }
             }
         }

@@ -19,7 +19,7 @@ use tower_http::services::ServeFile;
 
 use crate::body::{empty, Body};
 use crate::error_response::ErrorPages;
-use resolve::{Found, Resolved};
+use resolve::{Located, Resolved};
 use site_path::SitePath;
 
 /// Size of each read from a file, and so the most a download holds in memory at once.
@@ -89,7 +89,7 @@ impl StaticSite {
                 }
             };
             match resolve::resolve(&site.dir, &path, &site.index).await {
-                Resolved::File(found) => site.send_file(*found, &conditions, &pages).await,
+                Resolved::File(located) => send_file(*located, &conditions, &pages).await,
                 Resolved::Directory => redirect_to_directory(&conditions),
                 Resolved::Missing(reason) => {
                     tracing::debug!(path = conditions.url_path, reason, "not found");
@@ -98,84 +98,84 @@ impl StaticSite {
             }
         }
     }
+}
 
-    async fn send_file(&self, found: Found, conditions: &Conditions, pages: &ErrorPages) -> Response<Body> {
-        let sibling = resolve::gzip_sibling(&self.dir, &found.requested).await;
-        let vary = sibling.is_some();
-        let (served, gzip) = match sibling {
-            Some(gz) if conditional::accepts_gzip(&conditions.headers) => (gz, true),
-            _ => (found, false),
-        };
-        // The type of what was asked for, whichever representation is sent.
-        let mime = mime_guess::from_path(if gzip {
-            served.requested.with_extension("")
-        } else {
-            served.requested.clone()
-        })
-        .first_or_octet_stream();
-        let modified = served.meta.modified().ok();
-        let etag = conditional::etag(served.meta.len(), modified);
-        let last_modified = modified.map(httpdate::fmt_http_date).unwrap_or_default();
+/// Sends the file (or its gzip sibling), answering validators and ranges.
+async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages) -> Response<Body> {
+    let vary = located.gzip.is_some();
+    let (served, gzip) = match located.gzip {
+        Some(gz) if conditional::accepts_gzip(&conditions.headers) => (gz, true),
+        _ => (located.file, false),
+    };
+    // The type of what was asked for, whichever representation is sent.
+    let mime = mime_guess::from_path(if gzip {
+        served.requested.with_extension("")
+    } else {
+        served.requested.clone()
+    })
+    .first_or_octet_stream();
+    let modified = served.meta.modified().ok();
+    let etag = conditional::etag(served.meta.len(), modified);
+    let last_modified = modified.map(httpdate::fmt_http_date).unwrap_or_default();
 
-        let mut forwarded = HeaderMap::new();
-        let not_modified = conditional::if_none_match(&conditions.headers, &etag);
-        if not_modified == Some(true) {
-            let mut response = Response::new(empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            decorate(response.headers_mut(), &etag, gzip, vary);
-            if let Ok(value) = HeaderValue::from_str(&last_modified) {
-                response.headers_mut().insert(header::LAST_MODIFIED, value);
-            }
-            return response;
+    let mut forwarded = HeaderMap::new();
+    let not_modified = conditional::if_none_match(&conditions.headers, &etag);
+    if not_modified == Some(true) {
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        decorate(response.headers_mut(), &etag, gzip, vary);
+        if let Ok(value) = HeaderValue::from_str(&last_modified) {
+            response.headers_mut().insert(header::LAST_MODIFIED, value);
         }
-        // If-None-Match, when present, decides alone (RFC 9110 13.2.2).
-        if not_modified.is_none() {
-            copy(&conditions.headers, &mut forwarded, header::IF_MODIFIED_SINCE);
+        return response;
+    }
+    // If-None-Match, when present, decides alone (RFC 9110 13.2.2).
+    if not_modified.is_none() {
+        copy(&conditions.headers, &mut forwarded, header::IF_MODIFIED_SINCE);
+    }
+    copy(&conditions.headers, &mut forwarded, header::IF_UNMODIFIED_SINCE);
+    if let Some(range) = conditions.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        let if_range_ok = conditions
+            .headers
+            .get(header::IF_RANGE)
+            .map(|v| conditional::if_range_allows(v.to_str().unwrap_or(""), &etag, &last_modified))
+            .unwrap_or(true);
+        if if_range_ok && !conditional::is_multi_range(range) {
+            copy(&conditions.headers, &mut forwarded, header::RANGE);
         }
-        copy(&conditions.headers, &mut forwarded, header::IF_UNMODIFIED_SINCE);
-        if let Some(range) = conditions.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-            let if_range_ok = conditions
-                .headers
-                .get(header::IF_RANGE)
-                .map(|v| conditional::if_range_allows(v.to_str().unwrap_or(""), &etag, &last_modified))
-                .unwrap_or(true);
-            if if_range_ok && !conditional::is_multi_range(range) {
-                copy(&conditions.headers, &mut forwarded, header::RANGE);
-            }
-        }
-        let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
-        *inner.method_mut() = conditions.method.clone();
-        *inner.headers_mut() = forwarded;
+    }
+    let mut inner = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+    *inner.method_mut() = conditions.method.clone();
+    *inner.headers_mut() = forwarded;
 
-        let result = ServeFile::new_with_mime(&served.canonical, &mime)
-            .with_buf_chunk_size(READ_CHUNK)
-            .try_call(inner)
-            .await;
-        let response = match result {
-            Ok(response) => response,
-            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-                tracing::warn!(file = %served.canonical.display(), %error, "file not readable");
-                return pages.page(StatusCode::FORBIDDEN);
+    let result = ServeFile::new_with_mime(&served.canonical, &mime)
+        .with_buf_chunk_size(READ_CHUNK)
+        .try_call(inner)
+        .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(file = %served.canonical.display(), %error, "file not readable");
+            return pages.page(StatusCode::FORBIDDEN);
+        }
+        Err(error) => {
+            tracing::error!(file = %served.canonical.display(), %error, "static file read failed");
+            return pages.page(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    match response.status() {
+        // Gone between our look and tower-http's open.
+        StatusCode::NOT_FOUND => pages.page(StatusCode::NOT_FOUND),
+        status if status.is_server_error() => pages.page(status),
+        status => {
+            let mut response = response.map(|body| body.map_err(Into::into).boxed_unsync());
+            if matches!(
+                status,
+                StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+            ) {
+                decorate(response.headers_mut(), &etag, gzip, vary);
             }
-            Err(error) => {
-                tracing::error!(file = %served.canonical.display(), %error, "static file read failed");
-                return pages.page(StatusCode::INTERNAL_SERVER_ERROR);
-            }
-        };
-        match response.status() {
-            // Gone between our look and tower-http's open.
-            StatusCode::NOT_FOUND => pages.page(StatusCode::NOT_FOUND),
-            status if status.is_server_error() => pages.page(status),
-            status => {
-                let mut response = response.map(|body| body.map_err(Into::into).boxed_unsync());
-                if matches!(
-                    status,
-                    StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
-                ) {
-                    decorate(response.headers_mut(), &etag, gzip, vary);
-                }
-                response
-            }
+            response
         }
     }
 }

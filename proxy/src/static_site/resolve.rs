@@ -13,8 +13,8 @@ use super::site_path::SitePath;
 /// What a request path names on disk.
 #[derive(Debug)]
 pub enum Resolved {
-    /// A regular file inside the site.
-    File(Box<Found>),
+    /// A regular file inside the site, and its precompressed sibling if there is one.
+    File(Box<Located>),
     /// A directory asked for without its trailing slash.
     Directory,
     /// Nothing servable; the reason is for the debug log.
@@ -32,6 +32,15 @@ pub struct Found {
     pub meta: Metadata,
 }
 
+/// A file found for a request.
+#[derive(Debug)]
+pub struct Located {
+    /// The file itself.
+    pub file: Found,
+    /// `<file>.gz` next to it, if that is a regular file inside the site.
+    pub gzip: Option<Found>,
+}
+
 /// Resolves `path` below `root`, trying `index` names in order for a directory.
 pub async fn resolve(root: &Path, path: &SitePath, index: &[String]) -> Resolved {
     let root = root.to_owned();
@@ -41,21 +50,6 @@ pub async fn resolve(root: &Path, path: &SitePath, index: &[String]) -> Resolved
     tokio::task::spawn_blocking(move || resolve_blocking(&root, &path, &index))
         .await
         .unwrap_or(Resolved::Missing("resolver task failed"))
-}
-
-/// Looks for `file` + `.gz` next to it, inside the site.
-pub async fn gzip_sibling(root: &Path, file: &Path) -> Option<Found> {
-    let root = root.to_owned();
-    let mut name = file.as_os_str().to_owned();
-    name.push(".gz");
-    let sibling = PathBuf::from(name);
-    tokio::task::spawn_blocking(move || {
-        let root = std::fs::canonicalize(root).ok()?;
-        inside_regular_file(&root, sibling).ok().flatten()
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved {
@@ -80,7 +74,7 @@ fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved 
         }
         for name in index {
             match inside_regular_file(&root_canonical, requested.join(name)) {
-                Ok(Some(found)) => return Resolved::File(Box::new(found)),
+                Ok(Some(found)) => return located(&root_canonical, found),
                 Ok(None) => {}
                 Err(reason) => return Resolved::Missing(reason),
             }
@@ -94,11 +88,20 @@ fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved 
     if !meta.is_file() {
         return Resolved::Missing("not a regular file");
     }
-    Resolved::File(Box::new(Found {
+    let found = Found {
         requested,
         canonical,
         meta,
-    }))
+    };
+    located(&root_canonical, found)
+}
+
+/// `file`, with its `.gz` sibling looked up in the same trip to the blocking pool.
+fn located(root_canonical: &Path, file: Found) -> Resolved {
+    let mut name = file.requested.as_os_str().to_owned();
+    name.push(".gz");
+    let gzip = inside_regular_file(root_canonical, PathBuf::from(name)).ok().flatten();
+    Resolved::File(Box::new(Located { file, gzip }))
 }
 
 /// `Ok(Some)` for a regular file whose real path is inside `root_canonical`; `Ok(None)` when there is
