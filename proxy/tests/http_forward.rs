@@ -327,6 +327,25 @@ fn headers_are_rewritten_like_a_proxy() {
 }
 
 #[test]
+fn conflicting_framing_cannot_smuggle_a_request() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    // Content-Length says 5, the chunked body says 4 and is followed by a second request: whatever the
+    // proxy does, the upstream must never see "GET /s1/smuggled".
+    let raw = b"POST /s1/a HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 5\r\n\
+Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\nGET /s1/smuggled HTTP/1.1\r\nHost: test\r\n\r\n";
+    let r = proxy.send(raw);
+    if r.status == 200 {
+        assert_eq!(r.json()["len"], 4, "the body as the proxy framed it");
+    }
+    // A second, clean request on the pooled upstream connection is still just itself.
+    let echo = proxy.get("/s1/after", &[]).json();
+    assert_eq!(echo["path"], "/s1/after");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(up.requests() <= 2, "the upstream saw a smuggled request");
+}
+
+#[test]
 fn upstream_connections_are_pooled() {
     let pooled = Upstream::start("a", Behaviour::Echo);
     let single = Upstream::start("b", Behaviour::Echo);

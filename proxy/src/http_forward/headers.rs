@@ -108,6 +108,11 @@ pub fn upstream_request_headers(
     pass_host: bool,
 ) -> HeaderMap {
     let forwarded_for = forwarded_for(&headers, peer);
+    // Both framings at once is how requests are smuggled; the body was read as chunked, so a
+    // Content-Length would lie to the upstream (RFC 9112 6.3).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut headers, upgrading);
     headers.insert("x-forwarded-for", forwarded_for);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -234,6 +239,9 @@ mod tests {
         assert!(!out.contains_key("connection"));
         let out = upstream_request_headers(client, false, peer, host, upstream.clone(), true);
         assert_eq!(out["host"], "example.com");
+        let both = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
+        let out = upstream_request_headers(both, false, peer, None, upstream.clone(), false);
+        assert!(!out.contains_key("content-length") && !out.contains_key("transfer-encoding"));
         let out = upstream_request_headers(HeaderMap::new(), false, peer, None, upstream, true);
         assert_eq!(out["host"], "127.0.0.1:8081", "no client host to pass: the upstream's");
         assert!(!out.contains_key("x-forwarded-host"));
