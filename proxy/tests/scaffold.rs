@@ -106,7 +106,7 @@ fn scaffold(lang: &str, name: &str, dir: &str, module: &str, extra: &[&str]) -> 
     for needle in [
         &format!("Next steps:\n  cd {dir}\n"),
         &format!("curl -s http://127.0.0.1:{proxy_port}/{module}/ -d"),
-        &format!("modproxy --config {}", conf.display()),
+        &format!("modproxy --home {}\n", home.path().display()),
     ] {
         assert!(stdout.contains(needle.as_str()), "{needle:?} missing from:\n{stdout}");
     }
@@ -427,6 +427,35 @@ fn an_empty_directory_is_used_and_help_explains_the_flags() {
     assert!(
         stdout.contains("module_socket = [ { module = \"empty\", forward_pass = \"127.0.0.1:4567\" } ]"),
         "{stdout}"
+    );
+
+    // A config elsewhere than HOME/conf/default.toml, with no [module] yet, on every address.
+    std::fs::write(
+        work.path().join("proxy.toml"),
+        "[server]\nport = 9000\nlisten = \"0.0.0.0\"\n",
+    )
+    .unwrap();
+    let args = [
+        "new",
+        "other",
+        "--lang",
+        "py",
+        "--port",
+        "4568",
+        "--register",
+        "proxy.toml",
+    ];
+    let stdout = String::from_utf8(run(&mut modproxy(work.path(), &args)).stdout).unwrap();
+    let conf = work.path().join("proxy.toml");
+    for needle in [
+        format!("modproxy --config {}\n", conf.display()),
+        "curl -s http://127.0.0.1:9000/other/ -d".to_owned(),
+    ] {
+        assert!(stdout.contains(&needle), "{needle:?} missing from:\n{stdout}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "[server]\nport = 9000\nlisten = \"0.0.0.0\"\n\n[module]\nmodule_socket = [\n  { module = \"other\", forward_pass = \"127.0.0.1:4568\" },\n]\n"
     );
     for file in [
         "package.json",

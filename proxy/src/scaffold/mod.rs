@@ -161,7 +161,8 @@ pub struct Generated {
     pub dir: PathBuf,
     /// The backend's default listen address.
     pub listen: String,
-    /// The config it was registered in, and the proxy's URL for the module according to that config.
+    /// The config it was registered in (absolute), and the proxy's URL for the module according to
+    /// that config.
     pub registered: Option<(PathBuf, String)>,
     /// The SDK checkout it depends on.
     pub sdk_root: PathBuf,
@@ -239,7 +240,7 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
         Some((conf, text, url)) => {
             let path = cwd.join(conf);
             std::fs::write(&path, text).map_err(io_error("write", &path))?;
-            Some((conf.clone(), url))
+            Some((path, url))
         }
         None => None,
     };
@@ -321,9 +322,9 @@ impl Generated {
         match &self.registered {
             Some((conf, url)) => {
                 out.push_str(&format!(
-                    "\nThe module is registered in {}. In another terminal, start the proxy and call the backend:\n  modproxy --config {}\n  curl -s {url} -d {example}   # {{\"sum\":5}}\n",
+                    "\nThe module is registered in {}. In another terminal, start the proxy and call the backend:\n  {}\n  curl -s {url} -d {example}   # {{\"sum\":5}}\n",
                     conf.display(),
-                    conf.display()
+                    proxy_command(conf),
                 ));
             }
             None => {
@@ -334,6 +335,19 @@ impl Generated {
             }
         }
         out
+    }
+}
+
+/// How to start the proxy on `conf`: by its HOME when it sits at `HOME/conf/default.toml`, so that the
+/// proxy finds `HOME/html` too; else by the file.
+fn proxy_command(conf: &Path) -> String {
+    let home = conf
+        .parent()
+        .filter(|dir| conf.ends_with("conf/default.toml") && dir.ends_with("conf"))
+        .and_then(Path::parent);
+    match home {
+        Some(home) => format!("modproxy --home {}", home.display()),
+        None => format!("modproxy --config {}", conf.display()),
     }
 }
 
