@@ -211,7 +211,7 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
 
     // The config edit is computed, and checked by the proxy's own loader, before anything is written.
     let registration = match &args.register {
-        Some(conf) => Some(plan_registration(&cwd.join(conf), &module, &listen).map(|(text, url)| (conf, text, url))?),
+        Some(conf) => Some(plan_registration(&cwd.join(conf), &module, &listen)?),
         None => None,
     };
 
@@ -237,10 +237,9 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
     }
 
     let registered = match registration {
-        Some((conf, text, url)) => {
-            let path = cwd.join(conf);
-            std::fs::write(&path, text).map_err(io_error("write", &path))?;
-            Some((path, url))
+        Some(Registration { conf, text, url }) => {
+            std::fs::write(&conf, text).map_err(io_error("write", &conf))?;
+            Some((conf, url))
         }
         None => None,
     };
@@ -255,8 +254,17 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
     })
 }
 
-/// The edited config text, and the URL at which that config's proxy serves the module.
-fn plan_registration(conf: &Path, module: &str, listen: &str) -> Result<(String, String), ScaffoldError> {
+/// A config edit, computed and checked, not yet written.
+struct Registration {
+    conf: PathBuf,
+    text: String,
+    /// Where that config's proxy serves the module.
+    url: String,
+}
+
+/// Adds the module to `conf`'s text and checks the result with the proxy's own loader; refuses a
+/// config the proxy would refuse already.
+fn plan_registration(conf: &Path, module: &str, listen: &str) -> Result<Registration, ScaffoldError> {
     let text = std::fs::read_to_string(conf).map_err(io_error("read", conf))?;
     let home = conf.parent().unwrap_or(Path::new("."));
     Config::parse(&text, conf, home).map_err(ScaffoldError::Config)?;
@@ -270,11 +278,14 @@ fn plan_registration(conf: &Path, module: &str, listen: &str) -> Result<(String,
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    let url = format!(
-        "http://{}/{module}/",
-        std::net::SocketAddr::new(host, config.server.port)
-    );
-    Ok((edited, url))
+    Ok(Registration {
+        conf: conf.to_owned(),
+        text: edited,
+        url: format!(
+            "http://{}/{module}/",
+            std::net::SocketAddr::new(host, config.server.port)
+        ),
+    })
 }
 
 /// A port that nobody on 127.0.0.1 listens on right now.
