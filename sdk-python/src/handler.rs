@@ -90,14 +90,23 @@ impl Callable {
             Python::attach(|py| {
                 let locals = this.event_loop.as_ref().expect("async handlers have a loop");
                 this.invoke(py, request)
-                    .and_then(|coroutine| pyo3_async_runtimes::into_future_with_locals(locals, coroutine))
+                    .and_then(|coroutine| {
+                        let running = pyo3_async_runtimes::into_future_with_locals(locals, coroutine.clone())?;
+                        Ok((running, coroutine.unbind()))
+                    })
                     .map_err(|error| this.error_reply(py, error))
             })
         })
         .await?;
+        // asyncio keeps only weak references to tasks, and nothing else holds the one that runs the
+        // coroutine: a handler awaiting a future that only it knows of would be garbage-collected mid-call
+        // ("Task was destroyed but it is pending!"). Holding the coroutine holds its task too (through the
+        // awaited future's wake-up callback) until the call is over.
+        let (running, coroutine) = running;
         let outcome = running.await;
         on_blocking_pool(move || {
             Python::attach(|py| {
+                drop(coroutine);
                 let outcome = outcome.map(|value| value.into_bound(py));
                 self.reply(py, outcome)
             })

@@ -536,3 +536,157 @@ async fn shutdown_grace_bounds_a_handler_that_never_finishes() {
     let took = server.stop().await;
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+// ---- hostile peers (issue 9): none of them stops other connections from being served ----------------
+
+/// A router whose `hang` handler never returns; `entered` is notified each time a call reaches it.
+fn hanging_router(entered: Arc<Notify>) -> Router {
+    demo_router()
+        .method("hang", move |_: Value| {
+            let entered = entered.clone();
+            async move {
+                entered.notify_one();
+                std::future::pending::<()>().await;
+                Ok::<_, MethodError>(())
+            }
+        })
+        .method("nap", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, MethodError>(ms)
+        })
+}
+
+/// Makes `n` calls at once, each on its own new connection, and returns how long they all took.
+async fn twenty_fresh_connections(server: &Running, n: i64) -> Duration {
+    let started = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await.unwrap();
+                client.call("add", json!({"a": i, "b": 1})).await.unwrap()
+            })
+        })
+        .collect();
+    for (i, call) in (0..n).zip(calls) {
+        assert_eq!(within(call).await.unwrap(), json!(i + 1));
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_half_closed_connection_still_gets_every_reply() {
+    let server = Running::router(hanging_router(Arc::new(Notify::new()))).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut wire = frame(&request("nap", json!(100)));
+    wire.extend(frame(&request("add", json!({"a": 2, "b": 3}))));
+    stream.write_all(&wire).await.unwrap();
+    // The client is done sending: it shuts down its write side, then waits for the replies.
+    stream.shutdown().await.unwrap();
+    let mut replies = Framed::new(stream, LengthLineCodec::default());
+    assert_eq!(
+        next_reply(&mut replies).await,
+        Some(json!(100)),
+        "the slow reply arrives after the FIN"
+    );
+    assert_eq!(next_reply(&mut replies).await, Some(json!(5)));
+    assert_eq!(
+        next_reply(&mut replies).await,
+        None,
+        "then the server closes its side too"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_cut_short_by_a_half_close_gets_a_bad_request_reply() {
+    let server = Running::router(demo_router()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"        50\r\n{\"head\":").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut replies = Framed::new(stream, LengthLineCodec::default());
+    let reply = next_reply(&mut replies).await.expect("a reply before the close");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    assert_eq!(next_reply(&mut replies).await, None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_never_returns_does_not_stop_twenty_other_connections() {
+    let entered = Arc::new(Notify::new());
+    let server = Running::start(
+        Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .shutdown_grace(Duration::from_millis(200)),
+        hanging_router(entered.clone()),
+    )
+    .await;
+    let mut stuck = server.client().await;
+    let hanging = tokio::spawn(async move { stuck.call("hang", Value::Null).await });
+    within(entered.notified()).await;
+
+    let took = twenty_fresh_connections(&server, 20).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "20 connections took {took:?} beside a hung handler"
+    );
+    assert!(!hanging.is_finished(), "the hung call is still waiting");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_oversized_and_half_closed_peers_do_not_disturb_other_connections() {
+    let entered = Arc::new(Notify::new());
+    let server = Running::start(
+        Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .max_frame(64 * 1024)
+            .shutdown_grace(Duration::from_millis(200)),
+        hanging_router(entered.clone()),
+    )
+    .await;
+    let mut stuck = server.client().await;
+    let hanging = tokio::spawn(async move { stuck.call("hang", Value::Null).await });
+    within(entered.notified()).await;
+
+    // Binary garbage: refused with a reply, then closed.
+    let mut garbage = server.raw().await;
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let _ = garbage.get_mut().write_all(&noise).await;
+    assert_eq!(next_reply(&mut garbage).await.unwrap()["error"]["code"], "bad_request");
+    assert_eq!(next_reply(&mut garbage).await, None);
+
+    // An oversized frame whose payload really follows (1 MiB against 64 KiB): refused on the length
+    // line, and the connection closed without waiting for the megabyte. The reply may be lost to the
+    // reset that closing over unread bytes causes; what matters is that nothing else notices.
+    let (mut from_server, mut to_server) = TcpStream::connect(server.addr).await.unwrap().into_split();
+    let mut big = b"   1048576\r\n".to_vec();
+    big.resize(12 + 1024 * 1024, b' ');
+    let writing = tokio::spawn(async move { to_server.write_all(&big).await });
+    let mut answer = Vec::new();
+    match within(from_server.read_to_end(&mut answer)).await {
+        Ok(_) => assert!(
+            String::from_utf8_lossy(&answer).contains("bad_request"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        ),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let _ = within(writing).await.unwrap();
+
+    // A peer that half-closes without sending anything: closed quietly.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    silent.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(silent.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "no reply to no request");
+
+    let took = twenty_fresh_connections(&server, 20).await;
+    assert!(took < Duration::from_secs(5), "20 connections took {took:?}");
+    assert!(!hanging.is_finished());
+    server.stop().await;
+}
