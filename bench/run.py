@@ -1,0 +1,719 @@
+"""`make bench`: modproxy against nginx and hand-written peers, row by row (see bench/README.md).
+
+Every contestant runs on 127.0.0.1 on a free port. The load generator (wrk -t1, or frameload for the
+socket protocol; both one thread) is pinned to CPU 0; the whole server side — modproxy and its backend, or
+nginx and its backend — to CPU 1, one worker thread or process each. Each row's contestant and peer are
+warmed up, then measured in interleaved rounds (A B A B A B); the table shows medians, and the ratio is
+contestant ÷ peer from the same run.
+
+Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS ("1,2,3,4,5,6,7,8"),
+BENCH_CONNECTIONS (64), BENCH_IDLE (5000, row 8), BENCH_LOG_LEVEL (modproxy's [log] level, "warn":
+nginx runs with access_log off), BENCH_LABEL (a note for the run's heading), BENCH_RESULTS (the file
+to write, bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
+ROWS = {r.strip() for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8").split(",") if r.strip()}
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+IDLE_CONNECTIONS = int(os.environ.get("BENCH_IDLE", "5000"))
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warn")
+LABEL = os.environ.get("BENCH_LABEL", "")
+RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH / "RESULTS.md"))
+
+LOAD_CPU = "0"
+SERVER_CPU = "1"
+# One worker thread for every tokio runtime on the server side (modproxy, the SDKs, the Rust peers).
+SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+# The request every POST row sends (101 bytes), and what every echo replies.
+BODY = '{"head":{"method":"echo","token":"bench"},"data":{"user":"ada","id":12345,"tags":["a","b"],"ok":true}}'
+ECHOED = json.loads(BODY)["data"]
+
+START = "<!-- bench/run.py writes the latest run below this line -->"
+END = "<!-- end of the latest run -->"
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+class Processes:
+    """Everything the harness starts, each in its own process group, so that all of it can be killed."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], cpu: str = SERVER_CPU) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            ["taskset", "-c", cpu, *argv],
+            cwd=ROOT,
+            env={**os.environ, **SERVER_ENV},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.running.append((name, proc))
+        return proc
+
+    def log_tail(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for _, proc in self.running:
+            signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for _, proc in self.running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.running.clear()
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, procs: Processes, name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{procs.log_tail(name)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s:\n{procs.log_tail(name)}")
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (nginx's worker, a shell's child)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def tree_rss_mb(pid: int) -> float:
+    return sum(rss_mb(p) for p in descendants(pid))
+
+
+class RssSampler:
+    """Samples the server side's resident memory every 100 ms while a round runs."""
+
+    def __init__(self, front: int, others: list[int]) -> None:
+        self.front, self.others = front, others
+        self.front_samples: list[float] = []
+        self.total_samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            front = tree_rss_mb(self.front)
+            self.front_samples.append(front)
+            self.total_samples.append(front + sum(tree_rss_mb(p) for p in self.others))
+            if self._stop.wait(0.1):
+                return
+
+
+# --- load generators -------------------------------------------------------------------------------
+
+
+def wrk(url: str, seconds: float, connections: int = CONNECTIONS, body: str | None = None) -> dict[str, float]:
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s"]
+    argv += ["-s", str(BENCH / "wrk" / "load.lua"), url]
+    env = {**os.environ, "BENCH_BODY": body or ""}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    duration = raw["duration_us"] / 1e6
+    return {
+        "rps": raw["requests"] / duration,
+        "mbps": raw["bytes"] / duration / 1e6,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": sum(raw[k] for k in ("connect", "read", "write", "status", "timeout")),
+    }
+
+
+def frameload(port: int, seconds: float) -> dict[str, float]:
+    argv = ["taskset", "-c", LOAD_CPU, str(RELEASE / "frameload"), f"127.0.0.1:{port}"]
+    argv += ["--connections", str(CONNECTIONS), "--seconds", f"{seconds:g}", "--warmup", "0.5", "--body", BODY]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    raw = json.loads(out.strip().splitlines()[-1])
+    return {"rps": raw["rps"], "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "errors": raw["errors"]}
+
+
+# --- smoke checks: a contestant that answers wrongly is not measured ------------------------------
+
+
+def check_http_echo(url: str) -> None:
+    request = urllib.request.Request(url, data=BODY.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply = json.loads(response.read())
+    if reply != ECHOED:
+        raise RuntimeError(f"{url} answered {reply!r}, not the echo {ECHOED!r}")
+
+
+def check_http_get(url: str, size: int | None = None) -> None:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        got = len(response.read())
+    if size is not None and got != size:
+        raise RuntimeError(f"{url} sent {got} bytes, not {size}")
+
+
+def check_frame_echo(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"%10d\r\n" % len(BODY) + BODY.encode())
+        reader = s.makefile("rb")
+        reply = json.loads(reader.read(int(reader.read(12)[:10])))
+    if reply != ECHOED:
+        raise RuntimeError(f"127.0.0.1:{port} answered {reply!r}, not the echo {ECHOED!r}")
+
+
+# --- contestants -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Contestant:
+    name: str
+    front: subprocess.Popen[bytes]  # modproxy, nginx, or the backend itself (row 7)
+    others: list[subprocess.Popen[bytes]]  # the rest of the server side
+    drive: Callable[[float], dict[str, float]]
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    peak_front_mb: float = 0.0
+    peak_total_mb: float = 0.0
+    rss_samples: list[float] = field(default_factory=list)
+
+
+class Lab:
+    """Starts contestants: modproxy and nginx configurations, backends and peers."""
+
+    def __init__(self, work: Path, procs: Processes) -> None:
+        self.work, self.procs = work, procs
+        self.site = work / "site"
+        self.site.mkdir()
+        (self.site / "1kb.bin").write_bytes(bytes(range(256)) * 4)
+        with open(self.site / "100mb.bin", "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(100):
+                f.write(block)
+        self.counter = 0
+
+    def _name(self, base: str) -> str:
+        self.counter += 1
+        return f"{self.counter:02d}-{base}"
+
+    def server(self, base: str, argv: list[str], port: int) -> subprocess.Popen[bytes]:
+        name = self._name(base)
+        proc = self.procs.start(name, argv)
+        wait_port(port, self.procs, name, proc)
+        return proc
+
+    def modproxy(self, module_toml: str = "") -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        home = self.work / f"modproxy-{port}"
+        (home / "conf").mkdir(parents=True)
+        shutil.copytree(ROOT / "html", home / "html")
+        (home / "conf" / "default.toml").write_text(
+            textwrap.dedent(f"""\
+                [server]
+                port = {port}
+                listen = "127.0.0.1"
+                root_path = "{self.site}"
+
+                [module]
+                {module_toml}
+
+                [log]
+                level = "{LOG_LEVEL}"
+                """)
+        )
+        proc = self.server("modproxy", [str(RELEASE / "modproxy"), "--home", str(home)], port)
+        return proc, port
+
+    def nginx(self, locations: str, upstream_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        prefix = self.work / f"nginx-{port}"
+        prefix.mkdir()
+        upstream = (
+            f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; keepalive_requests 1000000; }}"
+            if upstream_port
+            else ""
+        )
+        temp_paths = " ".join(f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (prefix / "nginx.conf").write_text(
+            textwrap.dedent(f"""\
+                daemon off;
+                master_process on;
+                worker_processes 1;
+                pid {prefix}/nginx.pid;
+                error_log {prefix}/error.log warn;
+                events {{ worker_connections 16384; }}
+                http {{
+                    access_log off;
+                    sendfile on;
+                    tcp_nopush on;
+                    tcp_nodelay on;
+                    keepalive_requests 1000000;
+                    default_type application/octet-stream;
+                    {temp_paths}
+                    {upstream}
+                    server {{
+                        listen 127.0.0.1:{port};
+                        root {self.site};
+                        {locations}
+                    }}
+                }}
+                """)
+        )
+        argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]
+        return self.server("nginx", argv, port), port
+
+    def backend(self, kind: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        argv = {
+            "rust-sdk": [str(RELEASE / "bench-echo-rust"), addr],
+            "python-sdk": [str(PYTHON), str(BENCH / "backends" / "echo.py"), addr],
+            "node-sdk": ["node", str(BENCH / "backends" / "echo.js"), addr],
+            "hyper": [str(RELEASE / "hyper-echo"), addr],
+            "tokio": [str(RELEASE / "tokio-echo"), addr],
+            "asyncio": [str(PYTHON), str(BENCH / "peers" / "asyncio_echo.py"), addr],
+            "node-net": ["node", str(BENCH / "peers" / "net_echo.js"), addr],
+            "node-http": ["node", str(BENCH / "peers" / "http_echo.js"), addr],
+            "fastapi": [
+                str(PYTHON), "-m", "uvicorn", "--app-dir", str(BENCH / "peers"), "fastapi_echo:app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+                "--log-level", "warning",
+            ],
+        }[kind]
+        return self.server(kind, argv, port), port
+
+
+def socket_module(port: int) -> str:
+    return f'module_socket = [ {{ module = "echo", forward_pass = "127.0.0.1:{port}" }} ]'
+
+
+NGINX_PROXY = """location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }"""
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    row: str
+    what: str
+    unit: str  # "req/s" or "MB/s"
+    target: float
+    contestant: Contestant | None = None
+    peer: Contestant | None = None
+    failure: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def measure(row: Row) -> None:
+    """Warm both up, then interleaved rounds."""
+    pair = [c for c in (row.contestant, row.peer) if c is not None]
+    for c in pair:
+        c.drive(WARMUP)
+    for _ in range(ROUNDS):
+        for c in pair:
+            with RssSampler(c.front.pid, [p.pid for p in c.others]) as sampler:
+                c.rounds.append(c.drive(SECONDS))
+            c.peak_front_mb = max(c.peak_front_mb, *sampler.front_samples)
+            c.peak_total_mb = max(c.peak_total_mb, *sampler.total_samples)
+            c.rss_samples += sampler.front_samples
+
+
+def row_static_small(lab: Lab, row: Row) -> None:
+    proxy, pport = lab.modproxy()
+    nginx, nport = lab.nginx("location / { }")
+    for port in (pport, nport):
+        check_http_get(f"http://127.0.0.1:{port}/1kb.bin", 1024)
+    row.contestant = Contestant("modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/1kb.bin", s))
+    row.peer = Contestant("nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/1kb.bin", s))
+    measure(row)
+
+
+def row_static_large(lab: Lab, row: Row) -> None:
+    proxy, pport = lab.modproxy()
+    nginx, nport = lab.nginx("location / { }")
+    for port in (pport, nport):
+        check_http_get(f"http://127.0.0.1:{port}/100mb.bin", 100 << 20)
+    before = rss_mb(proxy.pid)
+    row.contestant = Contestant(
+        "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/100mb.bin", s, connections=4)
+    )
+    row.peer = Contestant("nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/100mb.bin", s, connections=4))
+    measure(row)
+    samples = row.contestant.rss_samples
+    row.notes.append(
+        f"modproxy RSS during the 100 MB downloads: {before:.1f} MB before, {min(samples):.1f}–{max(samples):.1f} MB "
+        f"while serving ({len(samples)} samples every 100 ms): {'flat' if max(samples) - before < 16 else 'NOT flat'}"
+    )
+
+
+def row_http_forward(lab: Lab, row: Row) -> None:
+    upstream, uport = lab.backend("hyper")
+    proxy, pport = lab.modproxy(f'module_http = [ {{ module = "api", proxy_pass = "http://127.0.0.1:{uport}" }} ]')
+    nginx, nport = lab.nginx(NGINX_PROXY, uport)
+    for port in (pport, nport):
+        check_http_get(f"http://127.0.0.1:{port}/api/item")
+    row.contestant = Contestant(
+        "modproxy module_http → hyper", proxy, [upstream], lambda s: wrk(f"http://127.0.0.1:{pport}/api/item", s)
+    )
+    row.peer = Contestant("nginx proxy_pass → hyper", nginx, [upstream], lambda s: wrk(f"http://127.0.0.1:{nport}/api/item", s))
+    measure(row)
+
+
+def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer_name: str) -> None:
+    backend, bport = lab.backend(sdk)
+    proxy, pport = lab.modproxy(socket_module(bport))
+    peer, eport = lab.backend(peer_kind)
+    nginx, nport = lab.nginx(NGINX_PROXY, eport)
+    for port in (pport, nport):
+        check_http_echo(f"http://127.0.0.1:{port}/echo/")
+    row.contestant = Contestant(
+        f"modproxy → {sdk_name}", proxy, [backend], lambda s: wrk(f"http://127.0.0.1:{pport}/echo/", s, body=BODY)
+    )
+    row.peer = Contestant(f"nginx → {peer_name}", nginx, [peer], lambda s: wrk(f"http://127.0.0.1:{nport}/echo/", s, body=BODY))
+    measure(row)
+
+
+def row_direct(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer_name: str) -> None:
+    backend, bport = lab.backend(sdk)
+    peer, eport = lab.backend(peer_kind)
+    for port in (bport, eport):
+        check_frame_echo(port)
+    row.contestant = Contestant(sdk_name, backend, [], lambda s: frameload(bport, s))
+    row.peer = Contestant(peer_name, peer, [], lambda s: frameload(eport, s))
+    measure(row)
+
+
+def row_idle(lab: Lab, row: Row) -> None:
+    """5,000 idle keep-alive clients; RSS; an active client still served; who is still open after 12 s."""
+    proxy, port = lab.modproxy()
+    time.sleep(1)
+    idle_start = rss_mb(proxy.pid)
+    check_http_get(f"http://127.0.0.1:{port}/1kb.bin", 1024)
+    held: list[http.client.HTTPConnection] = []
+    try:
+        opened = time.monotonic()
+        for _ in range(IDLE_CONNECTIONS):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/1kb.bin")
+            conn.getresponse().read()
+            held.append(conn)
+        opened = time.monotonic() - opened
+        time.sleep(1)
+        held_rss = rss_mb(proxy.pid)
+        active = wrk(f"http://127.0.0.1:{port}/1kb.bin", 2, connections=4)
+        time.sleep(max(0.0, 12 - 3))
+        still_open = sum(1 for conn in held if is_open(conn))
+        rss_after_hold = rss_mb(proxy.pid)
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(2)
+    idle_end = rss_mb(proxy.pid)
+    ok = held_rss < 64 and active["errors"] == 0 and active["rps"] > 0
+    row.notes += [
+        f"modproxy RSS at idle after start: **{idle_start:.1f} MB** (target < 20 MB)",
+        f"{len(held)} keep-alive connections opened in {opened:.1f} s (each served one GET); RSS with them open: "
+        f"**{held_rss:.1f} MB** (target < 64 MB); {rss_after_hold:.1f} MB after 12 s",
+        f"an active client meanwhile (wrk, 4 connections, 2 s): {active['rps']:.0f} req/s, p99 "
+        f"{active['p99_ms']:.2f} ms, {active['errors']:.0f} errors",
+        f"idle connections still open after 12 s: {still_open} of {len(held)}",
+        f"modproxy RSS after they closed: {idle_end:.1f} MB",
+        f"row 8 {'meets' if ok else 'MISSES'} its target",
+    ]
+
+
+def is_open(conn: http.client.HTTPConnection) -> bool:
+    if conn.sock is None:
+        return False
+    try:
+        return conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
+    (Row("1", "static 1 KB file", "req/s", 1.0), row_static_small),
+    (Row("2", "static 100 MB file, 4 connections", "MB/s", 0.8), row_static_large),
+    (Row("3", "module_http GET → hyper upstream", "req/s", 1.2), row_http_forward),
+    (
+        Row("4", "module_socket → Rust SDK echo", "req/s", 1.5),
+        lambda lab, row: row_socket(lab, row, "rust-sdk", "hyper", "Rust SDK echo", "hyper JSON echo"),
+    ),
+    (
+        Row("5", "module_socket → Python SDK echo", "req/s", 5.0),
+        lambda lab, row: row_socket(lab, row, "python-sdk", "fastapi", "Python SDK echo", "uvicorn + FastAPI echo"),
+    ),
+    (
+        Row("6", "module_socket → Node SDK echo", "req/s", 1.5),
+        lambda lab, row: row_socket(lab, row, "node-sdk", "node-http", "Node SDK echo", "Node http echo"),
+    ),
+    (
+        Row("7a", "socket protocol direct: Rust SDK", "req/s", 0.8),
+        lambda lab, row: row_direct(lab, row, "rust-sdk", "tokio", "Rust SDK echo", "hand-written tokio echo"),
+    ),
+    (
+        Row("7b", "socket protocol direct: Python SDK", "req/s", 0.8),
+        lambda lab, row: row_direct(lab, row, "python-sdk", "asyncio", "Python SDK echo", "hand-written asyncio echo"),
+    ),
+    (
+        Row("7c", "socket protocol direct: Node SDK", "req/s", 0.8),
+        lambda lab, row: row_direct(lab, row, "node-sdk", "node-net", "Node SDK echo", "hand-written Node net echo"),
+    ),
+    (Row("8", "5,000 idle keep-alive connections", "", 0.0), row_idle),
+]
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def median(c: Contestant, key: str) -> float:
+    return statistics.median(r[key] for r in c.rounds)
+
+
+def spread(c: Contestant, key: str) -> float:
+    values = [r[key] for r in c.rounds]
+    return (max(values) - min(values)) / statistics.median(values) * 100 if values and statistics.median(values) else 0
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| row | contestant | result | spread | p50 ms | p99 ms | peak RSS MB front / total | errors | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.failure:
+            lines.append(f"| {row.row} | {row.what} | FAILED: {row.failure} | | | | | | | |")
+            continue
+        if row.contestant is None or row.peer is None:
+            continue
+        key = "mbps" if row.unit == "MB/s" else "rps"
+        ratio = median(row.contestant, key) / median(row.peer, key)
+        for c, is_contestant in ((row.contestant, True), (row.peer, False)):
+            p99_note = ""
+            if is_contestant and row.row in {"3", "4", "5", "6"}:
+                p99_note = " ✓" if median(c, "p99_ms") <= median(row.peer, "p99_ms") else " ✗ (peer's is lower)"
+            verdict = f"{ratio:.2f} {'✓' if ratio >= row.target else '✗'}" if is_contestant else ""
+            lines.append(
+                f"| {row.row if is_contestant else ''} | {c.name} | {median(c, key):,.0f} {row.unit} | "
+                f"±{spread(c, key):.0f}% | {median(c, 'p50_ms'):.2f} | {median(c, 'p99_ms'):.2f}{p99_note} | "
+                f"{c.peak_front_mb:.1f} / {c.peak_total_mb:.1f} | {sum(r['errors'] for r in c.rounds):.0f} | "
+                f"{verdict} | {'≥ ' + format(row.target, 'g') if is_contestant else ''} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{os.cpu_count()} CPUs (nproc), {cpu}, Linux {platform.release()}"
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(rows: list[Row], started: datetime, load_before: str, load_after: str, elapsed: float) -> str:
+    notes = [f"- row {row.row}: {note}" for row in rows for note in row.notes]
+    heading = f"## Run of {started:%Y-%m-%d %H:%M} UTC" + (f" — {LABEL}" if LABEL else "")
+    return "\n".join(
+        [
+            heading,
+            "",
+            f"- machine: {machine()}",
+            f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after} — other engineers' builds "
+            "share this machine, so compare ratios (same run, interleaved) rather than absolute numbers",
+            f"- {ROUNDS} interleaved rounds of {SECONDS:g} s after a {WARMUP:g} s warm-up each; medians shown; "
+            f"'spread' is (max − min) ÷ median over the rounds; the run took {elapsed / 60:.1f} min",
+            f"- load generator (wrk -t1 over HTTP, frameload over the socket protocol; one thread each, {CONNECTIONS} "
+            "keep-alive connections unless the row says otherwise, 101-byte JSON POST bodies) **pinned to CPU 0**; "
+            "the server side (modproxy + backend, or nginx + backend) **pinned to CPU 1**, one worker each "
+            "(TOKIO_WORKER_THREADS=1, nginx worker_processes 1, uvicorn --workers 1, Node's one JS thread)",
+            f"- modproxy's [log] level = \"{LOG_LEVEL}\" (nginx: access_log off)",
+            "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
+            "'total' adds its backend",
+            "",
+            table(rows),
+            "",
+            *notes,
+        ]
+    )
+
+
+def write_results(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{START}\n{END}\n"
+    if START not in old or END not in old:
+        old = old.rstrip() + f"\n\n{START}\n{END}\n"
+    head, rest = old.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    RESULTS.write_text(f"{head}{START}\n\n{text}\n\n{END}{tail}")
+    history = ROOT / "target" / "bench"
+    history.mkdir(parents=True, exist_ok=True)
+    with open(history / "history.md", "a") as f:
+        f.write(text + "\n\n")
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def budget_seconds() -> float:
+    rows = len([r for r, _ in ROW_PLAN if r.row.rstrip("abc") in ROWS])
+    return 600 + rows * 2 * (WARMUP + ROUNDS * SECONDS + 20)
+
+
+@contextmanager
+def bounded_run(procs: Processes) -> Iterator[None]:
+    """Kills everything started on any exit: success, error, Ctrl-C, SIGTERM or the time budget."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def overrun(_signum: int, _frame: Any) -> None:
+        raise TimeoutError(f"the benchmark ran past its budget of {budget_seconds():.0f} s")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, interrupt)
+    signal.signal(signal.SIGALRM, overrun)
+    signal.alarm(int(budget_seconds()))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+
+
+def main() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    os.sched_setaffinity(0, {int(LOAD_CPU)})  # the harness itself stays off the server's core
+    started = datetime.now(timezone.utc)
+    load_before = loadavg()
+    t0 = time.monotonic()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="modproxy-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # nginx's worker runs as an unprivileged user
+        (work / "logs").mkdir()
+        procs = Processes(work / "logs")
+        with bounded_run(procs):
+            lab = Lab(work, procs)
+            for row, run in ROW_PLAN:
+                if row.row.rstrip("abc") not in ROWS:
+                    continue
+                print(f"row {row.row}: {row.what} ...", flush=True)
+                try:
+                    run(lab, row)
+                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as error:
+                    row.failure = str(error).splitlines()[0][:200]
+                    print(f"row {row.row} failed: {error}", file=sys.stderr, flush=True)
+                finally:
+                    procs.stop_all()
+                rows.append(row)
+                if row.contestant and row.peer and not row.failure:
+                    print(table([row]).splitlines()[-2], flush=True)
+                    print(table([row]).splitlines()[-1], flush=True)
+                for note in row.notes:
+                    print(f"  {note}", flush=True)
+    text = report(rows, started, load_before, loadavg(), time.monotonic() - t0)
+    write_results(text)
+    print()
+    print(text)
+    print(f"\nwritten to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
