@@ -103,3 +103,15 @@ test-dist: python-sdk
 	$(VENV)/bin/ruff check tests/dist
 	$(VENV)/bin/ruff format --check tests/dist
 	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist
+
+# The benchmarks (bench/README.md): installs wrk and nginx (apt-get, once), uvicorn + FastAPI into .venv/,
+# builds everything in release mode, runs bench/run.py and writes bench/RESULTS.md. Quick run:
+# `make bench BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_ROWS=4,7` (run.py lists every setting).
+.PHONY: bench
+bench: python-sdk node-sdk
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
+	$(PY) -m pip install --quiet --disable-pip-version-check "fastapi>=0.110,<1" "uvicorn[standard]>=0.29,<1"
+	$(CARGO) build --release -p modproxy
+	$(CARGO) build --release --manifest-path bench/Cargo.toml
+	timeout --kill-after=30 7200 $(PY) bench/run.py
