@@ -149,6 +149,30 @@ fn content_headers_and_validators() {
     assert_ne!(r.header("etag"), Some(etag.as_str()));
 }
 
+/// Small files are answered from one read, larger ones streamed by tower-http: both look the same.
+#[test]
+fn small_and_streamed_files_carry_the_same_headers() {
+    let proxy = proxy();
+    let medium: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    write(&proxy.home.path().join("site/medium.bin"), &medium);
+    write(&proxy.home.path().join("site/medium.txt"), &medium[..100]);
+    for (path, body) in [("/medium.bin", &medium[..]), ("/medium.txt", &medium[..100])] {
+        let r = proxy.get(path, &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body, "{path}");
+        assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
+        assert!(r.header("last-modified").is_some());
+        let etag = r.header("etag").expect("an ETag").to_owned();
+        assert_eq!(proxy.get(path, &[("If-None-Match", &etag)]).status, 304);
+        let head = proxy.send(&http("HEAD", path, &[], b""));
+        assert_eq!(head.header("etag"), Some(etag.as_str()));
+        assert_eq!(head.header("content-type"), r.header("content-type"));
+        assert_eq!(head.header("last-modified"), r.header("last-modified"));
+        assert_eq!(head.header("content-length"), r.header("content-length"));
+    }
+}
+
 #[test]
 fn ranges() {
     let proxy = proxy();

@@ -17,19 +17,24 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use tower_http::services::ServeFile;
 
-use crate::body::{empty, Body};
+use crate::body::{empty, full, Body};
 use crate::error_response::ErrorPages;
-use resolve::{Located, Resolved};
+use resolve::{Located, Lookup, Resolved};
 use site_path::SitePath;
 
 /// Size of each read from a file, and so the most a download holds in memory at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Files up to this size are read whole in the same blocking call that finds them: one trip to the
+/// blocking pool instead of tower-http's open, stat and reads. Small enough that many at once are cheap.
+const READ_WHOLE: u64 = 64 * 1024;
 
 /// One directory served over HTTP.
 #[derive(Debug, Clone)]
 pub struct StaticSite {
     dir: PathBuf,
     index: Arc<[String]>,
+    read_whole_up_to: u64,
 }
 
 /// The request headers a file response depends on, taken before the first await.
@@ -44,12 +49,13 @@ struct Conditions {
 impl StaticSite {
     /// A site rooted at `dir`, trying `index` names in order for a directory.
     ///
-    /// `chunked_size` needs no handling of its own: every file, whatever its size, is streamed in
-    /// reads of 64 KiB and never held whole in memory, with `Content-Length` always sent.
-    pub fn new(dir: PathBuf, index: &[String], _chunked_size: u64) -> Self {
+    /// Files larger than `chunked_size` (and than 64 KiB, whatever it says) are streamed in reads of
+    /// 64 KiB, never held whole in memory; `Content-Length` is always sent.
+    pub fn new(dir: PathBuf, index: &[String], chunked_size: u64) -> Self {
         StaticSite {
             dir,
             index: index.into(),
+            read_whole_up_to: chunked_size.min(READ_WHOLE),
         }
     }
 
@@ -88,7 +94,23 @@ impl StaticSite {
                     return pages.page(StatusCode::NOT_FOUND);
                 }
             };
-            match resolve::resolve(&site.dir, &path, &site.index).await {
+            let plain = [
+                header::RANGE,
+                header::IF_MODIFIED_SINCE,
+                header::IF_UNMODIFIED_SINCE,
+            ]
+            .iter()
+            .all(|name| !conditions.headers.contains_key(name));
+            let lookup = Lookup {
+                gzip: conditional::accepts_gzip(&conditions.headers),
+                // Only a plain GET is answered from memory; the rest goes through tower-http.
+                read_up_to: if plain && conditions.method == Method::GET {
+                    site.read_whole_up_to
+                } else {
+                    0
+                },
+            };
+            match resolve::resolve(&site.dir, &path, &site.index, lookup).await {
                 Resolved::File(located) => send_file(*located, &conditions, &pages).await,
                 Resolved::Directory => redirect_to_directory(&conditions),
                 Resolved::Missing(reason) => {
@@ -102,11 +124,12 @@ impl StaticSite {
 
 /// Sends the file (or its gzip sibling), answering validators and ranges.
 async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages) -> Response<Body> {
-    let vary = located.gzip.is_some();
-    let (served, gzip) = match located.gzip {
-        Some(gz) if conditional::accepts_gzip(&conditions.headers) => (gz, true),
-        _ => (located.file, false),
-    };
+    let Located {
+        served,
+        gzip,
+        vary,
+        contents,
+    } = located;
     // The type of what was asked for, whichever representation is sent.
     let mime = mime_guess::from_path(if gzip {
         served.requested.with_extension("")
@@ -127,6 +150,21 @@ async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages
         if let Ok(value) = HeaderValue::from_str(&last_modified) {
             response.headers_mut().insert(header::LAST_MODIFIED, value);
         }
+        return response;
+    }
+    if let Some(contents) = contents {
+        // A small file read with its metadata: a plain 200 needs nothing from tower-http.
+        let mut response = Response::new(full(contents));
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ok(value) = HeaderValue::from_str(&last_modified) {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(served.meta.len()));
+        decorate(headers, &etag, gzip, vary);
         return response;
     }
     // If-None-Match, when present, decides alone (RFC 9110 13.2.2).

@@ -6,7 +6,10 @@
 //! files are served: a FIFO or a device in the site would hang or leak.
 
 use std::fs::Metadata;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use super::site_path::SitePath;
 
@@ -32,76 +35,119 @@ pub struct Found {
     pub meta: Metadata,
 }
 
-/// A file found for a request.
+/// A file found for a request, in the representation to send.
 #[derive(Debug)]
 pub struct Located {
-    /// The file itself.
-    pub file: Found,
-    /// `<file>.gz` next to it, if that is a regular file inside the site.
-    pub gzip: Option<Found>,
+    /// The file to send: the one asked for, or its `.gz` sibling.
+    pub served: Found,
+    /// `served` is the gzip sibling.
+    pub gzip: bool,
+    /// A `.gz` sibling exists, so the response depends on `Accept-Encoding`.
+    pub vary: bool,
+    /// The whole of `served`, when it was small enough to read in the same trip (see [`Lookup`]).
+    pub contents: Option<Bytes>,
+}
+
+/// What the caller wants besides the file's location.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    /// The client accepts gzip: prefer the `.gz` sibling.
+    pub gzip: bool,
+    /// Read the file now if it is at most this many bytes (0: never).
+    pub read_up_to: u64,
 }
 
 /// Resolves `path` below `root`, trying `index` names in order for a directory.
-pub async fn resolve(root: &Path, path: &SitePath, index: &[String]) -> Resolved {
+pub async fn resolve(root: &Path, path: &SitePath, index: &[String], lookup: Lookup) -> Resolved {
     let root = root.to_owned();
     let path = path.clone();
     let index = index.to_vec();
     // Several blocking syscalls in a row: one trip to the blocking pool instead of one per call.
-    tokio::task::spawn_blocking(move || resolve_blocking(&root, &path, &index))
-        .await
-        .unwrap_or(Resolved::Missing("resolver task failed"))
+    tokio::task::spawn_blocking(move || match resolve_blocking(&root, &path, &index) {
+        Ok((root_canonical, file)) => Resolved::File(Box::new(located(&root_canonical, file, lookup))),
+        Err(other) => other,
+    })
+    .await
+    .unwrap_or(Resolved::Missing("resolver task failed"))
 }
 
-fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Resolved {
+/// The file `path` names and the canonical root, or why there is none (`Err` is never `File`).
+fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Result<(PathBuf, Found), Resolved> {
     let Ok(root_canonical) = std::fs::canonicalize(root) else {
         tracing::warn!(site = %root.display(), "site directory is missing");
-        return Resolved::Missing("site directory missing");
+        return Err(Resolved::Missing("site directory missing"));
     };
     let requested = root.join(path.relative());
     let Ok(canonical) = std::fs::canonicalize(&requested) else {
-        return Resolved::Missing("no such file");
+        return Err(Resolved::Missing("no such file"));
     };
     if !canonical.starts_with(&root_canonical) {
         tracing::warn!(path = %requested.display(), target = %canonical.display(), "symlink leads outside the site; refused");
-        return Resolved::Missing("symlink leads outside the site");
+        return Err(Resolved::Missing("symlink leads outside the site"));
     }
     let Ok(meta) = std::fs::metadata(&canonical) else {
-        return Resolved::Missing("no such file");
+        return Err(Resolved::Missing("no such file"));
     };
     if meta.is_dir() {
         if !path.trailing_slash {
-            return Resolved::Directory;
+            return Err(Resolved::Directory);
         }
         for name in index {
             match inside_regular_file(&root_canonical, requested.join(name)) {
-                Ok(Some(found)) => return located(&root_canonical, found),
+                Ok(Some(found)) => return Ok((root_canonical, found)),
                 Ok(None) => {}
-                Err(reason) => return Resolved::Missing(reason),
+                Err(reason) => return Err(Resolved::Missing(reason)),
             }
         }
-        return Resolved::Missing("directory without an index file");
+        return Err(Resolved::Missing("directory without an index file"));
     }
     if path.trailing_slash {
         // `/file.html/`: like the OS, a file is not a directory.
-        return Resolved::Missing("a file asked for as a directory");
+        return Err(Resolved::Missing("a file asked for as a directory"));
     }
     if !meta.is_file() {
-        return Resolved::Missing("not a regular file");
+        return Err(Resolved::Missing("not a regular file"));
     }
     let found = Found {
         requested,
         canonical,
         meta,
     };
-    located(&root_canonical, found)
+    Ok((root_canonical, found))
 }
 
-/// `file`, with its `.gz` sibling looked up in the same trip to the blocking pool.
-fn located(root_canonical: &Path, file: Found) -> Resolved {
+/// Picks the representation (the `.gz` sibling when wanted and present) and reads it if small.
+fn located(root_canonical: &Path, file: Found, lookup: Lookup) -> Located {
     let mut name = file.requested.as_os_str().to_owned();
     name.push(".gz");
-    let gzip = inside_regular_file(root_canonical, PathBuf::from(name)).ok().flatten();
-    Resolved::File(Box::new(Located { file, gzip }))
+    let sibling = inside_regular_file(root_canonical, PathBuf::from(name)).ok().flatten();
+    let vary = sibling.is_some();
+    let (mut served, gzip) = match sibling {
+        Some(gz) if lookup.gzip => (gz, true),
+        _ => (file, false),
+    };
+    let mut contents = None;
+    if served.meta.len() <= lookup.read_up_to {
+        // Length and metadata from the same open file, so they agree with each other.
+        let read = std::fs::File::open(&served.canonical).and_then(|mut f| {
+            let meta = f.metadata()?;
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            (&mut f).take(lookup.read_up_to + 1).read_to_end(&mut buf)?;
+            Ok((meta, buf))
+        });
+        if let Ok((meta, buf)) = read {
+            if buf.len() as u64 == meta.len() {
+                served.meta = meta;
+                contents = Some(Bytes::from(buf));
+            }
+        }
+    }
+    Located {
+        served,
+        gzip,
+        vary,
+        contents,
+    }
 }
 
 /// `Ok(Some)` for a regular file whose real path is inside `root_canonical`; `Ok(None)` when there is
