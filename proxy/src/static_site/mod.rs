@@ -94,13 +94,9 @@ impl StaticSite {
                     return pages.page(StatusCode::NOT_FOUND);
                 }
             };
-            let plain = [
-                header::RANGE,
-                header::IF_MODIFIED_SINCE,
-                header::IF_UNMODIFIED_SINCE,
-            ]
-            .iter()
-            .all(|name| !conditions.headers.contains_key(name));
+            let plain = [header::RANGE, header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE]
+                .iter()
+                .all(|name| !conditions.headers.contains_key(name));
             let lookup = Lookup {
                 gzip: conditional::accepts_gzip(&conditions.headers),
                 // Only a plain GET is answered from memory; the rest goes through tower-http.
