@@ -31,11 +31,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -58,7 +58,9 @@ SERVER_CPU = "1"
 SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # The request every POST row sends (101 bytes), and what every echo replies.
-BODY = '{"head":{"method":"echo","token":"bench"},"data":{"user":"ada","id":12345,"tags":["a","b"],"ok":true}}'
+BODY = (
+    '{"head":{"method":"echo","token":"bench"},"data":{"user":"ada","id":12345,"tags":["a","b"],"ok":true}}'
+)
 ECHOED = json.loads(BODY)["data"]
 
 START = "<!-- bench/run.py writes the latest run below this line -->"
@@ -108,10 +110,8 @@ class Processes:
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def free_port() -> int:
@@ -120,7 +120,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, procs: Processes, name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_port(
+    port: int, procs: Processes, name: str, proc: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -164,6 +166,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and everything below it."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLOCK_TICKS
+
+
 def tree_rss_mb(pid: int) -> float:
     return sum(rss_mb(p) for p in descendants(pid))
 
@@ -178,7 +195,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -198,11 +215,25 @@ class RssSampler:
 # --- load generators -------------------------------------------------------------------------------
 
 
-def wrk(url: str, seconds: float, connections: int = CONNECTIONS, body: str | None = None) -> dict[str, float]:
-    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s"]
+def wrk(
+    url: str, seconds: float, connections: int = CONNECTIONS, body: str | None = None
+) -> dict[str, float]:
+    argv = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "30s",
+    ]
     argv += ["-s", str(BENCH / "wrk" / "load.lua"), url]
     env = {**os.environ, "BENCH_BODY": body or ""}
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    out = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
     line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
@@ -219,10 +250,24 @@ def wrk(url: str, seconds: float, connections: int = CONNECTIONS, body: str | No
 
 def frameload(port: int, seconds: float) -> dict[str, float]:
     argv = ["taskset", "-c", LOAD_CPU, str(RELEASE / "frameload"), f"127.0.0.1:{port}"]
-    argv += ["--connections", str(CONNECTIONS), "--seconds", f"{seconds:g}", "--warmup", "0.5", "--body", BODY]
+    argv += [
+        "--connections",
+        str(CONNECTIONS),
+        "--seconds",
+        f"{seconds:g}",
+        "--warmup",
+        "0.5",
+        "--body",
+        BODY,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     raw = json.loads(out.strip().splitlines()[-1])
-    return {"rps": raw["rps"], "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "errors": raw["errors"]}
+    return {
+        "rps": raw["rps"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": raw["errors"],
+    }
 
 
 # --- smoke checks: a contestant that answers wrongly is not measured ------------------------------
@@ -322,7 +367,10 @@ class Lab:
             if upstream_port
             else ""
         )
-        temp_paths = " ".join(f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp_paths = " ".join(
+            f"{kind}_temp_path {prefix}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         (prefix / "nginx.conf").write_text(
             textwrap.dedent(f"""\
                 daemon off;
@@ -364,9 +412,21 @@ class Lab:
             "node-net": ["node", str(BENCH / "peers" / "net_echo.js"), addr],
             "node-http": ["node", str(BENCH / "peers" / "http_echo.js"), addr],
             "fastapi": [
-                str(PYTHON), "-m", "uvicorn", "--app-dir", str(BENCH / "peers"), "fastapi_echo:app",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
-                "--log-level", "warning",
+                str(PYTHON),
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(BENCH / "peers"),
+                "fastapi_echo:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
             ],
         }[kind]
         return self.server(kind, argv, port), port
@@ -376,7 +436,9 @@ def socket_module(port: int) -> str:
     return f'module_socket = [ {{ module = "echo", forward_pass = "127.0.0.1:{port}" }} ]'
 
 
-NGINX_PROXY = """location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }"""
+NGINX_PROXY = (
+    """location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }"""
+)
 
 
 # --- rows ------------------------------------------------------------------------------------------
@@ -401,8 +463,14 @@ def measure(row: Row) -> None:
         c.drive(WARMUP)
     for _ in range(ROUNDS):
         for c in pair:
+            server_side = [c.front.pid, *(p.pid for p in c.others)]
+            cpu_before = sum(cpu_seconds(p) for p in server_side)
             with RssSampler(c.front.pid, [p.pid for p in c.others]) as sampler:
-                c.rounds.append(c.drive(SECONDS))
+                result = c.drive(SECONDS)
+            # CPU time the server side spent per request: far less noisy than req/s on a shared machine.
+            cpu = sum(cpu_seconds(p) for p in server_side) - cpu_before
+            result["cpu_us"] = cpu / max(1.0, result["rps"] * SECONDS) * 1e6
+            c.rounds.append(result)
             c.peak_front_mb = max(c.peak_front_mb, *sampler.front_samples)
             c.peak_total_mb = max(c.peak_total_mb, *sampler.total_samples)
             c.rss_samples += sampler.front_samples
@@ -413,7 +481,9 @@ def row_static_small(lab: Lab, row: Row) -> None:
     nginx, nport = lab.nginx("location / { }")
     for port in (pport, nport):
         check_http_get(f"http://127.0.0.1:{port}/1kb.bin", 1024)
-    row.contestant = Contestant("modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/1kb.bin", s))
+    row.contestant = Contestant(
+        "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/1kb.bin", s)
+    )
     row.peer = Contestant("nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/1kb.bin", s))
     measure(row)
 
@@ -427,7 +497,9 @@ def row_static_large(lab: Lab, row: Row) -> None:
     row.contestant = Contestant(
         "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/100mb.bin", s, connections=4)
     )
-    row.peer = Contestant("nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/100mb.bin", s, connections=4))
+    row.peer = Contestant(
+        "nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/100mb.bin", s, connections=4)
+    )
     measure(row)
     samples = row.contestant.rss_samples
     row.notes.append(
@@ -438,14 +510,21 @@ def row_static_large(lab: Lab, row: Row) -> None:
 
 def row_http_forward(lab: Lab, row: Row) -> None:
     upstream, uport = lab.backend("hyper")
-    proxy, pport = lab.modproxy(f'module_http = [ {{ module = "api", proxy_pass = "http://127.0.0.1:{uport}" }} ]')
+    proxy, pport = lab.modproxy(
+        f'module_http = [ {{ module = "api", proxy_pass = "http://127.0.0.1:{uport}" }} ]'
+    )
     nginx, nport = lab.nginx(NGINX_PROXY, uport)
     for port in (pport, nport):
         check_http_get(f"http://127.0.0.1:{port}/api/item")
     row.contestant = Contestant(
-        "modproxy module_http → hyper", proxy, [upstream], lambda s: wrk(f"http://127.0.0.1:{pport}/api/item", s)
+        "modproxy module_http → hyper",
+        proxy,
+        [upstream],
+        lambda s: wrk(f"http://127.0.0.1:{pport}/api/item", s),
     )
-    row.peer = Contestant("nginx proxy_pass → hyper", nginx, [upstream], lambda s: wrk(f"http://127.0.0.1:{nport}/api/item", s))
+    row.peer = Contestant(
+        "nginx proxy_pass → hyper", nginx, [upstream], lambda s: wrk(f"http://127.0.0.1:{nport}/api/item", s)
+    )
     measure(row)
 
 
@@ -457,9 +536,14 @@ def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer
     for port in (pport, nport):
         check_http_echo(f"http://127.0.0.1:{port}/echo/")
     row.contestant = Contestant(
-        f"modproxy → {sdk_name}", proxy, [backend], lambda s: wrk(f"http://127.0.0.1:{pport}/echo/", s, body=BODY)
+        f"modproxy → {sdk_name}",
+        proxy,
+        [backend],
+        lambda s: wrk(f"http://127.0.0.1:{pport}/echo/", s, body=BODY),
     )
-    row.peer = Contestant(f"nginx → {peer_name}", nginx, [peer], lambda s: wrk(f"http://127.0.0.1:{nport}/echo/", s, body=BODY))
+    row.peer = Contestant(
+        f"nginx → {peer_name}", nginx, [peer], lambda s: wrk(f"http://127.0.0.1:{nport}/echo/", s, body=BODY)
+    )
     measure(row)
 
 
@@ -533,7 +617,9 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     ),
     (
         Row("5", "module_socket → Python SDK echo", "req/s", 5.0),
-        lambda lab, row: row_socket(lab, row, "python-sdk", "fastapi", "Python SDK echo", "uvicorn + FastAPI echo"),
+        lambda lab, row: row_socket(
+            lab, row, "python-sdk", "fastapi", "Python SDK echo", "uvicorn + FastAPI echo"
+        ),
     ),
     (
         Row("6", "module_socket → Node SDK echo", "req/s", 1.5),
@@ -541,15 +627,21 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     ),
     (
         Row("7a", "socket protocol direct: Rust SDK", "req/s", 0.8),
-        lambda lab, row: row_direct(lab, row, "rust-sdk", "tokio", "Rust SDK echo", "hand-written tokio echo"),
+        lambda lab, row: row_direct(
+            lab, row, "rust-sdk", "tokio", "Rust SDK echo", "hand-written tokio echo"
+        ),
     ),
     (
         Row("7b", "socket protocol direct: Python SDK", "req/s", 0.8),
-        lambda lab, row: row_direct(lab, row, "python-sdk", "asyncio", "Python SDK echo", "hand-written asyncio echo"),
+        lambda lab, row: row_direct(
+            lab, row, "python-sdk", "asyncio", "Python SDK echo", "hand-written asyncio echo"
+        ),
     ),
     (
         Row("7c", "socket protocol direct: Node SDK", "req/s", 0.8),
-        lambda lab, row: row_direct(lab, row, "node-sdk", "node-net", "Node SDK echo", "hand-written Node net echo"),
+        lambda lab, row: row_direct(
+            lab, row, "node-sdk", "node-net", "Node SDK echo", "hand-written Node net echo"
+        ),
     ),
     (Row("8", "5,000 idle keep-alive connections", "", 0.0), row_idle),
 ]
@@ -564,17 +656,21 @@ def median(c: Contestant, key: str) -> float:
 
 def spread(c: Contestant, key: str) -> float:
     values = [r[key] for r in c.rounds]
-    return (max(values) - min(values)) / statistics.median(values) * 100 if values and statistics.median(values) else 0
+    return (
+        (max(values) - min(values)) / statistics.median(values) * 100
+        if values and statistics.median(values)
+        else 0
+    )
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| row | contestant | result | spread | p50 ms | p99 ms | peak RSS MB front / total | errors | ratio | target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| row | contestant | result | spread | p50 ms | p99 ms | CPU µs/req | peak RSS MB front / total | errors | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row.failure:
-            lines.append(f"| {row.row} | {row.what} | FAILED: {row.failure} | | | | | | | |")
+            lines.append(f"| {row.row} | {row.what} | FAILED: {row.failure} | | | | | | | | |")
             continue
         if row.contestant is None or row.peer is None:
             continue
@@ -583,11 +679,14 @@ def table(rows: list[Row]) -> str:
         for c, is_contestant in ((row.contestant, True), (row.peer, False)):
             p99_note = ""
             if is_contestant and row.row in {"3", "4", "5", "6"}:
-                p99_note = " ✓" if median(c, "p99_ms") <= median(row.peer, "p99_ms") else " ✗ (peer's is lower)"
+                p99_note = (
+                    " ✓" if median(c, "p99_ms") <= median(row.peer, "p99_ms") else " ✗ (peer's is lower)"
+                )
             verdict = f"{ratio:.2f} {'✓' if ratio >= row.target else '✗'}" if is_contestant else ""
             lines.append(
                 f"| {row.row if is_contestant else ''} | {c.name} | {median(c, key):,.0f} {row.unit} | "
                 f"±{spread(c, key):.0f}% | {median(c, 'p50_ms'):.2f} | {median(c, 'p99_ms'):.2f}{p99_note} | "
+                f"{median(c, 'cpu_us'):.0f} | "
                 f"{c.peak_front_mb:.1f} / {c.peak_total_mb:.1f} | {sum(r['errors'] for r in c.rounds):.0f} | "
                 f"{verdict} | {'≥ ' + format(row.target, 'g') if is_contestant else ''} |"
             )
@@ -596,7 +695,11 @@ def table(rows: list[Row]) -> str:
 
 def machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown CPU",
     )
     return f"{os.cpu_count()} CPUs (nproc), {cpu}, Linux {platform.release()}"
@@ -622,7 +725,9 @@ def report(rows: list[Row], started: datetime, load_before: str, load_after: str
             "keep-alive connections unless the row says otherwise, 101-byte JSON POST bodies) **pinned to CPU 0**; "
             "the server side (modproxy + backend, or nginx + backend) **pinned to CPU 1**, one worker each "
             "(TOKIO_WORKER_THREADS=1, nginx worker_processes 1, uvicorn --workers 1, Node's one JS thread)",
-            f"- modproxy's [log] level = \"{LOG_LEVEL}\" (nginx: access_log off)",
+            f'- modproxy\'s [log] level = "{LOG_LEVEL}" (nginx: access_log off)',
+            "- CPU µs/req: user + system CPU time of the whole server side per request (from /proc; robust to "
+            "the machine's noise, unlike req/s); for row 2 it is per 100 MB download",
             "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
             "'total' adds its backend",
             "",
@@ -679,7 +784,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # the harness itself stays off the server's core
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     load_before = loadavg()
     t0 = time.monotonic()
     rows: list[Row] = []

@@ -1,6 +1,6 @@
 """The Python SDK contestant: ``echo`` replies with the request's ``data``.
 
-    .venv/bin/python bench/backends/echo.py 127.0.0.1:PORT
+.venv/bin/python bench/backends/echo.py 127.0.0.1:PORT
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Row 7's Python peer: a length-line echo server written by hand on asyncio streams.
 
-    .venv/bin/python bench/peers/asyncio_echo.py 127.0.0.1:PORT
+.venv/bin/python bench/peers/asyncio_echo.py 127.0.0.1:PORT
 """
 
 from __future__ import annotations

@@ -156,6 +156,7 @@ async fn exchange(stream: &mut BufReader<TcpStream>, frame: &[u8], reply: &mut V
 }
 
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new(3).expect("3 significant figures is a valid precision")
+    // 1 µs to 60 s at 3 significant figures; `saturating_record` clamps anything slower to 60 s.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
