@@ -115,3 +115,19 @@ bench: python-sdk node-sdk
 	$(CARGO) build --release -p modproxy
 	$(CARGO) build --release --manifest-path bench/Cargo.toml
 	timeout --kill-after=30 7200 $(PY) bench/run.py
+
+# Fuzzing (fuzz/README.md), not part of `make test`: installs cargo-fuzz into .tools/ (once), builds the
+# seed corpus from the shared vectors and fuzz/seeds/, then runs each target for FUZZ_SECONDS. cargo-fuzz
+# needs nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. A crash stops
+# the run and leaves its input in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= frame_decoder request_path config_parse
+CARGO_FUZZ := .tools/bin/cargo-fuzz
+.PHONY: fuzz
+fuzz:
+	test -x $(CARGO_FUZZ) || $(CARGO) install cargo-fuzz --version 0.13.2 --locked --root .tools
+	python3 fuzz/build_corpus.py
+	for target in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run --fuzz-dir fuzz $$target fuzz/corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
