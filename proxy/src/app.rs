@@ -101,6 +101,11 @@ impl App {
         &self.config
     }
 
+    /// The module configured as `name`, for callers that route by name rather than by URL.
+    pub fn mounted(&self, name: &str) -> Option<&Mounted> {
+        self.modules.get(name)
+    }
+
     /// Answers one request. Returns, with the response, the metrics of the module that answered (whose
     /// name the access log uses).
     pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {

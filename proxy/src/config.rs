@@ -27,6 +27,8 @@ pub struct Config {
     pub modules: HashMap<String, Module>,
     /// `[log] level`.
     pub log_level: LogLevel,
+    /// Every `[[stream]]` section, in config order.
+    pub streams: Vec<StreamConfig>,
 }
 
 /// `[server]`, resolved.
@@ -50,6 +52,23 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Addresses besides loopback that may read `/module_proxy_inner_mod/metrics`.
     pub metrics_allow: Vec<ipnet::IpNet>,
+    /// Whether a connection that opens with a length line is served as a socket-protocol client.
+    pub raw_frames: bool,
+}
+
+/// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    /// Where the proxy listens.
+    pub listen: std::net::SocketAddr,
+    /// `host:port` of each node, in config order.
+    pub nodes: Vec<String>,
+    /// Time allowed to open a connection to a node.
+    pub connect_timeout: Duration,
+    /// How long a node that refused a connection is skipped.
+    pub fail_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// `[log] level`.
@@ -144,6 +163,8 @@ struct RawConfig {
     upstream: RawUpstream,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    stream: Vec<RawStream>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +179,7 @@ struct RawServer {
     header_timeout: Seconds,
     max_connections: usize,
     metrics_allow: Vec<String>,
+    raw_frames: bool,
 }
 
 impl Default for RawServer {
@@ -172,6 +194,7 @@ impl Default for RawServer {
             header_timeout: Seconds(10.0),
             max_connections: 10_000,
             metrics_allow: Vec::new(),
+            raw_frames: false,
         }
     }
 }
@@ -293,6 +316,7 @@ impl Seconds {
 // ---- resolution ------------------------------------------------------------------------------------
 
 fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
+    let streams = stream_configs(&raw.stream, &raw.upstream)?;
     let server = &raw.server;
     let listen: IpAddr = server.listen.parse().map_err(|_| {
         format!(
@@ -329,6 +353,7 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
         header_timeout: server.header_timeout.duration(),
         max_connections: server.max_connections,
         metrics_allow,
+        raw_frames: server.raw_frames,
     };
 
     let mut modules = HashMap::new();
@@ -363,6 +388,7 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
         server: server_config,
         modules,
         log_level: raw.log.level,
+        streams,
     })
 }
 
@@ -449,6 +475,49 @@ fn check_http_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// One `[[stream]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    listen: String,
+    proxy_pass: StringList,
+    connect_timeout: Option<Seconds>,
+    fail_timeout: Option<Seconds>,
+    idle_timeout: Option<Seconds>,
+}
+
+fn stream_configs(raw: &[RawStream], defaults: &RawUpstream) -> Result<Vec<StreamConfig>, String> {
+    let mut streams: Vec<StreamConfig> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let listen: std::net::SocketAddr = entry.listen.parse().map_err(|_| {
+            format!(
+                "[[stream]] listen = {:?} is not an address with a port (try \"127.0.0.1:15432\")",
+                entry.listen
+            )
+        })?;
+        if streams.iter().any(|other| other.listen == listen) {
+            return Err(format!("[[stream]] listen = \"{listen}\" is configured twice"));
+        }
+        let nodes = entry.proxy_pass.items(&[',']);
+        if nodes.is_empty() {
+            return Err(format!(
+                "[[stream]] {listen}: no nodes in proxy_pass (give at least one host:port)"
+            ));
+        }
+        for node in &nodes {
+            check_socket_addr(node).map_err(|why| format!("[[stream]] {listen}: node {node:?} {why}"))?;
+        }
+        streams.push(StreamConfig {
+            listen,
+            nodes,
+            connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
+            fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
+            idle_timeout: entry.idle_timeout.unwrap_or(Seconds(600.0)).duration(),
+        });
+    }
+    Ok(streams)
+}
+
 fn check_socket_addr(node: &str) -> Result<(), &'static str> {
     let (host, port) = node.rsplit_once(':').ok_or("must be host:port")?;
     if host.is_empty() {
@@ -486,8 +555,16 @@ fn section_at(text: &str, at: usize) -> String {
         .lines()
         .rev()
         .map(str::trim)
-        .find(|line| line.starts_with('[') && !line.starts_with("[["))
-        .map(|line| line.split(']').next().unwrap_or(line).to_owned() + "]")
+        .find_map(|line| {
+            // `[[stream]]` heads an array of tables; any other `[[` starts a value (a nested array).
+            if let Some(rest) = line.strip_prefix("[[") {
+                let name = rest.split("]]").next().unwrap_or(rest).trim();
+                let is_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                return is_name.then(|| format!("[[{name}]]"));
+            }
+            line.starts_with('[')
+                .then(|| line.split(']').next().unwrap_or(line).to_owned() + "]")
+        })
         .unwrap_or_else(|| "the top level".to_owned())
 }
 
@@ -635,6 +712,64 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.starts_with("config: conf/default.toml"), "{err}");
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn streams_and_raw_frames() {
+        let config = parse(
+            r#"
+[server]
+raw_frames = true
+[upstream]
+connect_timeout = 2
+[[stream]]
+listen = "127.0.0.1:15432"
+proxy_pass = "db1:5432, db2:5432"
+[[stream]]
+listen = "0.0.0.0:16379"
+proxy_pass = ["127.0.0.1:6379"]
+idle_timeout = 30
+fail_timeout = 5
+"#,
+        )
+        .unwrap();
+        assert!(config.server.raw_frames);
+        assert_eq!(config.streams.len(), 2);
+        let db = &config.streams[0];
+        assert_eq!(db.listen.to_string(), "127.0.0.1:15432");
+        assert_eq!(db.nodes, ["db1:5432", "db2:5432"]);
+        assert_eq!(
+            (db.connect_timeout, db.fail_timeout, db.idle_timeout),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+                Duration::from_secs(600)
+            )
+        );
+        let cache = &config.streams[1];
+        assert_eq!(
+            (cache.fail_timeout, cache.idle_timeout),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+        assert!(!parse("").unwrap().server.raw_frames, "raw_frames is off by default");
+
+        let cases = [
+            ("[[stream]]\nlisten = \"15432\"\nproxy_pass = \"a:1\"\n", "not an address with a port"),
+            ("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"\"\n", "no nodes"),
+            ("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"nohost\"\n", "host:port"),
+            (
+                "[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"a:1\"\n[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"a:1\"\n",
+                "configured twice",
+            ),
+            (
+                "[server]\nport = 1\n[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pas = \"a:1\"\n",
+                "line 5: unknown key 'proxy_pas' in [[stream]] (did you mean 'proxy_pass'?)",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
     }

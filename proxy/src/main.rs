@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use modproxy::app::App;
 use modproxy::config::Config;
 use modproxy::metrics::Metrics;
-use modproxy::{home, logging, reload, server, summary};
+use modproxy::{home, logging, reload, server, stream_forward, summary};
 
 /// Module Proxy: static sites, HTTP reverse proxy and an HTTP → socket gateway, chosen per URL module.
 #[derive(Parser)]
@@ -87,10 +87,24 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             .await
             .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
+        let streams = stream_forward::bind(&config.streams)
+            .await
+            .with_context(|| path.display().to_string())?;
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
         tokio::spawn(reload::on_sighup(Arc::clone(&live), Arc::clone(&metrics), path.clone(), home.clone()));
-        server::serve(live, metrics, listener, modproxy_sdk::server::shutdown_signal()).await;
+        let stopping = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stopping = stopping.clone();
+            async move {
+                modproxy_sdk::server::shutdown_signal().await;
+                stopping.cancel();
+            }
+        });
+        tokio::join!(
+            server::serve(live, Arc::clone(&metrics), listener, stopping.clone().cancelled_owned()),
+            stream_forward::serve(streams, &metrics, stopping.clone()),
+        );
         tracing::info!("modproxy stopped");
         anyhow::Ok(())
     })

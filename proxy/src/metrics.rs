@@ -59,6 +59,22 @@ pub struct Metrics {
     pub refused_connections: Counter,
     /// Configuration reloads, by outcome.
     reloads: Family<ReloadLabels, Counter>,
+    stream_connections: Family<StreamLabels, Counter>,
+    stream_open: Family<StreamLabels, Gauge>,
+    stream_unreachable: Family<StreamLabels, Counter>,
+    stream_bytes: Family<StreamBytesLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    listen: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamBytesLabels {
+    listen: String,
+    /// `up` (client to node) or `down` (node to client).
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +137,30 @@ impl Metrics {
             "Configuration reloads (SIGHUP), by result",
             reloads.clone(),
         );
+        let stream_connections = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_connections",
+            "Client connections accepted by a [[stream]], by its listen address",
+            stream_connections.clone(),
+        );
+        let stream_open = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "stream_open_connections",
+            "Forwarded [[stream]] connections open now",
+            stream_open.clone(),
+        );
+        let stream_unreachable = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_unreachable",
+            "[[stream]] client connections closed because no node accepted a connection",
+            stream_unreachable.clone(),
+        );
+        let stream_bytes = Family::<StreamBytesLabels, Counter>::default();
+        registry.register(
+            "stream_bytes",
+            "Bytes forwarded by a [[stream]]: up is client to node, down is node to client",
+            stream_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -130,6 +170,32 @@ impl Metrics {
             client_connections,
             refused_connections,
             reloads,
+            stream_connections,
+            stream_open,
+            stream_unreachable,
+            stream_bytes,
+        }
+    }
+
+    /// The handles of one `[[stream]]`, created once so a connection never allocates labels.
+    pub fn stream(&self, listen: &str) -> StreamMetrics {
+        let label = StreamLabels {
+            listen: listen.to_owned(),
+        };
+        let bytes = |direction| {
+            self.stream_bytes
+                .get_or_create(&StreamBytesLabels {
+                    listen: listen.to_owned(),
+                    direction,
+                })
+                .clone()
+        };
+        StreamMetrics {
+            connections: self.stream_connections.get_or_create(&label).clone(),
+            open: self.stream_open.get_or_create(&label).clone(),
+            unreachable: self.stream_unreachable.get_or_create(&label).clone(),
+            bytes_up: bytes("up"),
+            bytes_down: bytes("down"),
         }
     }
 
@@ -201,6 +267,21 @@ impl ModuleMetrics {
         self.by_class[class].inc();
         self.latency.observe(elapsed.as_secs_f64());
     }
+}
+
+/// Counters of one `[[stream]]`.
+#[derive(Debug, Clone)]
+pub struct StreamMetrics {
+    /// Client connections accepted.
+    pub connections: Counter,
+    /// Forwarded connections open now.
+    pub open: Gauge,
+    /// Client connections closed because no node accepted.
+    pub unreachable: Counter,
+    /// Bytes from clients to nodes.
+    pub bytes_up: Counter,
+    /// Bytes from nodes to clients.
+    pub bytes_down: Counter,
 }
 
 /// Whether `peer` may read the metrics: loopback always, others only when listed in `allow`.

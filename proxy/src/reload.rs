@@ -44,6 +44,9 @@ pub fn reload(live: &LiveApp, metrics: &Arc<Metrics>, path: &Path, home: &Path) 
     if old.config().log_level != config.log_level {
         tracing::warn!("[log] level takes effect only on restart");
     }
+    if old.config().streams != config.streams {
+        tracing::warn!("[[stream]] sections take effect only on restart");
+    }
     let modules = config.modules.len();
     live.store(Arc::new(App::new(config, home, Arc::clone(metrics))));
     tracing::info!(config = %path.display(), modules, "configuration reloaded");

@@ -18,10 +18,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::body::Body;
 use crate::metrics::Metrics;
+use crate::raw_frames;
 use crate::socket_gateway::ServedBy;
 
 /// How long shutdown waits for requests in flight.
@@ -47,6 +49,9 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
+    // Raw-frame connections are not hyper's: each holds a watcher, so shutdown waits for it, and stops
+    // reading frames when this is cancelled.
+    let stopping = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -68,26 +73,29 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let live = Arc::clone(&app);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
             let app = app.load_full();
             async move { Ok::<_, Infallible>(handle(&app, request, peer).await) }
         });
-        let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (http, watcher, stopping) = (http.clone(), graceful.watcher(), stopping.clone());
         let open = metrics.client_connections.clone();
         open.inc();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+            // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
+            if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
+                let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                }
             }
             open.dec();
             drop(slot);
         });
     }
     drop(listener);
+    stopping.cancel();
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");

@@ -31,7 +31,8 @@ pub struct SocketGateway {
 
 /// Why a socket request failed; each maps to one status.
 #[derive(Debug, thiserror::Error)]
-enum GatewayError {
+#[allow(missing_docs)]
+pub enum GatewayError {
     #[error("module '{0}' only accepts POST with a JSON body")]
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes (server.max_body)")]
@@ -51,7 +52,8 @@ enum GatewayError {
 }
 
 impl GatewayError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status that reports this error.
+    pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,6 +144,22 @@ impl SocketGateway {
         let payload = read_json_body(request, &self.name, max_body)
             .await
             .map_err(|e| (e, None))?;
+        self.forward(&payload).await
+    }
+
+    /// Sends an already validated payload (UTF-8 JSON) to a node, as an HTTP request's body would be,
+    /// and returns the reply: for callers that are not HTTP, such as raw-frame clients.
+    pub async fn call(&self, payload: Bytes) -> Result<Bytes, GatewayError> {
+        self.forward(&payload)
+            .await
+            .map(|(reply, _)| reply)
+            .map_err(|(error, _)| {
+                tracing::error!(module = self.name, %error, "socket request failed");
+                error
+            })
+    }
+
+    async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
         let mut tried = Vec::with_capacity(self.balancer.nodes().len());
         loop {
             let Some(pick) = self.balancer.pick(&tried) else {
@@ -167,7 +185,7 @@ impl SocketGateway {
                 }
                 Ok(connection) => {
                     let node: Arc<str> = node.into();
-                    return match self.send(connection, pick.index, &payload).await {
+                    return match self.send(connection, pick.index, payload).await {
                         Ok(reply) => Ok((reply, node)),
                         Err(error) => Err((error, Some(node))),
                     };

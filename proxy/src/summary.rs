@@ -22,6 +22,26 @@ pub fn render(config: &Config) -> String {
         server.max_body, server.header_timeout
     );
     let _ = writeln!(out, "log level   {:?}", config.log_level);
+    if server.raw_frames {
+        let _ = writeln!(
+            out,
+            "raw frames  on: socket-protocol clients are served on the HTTP port too"
+        );
+    }
+    for stream in &config.streams {
+        let _ = writeln!(
+            out,
+            "stream      {} -> {} node(s); connect {:?}, fail_timeout {:?}, idle_timeout {:?}",
+            stream.listen,
+            stream.nodes.len(),
+            stream.connect_timeout,
+            stream.fail_timeout,
+            stream.idle_timeout
+        );
+        for node in &stream.nodes {
+            let _ = writeln!(out, "      - {node}");
+        }
+    }
     let mut names: Vec<&String> = config.modules.keys().collect();
     names.sort();
     let _ = writeln!(out, "modules     {}", if names.is_empty() { "none" } else { "" });

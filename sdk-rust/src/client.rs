@@ -4,6 +4,11 @@
 //! Both send one request and wait for its reply before the next, as the proxy does, so a connection never
 //! has more than one request in flight. An `{"error": {"code": …, "message": …}}` reply comes back as
 //! [`ClientError::Method`], so callers handle a backend's refusal the same way as a broken connection.
+//!
+//! Connected to the proxy's HTTP port instead of a backend (with `[server] raw_frames = true`), either
+//! client reaches every socket module through the proxy's balancing: [`Client::call_module`] names the
+//! module in `head.module`, and the proxy's own refusals (`module_not_found`, `bad_gateway`,
+//! `gateway_timeout`, …) arrive as [`ClientError::Method`] too.
 
 use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs as StdToSocketAddrs};
@@ -171,6 +176,27 @@ impl Client {
         self.call_request(&Request::new(method, data)).await
     }
 
+    /// Calls `method` of socket module `module` through the proxy's raw-frame port.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), modproxy_sdk::ClientError> {
+    /// use modproxy_sdk::Client;
+    /// use serde_json::json;
+    ///
+    /// // The proxy's HTTP port, with `[server] raw_frames = true`.
+    /// let mut proxy = Client::connect("127.0.0.1:8080").await?;
+    /// let todo = proxy.call_module("todo", "add", json!({"title": "write docs"})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_module(
+        &mut self,
+        module: &str,
+        method: &str,
+        data: impl Serialize,
+    ) -> Result<Value, ClientError> {
+        self.call_request(&module_request(module, method, data)?).await
+    }
+
     /// Calls with a whole request, for a caller that sets `head.token` or other head fields.
     pub async fn call_request(&mut self, request: &Request) -> Result<Value, ClientError> {
         let reply = self.call_raw(&request.to_vec()).await?;
@@ -279,6 +305,12 @@ impl BlockingClient {
         self.call_request(&Request::new(method, data))
     }
 
+    /// Calls `method` of socket module `module` through the proxy's raw-frame port (see
+    /// [`Client::call_module`]).
+    pub fn call_module(&mut self, module: &str, method: &str, data: impl Serialize) -> Result<Value, ClientError> {
+        self.call_request(&module_request(module, method, data)?)
+    }
+
     /// Calls with a whole request, for a caller that sets `head.token` or other head fields.
     pub fn call_request(&mut self, request: &Request) -> Result<Value, ClientError> {
         let reply = self.call_raw(&request.to_vec())?;
@@ -308,6 +340,13 @@ impl BlockingClient {
         self.in_flight = false;
         Ok(reply)
     }
+}
+
+fn module_request(module: &str, method: &str, data: impl Serialize) -> Result<Request, ClientError> {
+    let data = serde_json::to_value(data).map_err(ClientError::Encode)?;
+    let mut request = Request::new(method, data);
+    request.head = request.head.with_module(module);
+    Ok(request)
 }
 
 fn no_address() -> ClientError {
@@ -358,6 +397,16 @@ mod tests {
             let bytes = serde_json::to_vec(&reply).unwrap();
             assert_eq!(reply_value(&bytes).unwrap(), reply);
         }
+    }
+
+    #[test]
+    fn module_requests_name_the_module_in_head() {
+        let request = module_request("todo", "add", json!({"title": "x"})).unwrap();
+        let wire: Value = serde_json::from_slice(&request.to_vec()).unwrap();
+        assert_eq!(
+            wire,
+            json!({"head": {"method": "add", "module": "todo"}, "data": {"title": "x"}})
+        );
     }
 
     #[test]

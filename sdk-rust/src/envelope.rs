@@ -34,6 +34,13 @@ impl Head {
         self
     }
 
+    /// The same head addressed to a module, for a client that calls through the proxy's raw-frame port
+    /// (`[server] raw_frames = true`), which routes each request by `head.module`.
+    pub fn with_module(mut self, module: impl Into<String>) -> Self {
+        self.extra.insert("module".to_owned(), Value::String(module.into()));
+        self
+    }
+
     /// A field of `head` other than `method` and `token`.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.extra.get(field)

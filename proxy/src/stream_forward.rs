@@ -1,0 +1,307 @@
+//! `[[stream]]`: TCP forwarding. Each connection to a stream's `listen` address is joined, bytes unchanged,
+//! to one node chosen by the shared [`Balancer`].
+//!
+//! Only a failed connect masks a node and moves the client on to the next one: nothing has been sent yet,
+//! so that is always safe. Once joined, a reset on either side ends the connection and is not the node's
+//! fault (a database may close an idle session). Half-close is forwarded: one side's end of stream
+//! becomes a write shutdown on the other, and the other direction keeps flowing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balancer::{Balancer, SystemClock};
+use crate::config::StreamConfig;
+use crate::metrics::{Metrics, StreamMetrics};
+
+/// How long shutdown waits for forwarded connections to end by themselves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Copy buffer per direction: large enough that a bulk transfer is not syscall-bound.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// A stream listener that could not be bound; names the `[[stream]]` it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ([[stream]] listen = \"{addr}\"): {source}")]
+pub struct BindError {
+    addr: SocketAddr,
+    #[source]
+    source: io::Error,
+}
+
+/// A `[[stream]]` whose port is bound, ready to serve.
+#[derive(Debug)]
+pub struct StreamListener {
+    config: StreamConfig,
+    listener: TcpListener,
+}
+
+/// Binds every stream's port, so that a taken port is a startup error rather than a log line.
+pub async fn bind(streams: &[StreamConfig]) -> Result<Vec<StreamListener>, BindError> {
+    let mut bound = Vec::with_capacity(streams.len());
+    for config in streams {
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| BindError {
+            addr: config.listen,
+            source,
+        })?;
+        tracing::info!(listen = %config.listen, nodes = config.nodes.join(", "), "stream listening");
+        bound.push(StreamListener {
+            config: config.clone(),
+            listener,
+        });
+    }
+    Ok(bound)
+}
+
+/// Forwards connections on every listener until `shutdown` is cancelled; then stops accepting and gives
+/// open connections [`SHUTDOWN_GRACE`] to end.
+pub async fn serve(listeners: Vec<StreamListener>, metrics: &Metrics, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    for StreamListener { config, listener } in listeners {
+        let forward = Arc::new(Forward {
+            balancer: Balancer::new(
+                config.nodes.clone(),
+                config.fail_timeout,
+                Arc::new(SystemClock::default()),
+            ),
+            metrics: metrics.stream(&config.listen.to_string()),
+            config,
+        });
+        tracker.spawn(accept(forward, listener, tracker.clone(), shutdown.clone()));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace elapsed with stream connections still open; closing them");
+    }
+}
+
+async fn accept(forward: Arc<Forward>, listener: TcpListener, tracker: TaskTracker, shutdown: CancellationToken) {
+    loop {
+        let (client, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically out of file descriptors: back off rather than spin.
+                    tracing::warn!(listen = %forward.config.listen, %error, "stream accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let forward = Arc::clone(&forward);
+        tracker.spawn(async move { forward.handle(client, peer).await });
+    }
+}
+
+/// One `[[stream]]` at run time.
+struct Forward {
+    config: StreamConfig,
+    balancer: Balancer,
+    metrics: StreamMetrics,
+}
+
+impl Forward {
+    async fn handle(&self, client: TcpStream, peer: SocketAddr) {
+        let listen = self.config.listen;
+        self.metrics.connections.inc();
+        let started = Instant::now();
+        let Some((node, index)) = self.connect().await else {
+            self.metrics.unreachable.inc();
+            tracing::error!(%listen, %peer, nodes = self.config.nodes.join(", "),
+                "no stream node accepted a connection; client closed");
+            return;
+        };
+        let _ = client.set_nodelay(true);
+        self.metrics.open.inc();
+        let outcome = self.join(client, node).await;
+        self.metrics.open.dec();
+        let (up, down) = (outcome.up, outcome.down);
+        let ended = match &outcome.end {
+            End::Closed => "closed".to_owned(),
+            End::Idle => format!("idle for {} s", self.config.idle_timeout.as_secs_f64()),
+            End::Error(error) => format!("error: {error}"),
+        };
+        tracing::info!(
+            target: "access",
+            "{peer} STREAM {listen} node={} up={up} down={down} ms={:.2} end={ended}",
+            self.balancer.node(index),
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+
+    /// A connection to a healthy node, trying each node at most once; `None` when none accepts.
+    async fn connect(&self) -> Option<(TcpStream, usize)> {
+        let mut tried = Vec::with_capacity(self.config.nodes.len());
+        while let Some(pick) = self.balancer.pick(&tried) {
+            tried.push(pick.index);
+            let node = self.balancer.node(pick.index);
+            if pick.all_masked {
+                tracing::warn!(listen = %self.config.listen, node, "every stream node is masked; trying a masked one");
+            }
+            let error = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(node)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, pick.index));
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!(
+                    "no connection within {:?} (connect_timeout)",
+                    self.config.connect_timeout
+                ),
+            };
+            tracing::warn!(listen = %self.config.listen, node, %error, "stream connect failed; node masked");
+            self.balancer.mark_failed(pick.index);
+        }
+        None
+    }
+
+    /// Copies both ways until both directions have ended, an error, or `idle_timeout` without a byte.
+    async fn join(&self, client: TcpStream, node: TcpStream) -> Outcome {
+        let activity = Arc::new(Activity::new());
+        let mut client = Metered::new(client, self.metrics.bytes_up.clone(), Arc::clone(&activity));
+        let mut node = Metered::new(node, self.metrics.bytes_down.clone(), Arc::clone(&activity));
+        let end = tokio::select! {
+            copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, COPY_BUFFER, COPY_BUFFER) => {
+                match copied {
+                    Ok(_) => End::Closed,
+                    Err(error) => End::Error(error),
+                }
+            }
+            () = activity.idle_for(self.config.idle_timeout) => End::Idle,
+        };
+        Outcome {
+            up: client.count,
+            down: node.count,
+            end,
+        }
+    }
+}
+
+struct Outcome {
+    up: u64,
+    down: u64,
+    end: End,
+}
+
+enum End {
+    Closed,
+    Idle,
+    Error(io::Error),
+}
+
+/// When bytes last moved on a joined pair of connections.
+struct Activity {
+    origin: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Completes once `idle` has passed with no [`Activity::touch`].
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and notes every read and write as activity.
+struct Metered<S> {
+    inner: S,
+    read_counter: Counter,
+    activity: Arc<Activity>,
+    count: u64,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, read_counter: Counter, activity: Arc<Activity>) -> Self {
+        Metered {
+            inner,
+            read_counter,
+            activity,
+            count: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.count += read;
+            self.read_counter.inc_by(read);
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_quiet_not_for_age() {
+        let activity = Arc::new(Activity::new());
+        let idle = Duration::from_millis(300);
+        let watcher = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { activity.idle_for(idle).await }
+        });
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            activity.touch();
+        }
+        assert!(!watcher.is_finished(), "750 ms old, but never 300 ms quiet");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(watcher.is_finished());
+    }
+}
