@@ -169,3 +169,156 @@ fn inside_regular_file(root_canonical: &Path, requested: PathBuf) -> Result<Opti
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const PLAIN: Lookup = Lookup {
+        gzip: false,
+        read_up_to: 0,
+    };
+
+    struct Site {
+        _dir: tempfile::TempDir,
+        outside: PathBuf,
+        root: PathBuf,
+    }
+
+    fn site() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "secret").unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        std::fs::write(root.join("a.txt.gz"), "gz").unwrap();
+        std::fs::write(root.join("docs/index.htm"), "htm").unwrap();
+        std::fs::write(root.join("docs/index.html"), "html").unwrap();
+        symlink(outside.join("secret"), root.join("out_file")).unwrap();
+        symlink(&outside, root.join("out_dir")).unwrap();
+        symlink(root.join("a.txt"), root.join("in_file")).unwrap();
+        symlink(outside.join("secret"), root.join("docs/index.xhtml")).unwrap();
+        Site {
+            _dir: dir,
+            outside,
+            root,
+        }
+    }
+
+    async fn find(site: &Site, raw: &str, index: &[&str], lookup: Lookup) -> Resolved {
+        let index: Vec<String> = index.iter().map(|s| s.to_string()).collect();
+        resolve(&site.root, &SitePath::parse(raw).unwrap(), &index, lookup).await
+    }
+
+    fn served(resolved: Resolved) -> Located {
+        match resolved {
+            Resolved::File(located) => *located,
+            other => panic!("expected a file, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn files_directories_and_index_order() {
+        let site = site();
+        let a = served(find(&site, "/a.txt", &[], PLAIN).await);
+        assert_eq!(a.served.canonical, site.root.canonicalize().unwrap().join("a.txt"));
+        assert!(a.vary && !a.gzip && a.contents.is_none());
+        assert!(matches!(
+            find(&site, "/docs", &["index.html"], PLAIN).await,
+            Resolved::Directory
+        ));
+        let docs = served(find(&site, "/docs/", &["index.htm", "index.html"], PLAIN).await);
+        assert!(docs.served.requested.ends_with("docs/index.htm"));
+        let docs = served(find(&site, "/docs/", &["nope", "index.html"], PLAIN).await);
+        assert!(docs.served.requested.ends_with("docs/index.html"));
+        assert!(matches!(
+            find(&site, "/docs/", &["nope"], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+        assert!(matches!(find(&site, "/a.txt/", &[], PLAIN).await, Resolved::Missing(_)));
+        assert!(matches!(
+            find(&site, "/missing", &[], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn symlinks_out_of_the_site_are_missing() {
+        let site = site();
+        assert!(matches!(
+            find(&site, "/out_file", &[], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+        assert!(matches!(
+            find(&site, "/out_dir/secret", &[], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+        assert!(matches!(
+            find(&site, "/out_dir/", &["secret"], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+        assert!(
+            matches!(
+                find(&site, "/docs/", &["index.xhtml", "index.html"], PLAIN).await,
+                Resolved::Missing(_)
+            ),
+            "an index that escapes is refused, not skipped"
+        );
+        let inside = served(find(&site, "/in_file", &[], PLAIN).await);
+        assert!(
+            inside.served.requested.ends_with("in_file"),
+            "the name asked for decides the type"
+        );
+        assert!(!inside.served.canonical.starts_with(&site.outside));
+    }
+
+    #[tokio::test]
+    async fn gzip_sibling_and_small_reads() {
+        let site = site();
+        let lookup = Lookup {
+            gzip: true,
+            read_up_to: 1024,
+        };
+        let gz = served(find(&site, "/a.txt", &[], lookup).await);
+        assert!(gz.gzip && gz.vary);
+        assert_eq!(gz.contents.as_deref(), Some(&b"gz"[..]));
+        let plain = served(
+            find(
+                &site,
+                "/a.txt",
+                &[],
+                Lookup {
+                    gzip: false,
+                    read_up_to: 1,
+                },
+            )
+            .await,
+        );
+        assert_eq!(plain.contents.as_deref(), Some(&b"a"[..]));
+        std::fs::write(site.root.join("big"), vec![0u8; 2048]).unwrap();
+        assert!(served(find(&site, "/big", &[], lookup).await).contents.is_none());
+    }
+
+    #[tokio::test]
+    async fn only_regular_files() {
+        let site = site();
+        let status = std::process::Command::new("mkfifo")
+            .arg(site.root.join("pipe"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(find(&site, "/pipe", &[], PLAIN).await, Resolved::Missing(_)));
+        let missing_root = Site {
+            root: site.root.join("nope"),
+            outside: site.outside.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        assert!(matches!(
+            find(&missing_root, "/a.txt", &[], PLAIN).await,
+            Resolved::Missing(_)
+        ));
+    }
+}
