@@ -17,6 +17,8 @@ use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::ErrorPages;
 use crate::http_forward::HttpForward;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
+use crate::module_policy::{ModulePolicy, Refusal};
+use crate::request_context::RequestContext;
 use crate::routing::{route, Route};
 use crate::socket_gateway::SocketGateway;
 use crate::static_site::StaticSite;
@@ -36,11 +38,13 @@ pub enum Role {
     Socket(SocketGateway),
 }
 
-/// A module as mounted in the running app: what answers, and the metrics it counts into.
+/// A module as mounted in the running app: what answers, its traffic policy, and its metrics.
 #[derive(Debug)]
 pub struct Mounted {
     /// What answers the module's requests.
     pub role: Role,
+    /// Rate limit, concurrency cap and added headers.
+    pub policy: ModulePolicy,
     /// Its request counters and latency histogram.
     pub stats: ModuleMetrics,
 }
@@ -75,10 +79,12 @@ impl App {
                     Module::Http(upstream) => Role::Http(HttpForward::new(name, upstream.clone(), clock.clone())),
                     Module::Socket(upstream) => Role::Socket(SocketGateway::new(name, upstream.clone(), clock.clone())),
                 };
+                let policy = config.policies.get(name).map(ModulePolicy::new).unwrap_or_default();
                 (
                     name.clone(),
                     Mounted {
                         role,
+                        policy,
                         stats: metrics.module(name),
                     },
                 )
@@ -116,17 +122,25 @@ impl App {
         // (rustc cannot prove such futures `Send` for every lifetime).
         let (respond, stats): (BoxFuture<'_, Response<Body>>, _) = match route(&self.modules, uri.path()) {
             Route::Module {
-                module: Mounted { role, stats },
+                module: mounted,
                 prefix,
                 rest,
                 ..
             } => {
-                let respond: BoxFuture<'_, _> = match role {
-                    Role::Socket(gateway) => Box::pin(gateway.handle(request, max_body, pages)),
-                    Role::Http(forward) => Box::pin(forward.handle(request, peer, max_body, pages)),
-                    Role::Html(site) => Box::pin(site.serve(request, prefix, rest, pages)),
-                };
-                (respond, stats)
+                let respond: BoxFuture<'_, _> = Box::pin(async move {
+                    let _admission = match mounted.policy.admit(peer.ip()).await {
+                        Ok(admission) => admission,
+                        Err(refusal) => return self.refuse(&mounted.role, &request, &mounted.stats.name, refusal),
+                    };
+                    let mut response = match &mounted.role {
+                        Role::Socket(gateway) => gateway.handle(request, max_body, pages).await,
+                        Role::Http(forward) => forward.handle(request, peer, max_body, pages).await,
+                        Role::Html(site) => site.serve(request, prefix, rest, pages).await,
+                    };
+                    mounted.policy.decorate(&mut response);
+                    response
+                });
+                (respond, &mounted.stats)
             }
             Route::Inner { rest: "/metrics", .. } => {
                 (Box::pin(std::future::ready(self.metrics_page(peer))), &self.inner_stats)
@@ -141,6 +155,23 @@ impl App {
             ),
         };
         (respond.await, stats)
+    }
+
+    /// The response to a request the module's policy turned away: 429 with `Retry-After`, or 503.
+    fn refuse(&self, role: &Role, request: &Request<Incoming>, module: &str, refusal: Refusal) -> Response<Body> {
+        let (status, retry_after) = match refusal {
+            Refusal::RateLimited(seconds) => (StatusCode::TOO_MANY_REQUESTS, seconds),
+            Refusal::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+        };
+        tracing::warn!(module, client = ?request.extensions().get::<RequestContext>().map(|c| c.peer), %refusal, "request refused by policy");
+        let mut response = match role {
+            Role::Socket(_) => self.pages.for_script(request.headers(), status, &refusal.to_string()),
+            Role::Http(_) | Role::Html(_) => self.pages.page(status),
+        };
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        response
     }
 
     /// The Prometheus text page, for loopback and `metrics_allow` clients only.

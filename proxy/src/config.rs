@@ -25,6 +25,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Every configured module by name.
     pub modules: HashMap<String, Module>,
+    /// Every configured module's traffic policy, by name.
+    pub policies: HashMap<String, Policy>,
     /// `[log] level`.
     pub log_level: LogLevel,
     /// Every `[[stream]]` section, in config order.
@@ -116,6 +118,12 @@ pub enum Module {
 pub struct Upstream {
     /// `host:port` of each node (socket modules) or `http://host:port` (HTTP modules), in config order.
     pub nodes: Vec<String>,
+    /// Each node's weight (1 unless set with `weight=N`), in the same order.
+    pub weights: Vec<u32>,
+    /// How a node is chosen.
+    pub balance: Balance,
+    /// Socket modules: `head` fields the proxy sets before framing, overwriting the client's.
+    pub head: Vec<(String, HeadSource)>,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
     /// Time allowed for a reply (socket) or response headers (HTTP).
@@ -128,6 +136,54 @@ pub struct Upstream {
     pub keepalive: bool,
     /// HTTP modules: send the client's `Host` instead of the upstream's.
     pub pass_host: bool,
+}
+
+/// The node-selection policy of a module (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted random among healthy nodes (the default).
+    #[default]
+    Random,
+    /// Weighted round robin among healthy nodes.
+    RoundRobin,
+    /// The healthy node with the fewest requests in flight per unit of weight.
+    LeastConn,
+}
+
+/// Where the proxy takes a `head` field from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadSource {
+    /// `"header:NAME"`: that request header (the field is removed when the header is absent).
+    Header(http::HeaderName),
+    /// `"remote_addr"`: the client's IP address.
+    RemoteAddr,
+    /// `"generate"`: the request's id (its `X-Request-Id`, passed through or generated).
+    RequestId,
+}
+
+/// Per-module traffic policy; every key is off unless set.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Token bucket per client address.
+    pub rate_limit: Option<RateLimit>,
+    /// Most requests in flight to the module at once.
+    pub max_conns: Option<usize>,
+    /// How long a request waits for a `max_conns` slot before it gets 503.
+    pub max_conns_wait: Duration,
+    /// Response headers added to every response of the module.
+    pub add_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `rate_limit = { rate = 10, burst = 20 }`: requests per second, and how many may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second per client address.
+    pub rate: f64,
+    /// Requests a client may make at once before the rate applies (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 impl Config {
@@ -215,6 +271,11 @@ struct RawModules {
 struct RawHtmlModule {
     module: String,
     path: String,
+    rate_limit: Option<RateLimit>,
+    max_conns: Option<usize>,
+    max_conns_wait: Option<Seconds>,
+    #[serde(default)]
+    add_headers: HashMap<String, String>,
 }
 
 /// One `module_http` or `module_socket` entry; which keys are required depends on the list.
@@ -222,8 +283,15 @@ struct RawHtmlModule {
 #[serde(deny_unknown_fields)]
 struct RawBackendModule {
     module: String,
-    proxy_pass: Option<StringList>,
-    forward_pass: Option<StringList>,
+    proxy_pass: Option<NodeList>,
+    forward_pass: Option<NodeList>,
+    balance: Option<Balance>,
+    head: Option<HashMap<String, String>>,
+    rate_limit: Option<RateLimit>,
+    max_conns: Option<usize>,
+    max_conns_wait: Option<Seconds>,
+    #[serde(default)]
+    add_headers: HashMap<String, String>,
     ip: Option<String>,
     port: Option<u16>,
     pass_host: Option<bool>,
@@ -266,6 +334,72 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog { level: LogLevel::Info }
     }
+}
+
+/// Backend nodes: a comma-separated string (`"a:1, b:2 weight=3"`) or an array of strings and
+/// `{ addr = "…", weight = N }` tables.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NodeList {
+    Text(String),
+    Array(Vec<NodeItem>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NodeItem {
+    Text(String),
+    Table(NodeTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeTable {
+    addr: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl NodeList {
+    /// Each node's address and weight.
+    fn nodes(&self) -> Result<Vec<(String, u32)>, String> {
+        let items: Vec<&str> = match self {
+            NodeList::Text(text) => text.split(',').collect(),
+            NodeList::Array(items) => {
+                return items
+                    .iter()
+                    .map(|item| match item {
+                        NodeItem::Text(text) => node_with_weight(text),
+                        NodeItem::Table(table) => Ok((table.addr.trim().to_owned(), table.weight)),
+                    })
+                    .filter(|node| node.as_ref().map_or(true, |(addr, _)| !addr.is_empty()))
+                    .collect();
+            }
+        };
+        items
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(node_with_weight)
+            .collect()
+    }
+}
+
+/// `"127.0.0.1:21231"` or `"127.0.0.1:21231 weight=3"`.
+fn node_with_weight(text: &str) -> Result<(String, u32), String> {
+    let mut words = text.split_whitespace();
+    let addr = words.next().unwrap_or_default().to_owned();
+    let mut weight = 1;
+    for word in words {
+        weight = word
+            .strip_prefix("weight=")
+            .and_then(|w| w.parse().ok())
+            .ok_or(format!("{text:?}: after the address only weight=N may follow"))?;
+    }
+    Ok((addr, weight))
 }
 
 /// A list written either as one string (comma- or space-separated) or as an array of strings.
@@ -357,8 +491,10 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
     };
 
     let mut modules = HashMap::new();
-    let mut add = |name: &str, list: &str, module: Module| -> Result<(), String> {
+    let mut policies = HashMap::new();
+    let mut add = |name: &str, list: &str, module: Module, policy: Policy| -> Result<(), String> {
         validate_module_name(name).map_err(|why| format!("{list}: module {name:?} {why}"))?;
+        policies.insert(name.to_owned(), policy);
         if modules.insert(name.to_owned(), module).is_some() {
             return Err(format!(
                 "{list}: module {name:?} is configured twice; module names must be unique"
@@ -367,26 +503,48 @@ fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String>
         Ok(())
     };
     for entry in &raw.module.module_html {
+        let policy = policy(
+            &entry.module,
+            entry.rate_limit,
+            entry.max_conns,
+            entry.max_conns_wait,
+            &entry.add_headers,
+        )?;
         add(
             &entry.module,
             "module_html",
             Module::Html {
                 path: home.join(&entry.path),
             },
+            policy,
         )?;
     }
-    for entry in &raw.module.module_http {
-        let upstream = backend_upstream(entry, &raw.upstream, "module_http")?;
-        add(&entry.module, "module_http", Module::Http(upstream))?;
-    }
-    for entry in &raw.module.module_socket {
-        let upstream = backend_upstream(entry, &raw.upstream, "module_socket")?;
-        add(&entry.module, "module_socket", Module::Socket(upstream))?;
+    for (list, entries) in [
+        ("module_http", &raw.module.module_http),
+        ("module_socket", &raw.module.module_socket),
+    ] {
+        for entry in entries {
+            let upstream = backend_upstream(entry, &raw.upstream, list)?;
+            let policy = policy(
+                &entry.module,
+                entry.rate_limit,
+                entry.max_conns,
+                entry.max_conns_wait,
+                &entry.add_headers,
+            )?;
+            let module = if list == "module_http" {
+                Module::Http(upstream)
+            } else {
+                Module::Socket(upstream)
+            };
+            add(&entry.module, list, module, policy)?;
+        }
     }
     Ok(Config {
         source: source.to_owned(),
         server: server_config,
         modules,
+        policies,
         log_level: raw.log.level,
         streams,
     })
@@ -408,9 +566,73 @@ fn validate_module_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn policy(
+    name: &str,
+    rate_limit: Option<RateLimit>,
+    max_conns: Option<usize>,
+    max_conns_wait: Option<Seconds>,
+    add_headers: &HashMap<String, String>,
+) -> Result<Policy, String> {
+    if let Some(limit) = rate_limit {
+        if !(limit.rate.is_finite() && limit.rate > 0.0) || limit.burst == Some(0) {
+            return Err(format!(
+                "module {name:?}: rate_limit needs rate > 0 (requests per second) and burst >= 1"
+            ));
+        }
+    }
+    if max_conns == Some(0) {
+        return Err(format!("module {name:?}: max_conns must be at least 1"));
+    }
+    let mut headers: Vec<_> = add_headers
+        .iter()
+        .map(|(header, value)| {
+            let header = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("module {name:?}: add_headers: {header:?} is not a header name"))?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                format!("module {name:?}: add_headers: the value of {header} is not a valid header value")
+            })?;
+            Ok((header, value))
+        })
+        .collect::<Result<_, String>>()?;
+    headers.sort_by(|a: &(http::HeaderName, _), b| a.0.as_str().cmp(b.0.as_str()));
+    Ok(Policy {
+        rate_limit,
+        max_conns,
+        max_conns_wait: max_conns_wait.unwrap_or(Seconds(5.0)).duration(),
+        add_headers: headers,
+    })
+}
+
+fn head_rules(name: &str, head: &HashMap<String, String>) -> Result<Vec<(String, HeadSource)>, String> {
+    let mut rules = head
+        .iter()
+        .map(|(field, source)| {
+            if field == "method" {
+                return Err(format!("module_socket {name:?}: head.method is the client's to choose"));
+            }
+            let source = match source.as_str() {
+                "remote_addr" => HeadSource::RemoteAddr,
+                "generate" => HeadSource::RequestId,
+                other => {
+                    let header = other.strip_prefix("header:").ok_or(format!(
+                        "module_socket {name:?}: head.{field} = {other:?}: use \"header:NAME\", \"remote_addr\" or \"generate\""
+                    ))?;
+                    HeadSource::Header(
+                        http::HeaderName::from_bytes(header.as_bytes())
+                            .map_err(|_| format!("module_socket {name:?}: head.{field}: {header:?} is not a header name"))?,
+                    )
+                }
+            };
+            Ok((field.clone(), source))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(rules)
+}
+
 fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str) -> Result<Upstream, String> {
     let name = &entry.module;
-    let nodes = if list == "module_http" {
+    let nodes: Vec<(String, u32)> = if list == "module_http" {
         if entry.forward_pass.is_some() || entry.ip.is_some() || entry.port.is_some() {
             return Err(format!(
                 "module_http {name:?}: use proxy_pass (forward_pass, ip and port are for module_socket)"
@@ -420,38 +642,56 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
             .proxy_pass
             .as_ref()
             .ok_or(format!("module_http {name:?}: missing proxy_pass"))?;
-        let urls = urls.items(&[',']);
-        for url in &urls {
+        let urls = urls
+            .nodes()
+            .map_err(|why| format!("module_http {name:?}: proxy_pass {why}"))?;
+        for (url, _) in &urls {
             check_http_url(url).map_err(|why| format!("module_http {name:?}: proxy_pass {url:?} {why}"))?;
         }
-        urls.into_iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
+        if entry.head.is_some() {
+            return Err(format!("module_http {name:?}: head shaping is for module_socket"));
+        }
+        urls.into_iter()
+            .map(|(u, w)| (u.trim_end_matches('/').to_owned(), w))
+            .collect()
     } else {
         if entry.proxy_pass.is_some() || entry.pass_host.is_some() {
             return Err(format!(
                 "module_socket {name:?}: use forward_pass (proxy_pass and pass_host are for module_http)"
             ));
         }
-        let mut nodes = entry
-            .forward_pass
-            .as_ref()
-            .map(|list| list.items(&[',']))
-            .unwrap_or_default();
+        let mut nodes = match &entry.forward_pass {
+            Some(list) => list
+                .nodes()
+                .map_err(|why| format!("module_socket {name:?}: forward_pass {why}"))?,
+            None => Vec::new(),
+        };
         // The seed's older single-node form.
         match (&entry.ip, entry.port) {
-            (Some(ip), Some(port)) => nodes.push(format!("{ip}:{port}")),
+            (Some(ip), Some(port)) => nodes.push((format!("{ip}:{port}"), 1)),
             (None, None) => {}
             _ => return Err(format!("module_socket {name:?}: the older form needs both ip and port")),
         }
-        for node in &nodes {
+        for (node, _) in &nodes {
             check_socket_addr(node).map_err(|why| format!("module_socket {name:?}: node {node:?} {why}"))?;
         }
         nodes
     };
+    if let Some((node, _)) = nodes.iter().find(|(_, weight)| *weight == 0) {
+        return Err(format!(
+            "{list} {name:?}: node {node:?} has weight 0; remove it instead"
+        ));
+    }
+    let head = head_rules(name, entry.head.as_ref().unwrap_or(&HashMap::new()))?;
+    let (nodes, weights): (Vec<String>, Vec<u32>) = nodes.into_iter().unzip();
     if nodes.is_empty() {
         return Err(format!("{list} {name:?}: no nodes (give at least one address)"));
     }
     Ok(Upstream {
         nodes,
+        weights,
+        balance: entry.balance.unwrap_or_default(),
+        head,
         connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
         timeout: entry.timeout.unwrap_or(defaults.timeout).duration(),
         fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),

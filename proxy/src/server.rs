@@ -24,6 +24,7 @@ use crate::app::App;
 use crate::body::Body;
 use crate::metrics::Metrics;
 use crate::raw_frames;
+use crate::request_context::{self, RequestContext};
 use crate::socket_gateway::ServedBy;
 
 /// How long shutdown waits for requests in flight.
@@ -111,11 +112,23 @@ async fn turn_away(mut stream: TcpStream) {
     .await;
 }
 
-async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
+async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let (response, stats) = app.handle(request, peer).await;
+    let id = request_context::request_id(request.headers());
+    // Upstreams see the id too.
+    request
+        .headers_mut()
+        .insert(request_context::REQUEST_ID, request_context::header_value(&id));
+    request.extensions_mut().insert(RequestContext {
+        peer,
+        id: Arc::clone(&id),
+    });
+    let (mut response, stats) = app.handle(request, peer).await;
+    response
+        .headers_mut()
+        .insert(request_context::REQUEST_ID, request_context::header_value(&id));
     let elapsed = started.elapsed();
     stats.record(response.status(), elapsed);
     let node = response.extensions().get::<ServedBy>().map_or("-", |served| &served.0);
@@ -136,7 +149,7 @@ async fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> hype
         .map_or_else(|| "-".to_owned(), |n: u64| n.to_string());
     tracing::info!(
         target: "access",
-        "{peer} {method} {path} module={} node={node} status={} bytes={bytes} ms={:.2}",
+        "{peer} {method} {path} module={} node={node} status={} bytes={bytes} ms={:.2} id={id}",
         stats.name,
         response.status().as_u16(),
         elapsed.as_secs_f64() * 1000.0,

@@ -14,6 +14,8 @@ use crate::balancer::{Balancer, Clock};
 use crate::body::{full, Body, BoxError};
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
+use crate::head_shaping;
+use crate::request_context::{generate, RequestContext};
 use crate::socket_pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
@@ -69,7 +71,7 @@ impl GatewayError {
 impl SocketGateway {
     /// The gateway for module `name`.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
-        let balancer = Balancer::new(upstream.nodes.clone(), upstream.fail_timeout, clock);
+        let balancer = Balancer::for_upstream(&upstream, clock);
         let pool = SocketPool::new(
             upstream.nodes.len(),
             upstream.keepalive,
@@ -141,9 +143,24 @@ impl SocketGateway {
         B: HttpBody<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let payload = read_json_body(request, &self.name, max_body)
+        // Only a module that asks for shaping pays for it: a copy of the headers, a parse, a re-serialisation.
+        let shaping = (!self.upstream.head.is_empty()).then(|| {
+            let context = request.extensions().get::<RequestContext>().cloned();
+            (
+                context.unwrap_or_else(|| RequestContext {
+                    peer: ([0, 0, 0, 0], 0).into(),
+                    id: generate(),
+                }),
+                request.headers().clone(),
+            )
+        });
+        let mut payload = read_json_body(request, &self.name, max_body)
             .await
             .map_err(|e| (e, None))?;
+        if let Some((context, headers)) = shaping {
+            payload = head_shaping::shape(&payload, &self.upstream.head, &headers, &context)
+                .map_err(|e| (GatewayError::NotJson(e), None))?;
+        }
         self.forward(&payload).await
     }
 
@@ -176,6 +193,8 @@ impl SocketGateway {
                 tracing::warn!(module = self.name, "every node is masked; trying a masked one");
             }
             tried.push(pick.index);
+            // Counted from the pick, so requests arriving together see each other (least_conn).
+            let _in_flight = self.balancer.track(pick.index);
             let node = self.balancer.node(pick.index);
             match self.pool.get(pick.index, node).await {
                 // Nothing was sent: the request may go on to another node.

@@ -120,7 +120,7 @@ impl HttpForward {
         HttpForward {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
-                balancer: Balancer::new(upstream.nodes.clone(), upstream.fail_timeout, clock),
+                balancer: Balancer::for_upstream(&upstream, clock),
                 upstream,
                 hosts,
                 client,
@@ -223,6 +223,8 @@ impl Shared {
             let node = self.balancer.node(index);
             let request = self.build(&outgoing, index, &slot).map_err(|e| (e, None))?;
             let served_by: Arc<str> = node.into();
+            // Counted from the pick, so requests arriving together see each other (least_conn).
+            let _in_flight = self.balancer.track(index);
             match self.exchange(request, &slot).await {
                 Ok(Ok(response)) => {
                     return self

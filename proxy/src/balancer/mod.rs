@@ -1,13 +1,17 @@
-//! Node selection and failure masking, shared by socket and HTTP modules.
+//! Node selection and failure masking, shared by socket, HTTP and stream modules.
 //!
-//! Policy is a pure function ([`choose`]) over which nodes are healthy; the mechanism (connecting,
-//! retrying) lives in the modules that use it. Failure state is atomics, shared by every worker thread.
+//! Which healthy node takes a request is a [`selection::Selection`] policy; this file owns health
+//! (masking) and the requests in flight per node. The mechanism (connecting, retrying) lives in the modules
+//! that use it. Failure state is atomics, shared by every worker thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod selection;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use crate::config::Upstream;
+use selection::{Candidate, Selection, WeightedRandom};
 
 /// A source of time, injectable so masking can be tested without sleeping.
 pub trait Clock: Send + Sync + 'static {
@@ -34,6 +38,9 @@ impl Clock for SystemClock {
 /// The nodes of one module and which of them are masked.
 pub struct Balancer {
     nodes: Vec<String>,
+    weights: Vec<u32>,
+    in_flight: Vec<AtomicUsize>,
+    selection: Box<dyn Selection>,
     /// Per node: the clock reading (in ms) until which it is masked; 0 = healthy.
     masked_until_ms: Vec<AtomicU64>,
     fail_timeout: Duration,
@@ -56,14 +63,32 @@ pub struct Pick {
 }
 
 impl Balancer {
-    /// A balancer over `nodes` that masks a failed node for `fail_timeout`.
+    /// A balancer over `nodes`, random and unweighted, that masks a failed node for `fail_timeout`.
     pub fn new(nodes: Vec<String>, fail_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
-        let masked_until_ms = nodes.iter().map(|_| AtomicU64::new(0)).collect();
         Balancer {
+            masked_until_ms: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
+            in_flight: nodes.iter().map(|_| AtomicUsize::new(0)).collect(),
+            weights: vec![1; nodes.len()],
+            selection: Box::new(WeightedRandom),
             nodes,
-            masked_until_ms,
             fail_timeout,
             clock,
+        }
+    }
+
+    /// The balancer an upstream's config describes: its nodes, weights, policy and fail_timeout.
+    pub fn for_upstream(upstream: &Upstream, clock: Arc<dyn Clock>) -> Self {
+        let mut balancer = Balancer::new(upstream.nodes.clone(), upstream.fail_timeout, clock);
+        balancer.weights.clone_from(&upstream.weights);
+        balancer.selection = selection::policy(upstream.balance);
+        balancer
+    }
+
+    /// Counts a request in flight on node `index` until the guard drops (for `least_conn`).
+    pub fn track(&self, index: usize) -> InFlight<'_> {
+        self.in_flight[index].fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            counter: &self.in_flight[index],
         }
     }
 
@@ -88,15 +113,34 @@ impl Balancer {
         self.masked_until_ms[index].store(until.max(1), Ordering::Relaxed);
     }
 
-    /// Chooses a node that is not in `tried`: at random among the healthy ones, or among all untried ones
-    /// when every one of them is masked. `None` once every node has been tried.
+    /// Chooses a node that is not in `tried`: by the policy among the healthy ones, or among all untried
+    /// ones when every one of them is masked. `None` once every node has been tried.
     pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
         let now = self.now_ms();
-        let candidates: Vec<(usize, bool)> = (0..self.nodes.len())
-            .filter(|i| !tried.contains(i))
-            .map(|i| (i, self.masked_until_ms[i].load(Ordering::Relaxed) <= now))
+        let candidate = |index: usize| Candidate {
+            index,
+            weight: self.weights[index],
+            in_flight: self.in_flight[index].load(Ordering::Relaxed),
+        };
+        let untried = (0..self.nodes.len()).filter(|i| !tried.contains(i));
+        let healthy: Vec<Candidate> = untried
+            .clone()
+            .filter(|&i| self.masked_until_ms[i].load(Ordering::Relaxed) <= now)
+            .map(candidate)
             .collect();
-        choose(&candidates, &mut rand::rng())
+        let (candidates, all_masked) = if healthy.is_empty() {
+            (untried.map(candidate).collect::<Vec<_>>(), true)
+        } else {
+            (healthy, false)
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = candidates[self.selection.select(&candidates)];
+        Some(Pick {
+            index: chosen.index,
+            all_masked,
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -105,26 +149,16 @@ impl Balancer {
     }
 }
 
-/// The selection policy: random among the healthy candidates, else random among all of them.
-/// `candidates` pairs a node index with whether it is healthy.
-pub fn choose(candidates: &[(usize, bool)], rng: &mut impl Rng) -> Option<Pick> {
-    if candidates.is_empty() {
-        return None;
+/// A request in flight on a node; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
-    let healthy = candidates.iter().filter(|(_, ok)| *ok).count();
-    if healthy == 0 {
-        let (index, _) = candidates[rng.random_range(0..candidates.len())];
-        return Some(Pick {
-            index,
-            all_masked: true,
-        });
-    }
-    let nth = rng.random_range(0..healthy);
-    let (index, _) = candidates.iter().filter(|(_, ok)| *ok).nth(nth).copied()?;
-    Some(Pick {
-        index,
-        all_masked: false,
-    })
 }
 
 #[cfg(test)]
@@ -202,6 +236,22 @@ mod tests {
             counts[b.pick(&[]).unwrap().index] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn in_flight_requests_steer_least_conn() {
+        let clock = Arc::new(ManualClock::default());
+        let mut b = Balancer::new(vec!["a:1".into(), "b:1".into()], Duration::from_secs(1), clock);
+        b.selection = selection::policy(crate::config::Balance::LeastConn);
+        let busy = b.track(0);
+        for _ in 0..50 {
+            assert_eq!(b.pick(&[]).unwrap().index, 1);
+        }
+        drop(busy);
+        assert!(
+            (0..200).any(|_| b.pick(&[]).unwrap().index == 0),
+            "the count ends with the guard"
+        );
     }
 
     #[test]

@@ -1,0 +1,60 @@
+//! What the proxy knows about a request beyond the request itself: who sent it and its id. The server
+//! puts a [`RequestContext`] in every request's extensions; roles read it from there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use rand::Rng;
+
+/// The header that carries the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest client-supplied request id passed through; a longer one is replaced.
+const MAX_ID_LEN: usize = 128;
+
+/// The client's address and the request's id.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// The request id: the client's `X-Request-Id` when it sent a sensible one, else generated.
+    pub id: Arc<str>,
+}
+
+/// The request id to use: the incoming `X-Request-Id` if it is short visible ASCII, else a new one.
+pub fn request_id(headers: &HeaderMap) -> Arc<str> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(generate, Arc::from)
+}
+
+/// 128 random bits as 32 hex digits.
+pub fn generate() -> Arc<str> {
+    Arc::from(format!("{:032x}", rand::rng().random::<u128>()))
+}
+
+/// The id as a header value (it is visible ASCII by construction).
+pub fn header_value(id: &str) -> HeaderValue {
+    HeaderValue::from_str(id).expect("request ids are visible ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensible_ids_pass_through_others_are_replaced() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_id(&headers).len(), 32);
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(&*request_id(&headers), "abc-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(&*request_id(&headers), "has space");
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        assert_eq!(request_id(&headers).len(), 32);
+        assert_ne!(generate(), generate());
+    }
+}

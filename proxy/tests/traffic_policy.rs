@@ -1,0 +1,212 @@
+//! Traffic policy per module: weighted balancing, rate limits, max_conns, head shaping, added headers and
+//! request ids, through the real binary.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::socket_backend::{envelope, Backend, Style};
+use support::{http, send_raw, Proxy};
+
+fn weighted(nodes: &[(SocketAddr, u32)]) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|(addr, weight)| format!("{addr} weight={weight}"))
+        .collect();
+    nodes.join(", ")
+}
+
+fn socket(entry: &str) -> String {
+    format!("[module]\nmodule_socket = [ {entry} ]\n")
+}
+
+fn spread(balance: &str) -> (usize, usize) {
+    let heavy = Backend::start(Style::SpaceKeepAlive);
+    let light = Backend::start(Style::SpaceKeepAlive);
+    let nodes = weighted(&[(heavy.addr, 3), (light.addr, 1)]);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{nodes}\", balance = \"{balance}\" }}"
+        )),
+    );
+    for _ in 0..1000 {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
+    }
+    (heavy.requests(), light.requests())
+}
+
+#[test]
+fn weights_are_respected_by_random_and_round_robin() {
+    let (heavy, light) = spread("round_robin");
+    assert_eq!((heavy, light), (750, 250), "round robin follows weights exactly");
+    let (heavy, light) = spread("random");
+    assert_eq!(heavy + light, 1000);
+    assert!(
+        (690..=810).contains(&heavy),
+        "random follows weights within a tolerance: {heavy}/{light}"
+    );
+}
+
+#[test]
+fn least_conn_avoids_the_busy_node() {
+    let slow = Backend::start(Style::Slow(Duration::from_millis(300)));
+    let fast = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = [\"{}\", \"{}\"], balance = \"least_conn\" }}",
+            slow.addr, fast.addr
+        )),
+    );
+    let addr = proxy.addr;
+    // Requests arrive every 25 ms; each one on the slow node stays in flight for 300 ms, so once the slow
+    // node holds one, every later arrival finds it busier than the idle fast node.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            std::thread::spawn(move || send_raw(addr, &http("POST", "/s3/", &[], &envelope("x", json!(1)))).status)
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    assert!(
+        slow.requests() <= 1,
+        "least_conn sent {} of 8 to the busy node:\n{}",
+        slow.requests(),
+        proxy.log()
+    );
+    assert_eq!(fast.requests() + slow.requests(), 8);
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{}\", rate_limit = {{ rate = 2, burst = 5 }} }}",
+            go.addr
+        )),
+    );
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| proxy.post("/s3/", &[], &envelope("x", json!(1))).status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        5,
+        "the burst passes: {statuses:?}"
+    );
+    assert!(statuses[5..].iter().all(|&s| s == 429), "{statuses:?}");
+    let refused = proxy.post("/s3/", &[], &envelope("x", json!(1)));
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate_limit"));
+    assert_eq!(go.requests(), 5, "refused requests never reach the backend");
+    // Two per second refill.
+    std::thread::sleep(Duration::from_millis(1100));
+    let after: Vec<u16> = (0..4)
+        .map(|_| proxy.post("/s3/", &[], &envelope("x", json!(1))).status)
+        .collect();
+    assert_eq!(after.iter().filter(|&&s| s == 200).count(), 2, "{after:?}");
+    assert!(proxy.log().contains("request refused by policy"));
+}
+
+#[test]
+fn max_conns_queues_then_refuses() {
+    let slow = Backend::start(Style::Slow(Duration::from_millis(600)));
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"short\", forward_pass = \"{a}\", max_conns = 1, max_conns_wait = 0.2 }},\n\
+             {{ module = \"long\", forward_pass = \"{a}\", max_conns = 1, max_conns_wait = 3 }}",
+            a = slow.addr
+        )),
+    );
+    let addr = proxy.addr;
+    let call = move |module: &'static str| {
+        std::thread::spawn(move || {
+            send_raw(
+                addr,
+                &http("POST", &format!("/{module}/"), &[], &envelope("x", json!(1))),
+            )
+        })
+    };
+    let first = call("short");
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let second = call("short").join().unwrap();
+    assert_eq!(second.status, 503, "no slot within max_conns_wait");
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "refused after the wait, not after the slow call"
+    );
+    assert_eq!(first.join().unwrap().status, 200);
+
+    let first = call("long");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        call("long").join().unwrap().status,
+        200,
+        "a request queued within the bound gets the slot"
+    );
+    assert_eq!(first.join().unwrap().status, 200);
+}
+
+#[test]
+fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{}\", head = {{ token = \"header:Authorization\", \
+             client_ip = \"remote_addr\", request_id = \"generate\" }}, add_headers = {{ \"Cache-Control\" = \"no-store\" }} }}",
+            go.addr
+        )),
+    );
+    let body = br#"{"head":{"method":"add","token":"forged","client_ip":"6.6.6.6"},"data":{"n":1}}"#;
+    let response = proxy.post("/s3/", &[("Authorization", "Bearer real")], body);
+    assert_eq!(response.status, 200);
+    let head = &response.json()["echo"]["head"];
+    assert_eq!(head["method"], "add");
+    assert_eq!(head["token"], "Bearer real", "overwritten from the header");
+    assert_eq!(head["client_ip"], "127.0.0.1", "the real client address");
+    assert_eq!(
+        head["request_id"].as_str(),
+        response.header("x-request-id"),
+        "the request's id"
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+
+    let response = proxy.post("/s3/", &[], body);
+    assert_eq!(
+        response.json()["echo"]["head"].get("token"),
+        None,
+        "no header: the forged token is removed"
+    );
+    let response = proxy.post("/s3/", &[], b"[1, 2]");
+    assert_eq!(
+        response.status, 400,
+        "an envelope that is not an object cannot be shaped"
+    );
+}
+
+#[test]
+fn request_ids_are_passed_through_or_generated_and_logged() {
+    let proxy = Proxy::start("", "");
+    let response = proxy.get("/", &[("X-Request-Id", "trace-42")]);
+    assert_eq!(response.header("x-request-id"), Some("trace-42"));
+    let generated = proxy.get("/", &[]).header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 32);
+    let log = proxy.log();
+    assert!(
+        log.contains("id=trace-42") && log.contains(&format!("id={generated}")),
+        "{log}"
+    );
+}
