@@ -82,14 +82,15 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         .with_context(|| format!("cannot create the log directory {}", home.join("logs").display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Streams first: once the HTTP port answers, every port does.
+        let streams = stream_forward::bind(&config.streams)
+            .await
+            .with_context(|| path.display().to_string())?;
         let addr = std::net::SocketAddr::new(config.server.listen, config.server.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
-        let streams = stream_forward::bind(&config.streams)
-            .await
-            .with_context(|| path.display().to_string())?;
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
         tokio::spawn(reload::on_sighup(Arc::clone(&live), Arc::clone(&metrics), path.clone(), home.clone()));

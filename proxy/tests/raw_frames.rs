@@ -284,8 +284,19 @@ fn shutdown_answers_the_frame_in_flight_and_limits_hold() {
         &config(&[socket_module("slow", &[slow.addr], "")]),
     );
     let addr = proxy.addr;
-    let mut client = BlockingClient::connect(addr).unwrap();
-    client.call_module("slow", "warm", json!(null)).unwrap();
+    // The harness's readiness probe held the only slot for a moment; the first try may be turned away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut client = loop {
+        let mut client = BlockingClient::connect(addr).unwrap();
+        match client.call_module("slow", "warm", json!(null)) {
+            Ok(_) => break client,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("retrying after {error}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
 
     // The raw-frame client holds the only connection slot.
     assert_eq!(send_raw(addr, &http("GET", "/", &[], b"")).status, 503);
