@@ -25,13 +25,33 @@ fn killing_one_of_three_socket_nodes_under_load() {
     let nodes: Vec<Backend> = (0..3).map(|_| Backend::start(Style::SpaceKeepAlive)).collect();
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let proxy = Proxy::start("", &config(&[socket_module("s3", &addrs, ", fail_timeout = 1")]));
+    kill_one_of_three_under_load("socket", &proxy, "/s3/", &nodes, Style::SpaceKeepAlive);
+}
+
+#[test]
+fn killing_one_of_three_http_upstreams_under_load() {
+    let nodes: Vec<Backend> = (0..3).map(|_| Backend::start(Style::Http)).collect();
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let proxy = Proxy::start(
+        "",
+        &format!(
+            "[module]\nmodule_http = [ {{ module = \"api\", proxy_pass = \"{}\", fail_timeout = 1 }} ]\n",
+            urls.join(", ")
+        ),
+    );
+    kill_one_of_three_under_load("http", &proxy, "/api/x", &nodes, Style::Http);
+}
+
+/// Steady load from several clients; node 1 dies, then comes back on the same port.
+fn kill_one_of_three_under_load(kind: &str, proxy: &Proxy, path: &'static str, nodes: &[Backend], style: Style) {
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (counts, stop, addr) = (counts.clone(), stop.clone(), proxy.addr);
             std::thread::spawn(move || {
-                let request = http("POST", "/s3/", &[], &envelope("x", json!(1)));
+                let request = http("POST", path, &[], &envelope("x", json!(1)));
                 while !stop.load(Ordering::SeqCst) {
                     let counter = if send_raw(addr, &request).status == 200 {
                         &counts.ok
@@ -52,7 +72,7 @@ fn killing_one_of_three_socket_nodes_under_load() {
     let failed_after_kill = counts.failed.load(Ordering::SeqCst);
 
     // The node comes back on the same port; after fail_timeout (1 s) it is used again.
-    let revived = Backend::start_on(TcpListener::bind(addrs[1]).unwrap(), Style::SpaceKeepAlive);
+    let revived = Backend::start_on(TcpListener::bind(addrs[1]).unwrap(), style);
     std::thread::sleep(Duration::from_millis(2000));
     stop.store(true, Ordering::SeqCst);
     for client in clients {
@@ -60,7 +80,7 @@ fn killing_one_of_three_socket_nodes_under_load() {
     }
     let (ok, failed) = (counts.ok.load(Ordering::SeqCst), counts.failed.load(Ordering::SeqCst));
     eprintln!(
-        "socket faults: {ok} ok, {failed} failed (all at the kill); victim served {served_by_victim} before dying \
+        "{kind} faults: {ok} ok, {failed} failed (all at the kill); victim served {served_by_victim} before dying \
          and {} after coming back; {before_kill} ok before the kill",
         revived.requests()
     );

@@ -18,6 +18,9 @@ pub enum Style {
     SpaceKeepAlive,
     /// Reads the request, never answers.
     Hang,
+    /// Speaks HTTP/1.1 with keep-alive instead of frames (an upstream for `module_http`): answers every
+    /// request `200` with `{"port": <port>}`.
+    Http,
     /// Answers a line that is not a length line.
     Garbage,
     /// Announces 100 bytes, sends 5, closes.
@@ -99,6 +102,9 @@ impl Backend {
 
 /// Echoes `{"echo": <request>, "port": <backend port>}` in the given style.
 fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
+    if let Style::Http = style {
+        return serve_http(stream, requests);
+    }
     let port = stream.local_addr().unwrap().port();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
@@ -132,8 +138,47 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
             Style::Short => writer.write_all(b"       100\r\n{\"a\":"),
             Style::Huge => writer.write_all(b"1000000000\r\n{}"),
             Style::CloseAfterRead => return,
+            Style::Http => unreachable!("served by serve_http"),
         };
         if !matches!(style, Style::SpaceKeepAlive | Style::Slow(_)) {
+            return;
+        }
+    }
+}
+
+/// HTTP/1.1 keep-alive: reads each request head and its Content-Length body, answers with the port.
+fn serve_http(stream: TcpStream, requests: &AtomicUsize) {
+    use std::io::BufRead;
+    let port = stream.local_addr().unwrap().port();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        let reply = format!("{{\"port\":{port}}}");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
     }
