@@ -574,9 +574,9 @@ fn policy(
     add_headers: &HashMap<String, String>,
 ) -> Result<Policy, String> {
     if let Some(limit) = rate_limit {
-        if !(limit.rate.is_finite() && limit.rate > 0.0) || limit.burst == Some(0) {
+        if !(limit.rate > 0.0 && limit.rate <= 1e9) || limit.burst == Some(0) {
             return Err(format!(
-                "module {name:?}: rate_limit needs rate > 0 (requests per second) and burst >= 1"
+                "module {name:?}: rate_limit needs 0 < rate <= 1e9 (requests per second) and burst >= 1"
             ));
         }
     }
@@ -932,6 +932,7 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         let cases = [
             ("[server]\nport = 70000\n", "line 2"),
             ("[server]\nlisten = \"localhost\"\n", "not an IP address"),
+            ("[module]\nmodule_html = [ { module = \"a\", path = \"x\", rate_limit = { rate = 1e12 } } ]\n", "rate <= 1e9"),
             ("[server]\nmax_connections = 0\n", "at least 1"),
             ("[server]\nmetrics_allow = [\"10.0.0.0/33\"]\n", "not an address or a network"),
             ("[upstream]\ntimeout = -1\n", "not a duration"),
