@@ -22,7 +22,10 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Role};
+use crate::module_policy::Refusal as PolicyRefusal;
+use crate::request_context::{self, RequestContext};
 use crate::server::LiveApp;
+use crate::socket_gateway::GatewayError;
 
 /// How long the rest of a length line may take once its first bytes have arrived. Clients write the line
 /// and the payload at once, so this only matters on a congested link; an HTTP client never waits on it.
@@ -234,9 +237,31 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
             ),
         );
     };
-    let (reply, status) = match gateway.call(payload).await {
+    // The module's policy and head rules hold for raw frames exactly as for HTTP.
+    let context = RequestContext {
+        peer,
+        id: request_context::generate(),
+    };
+    let admitted = mounted.policy.admit(peer.ip()).await;
+    let outcome = match &admitted {
+        Ok(_) => gateway.call(payload, &context).await.map_err(Refusal::Gateway),
+        Err(refusal) => Err(Refusal::Policy(*refusal)),
+    };
+    drop(admitted);
+    let (reply, status) = match outcome {
         Ok(reply) => (reply, StatusCode::OK),
-        Err(error) => {
+        Err(Refusal::Policy(refusal)) => {
+            let (code, status) = match refusal {
+                PolicyRefusal::RateLimited(_) => ("too_many_requests", StatusCode::TOO_MANY_REQUESTS),
+                PolicyRefusal::Busy(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            };
+            tracing::warn!(%peer, module, %refusal, "raw frame refused by policy");
+            (
+                Bytes::from(MethodError::new(code, refusal.to_string()).to_reply()),
+                status,
+            )
+        }
+        Err(Refusal::Gateway(error)) => {
             let status = error.status();
             let code = match status {
                 StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
@@ -251,13 +276,20 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
     mounted.stats.record(status, elapsed);
     tracing::info!(
         target: "access",
-        "{peer} FRAME /{module} method={method} module={} node=- status={} bytes={} ms={:.2}",
+        "{peer} FRAME /{module} method={method} module={} node=- status={} bytes={} ms={:.2} id={}",
         mounted.stats.name,
         status.as_u16(),
         reply.len(),
         elapsed.as_secs_f64() * 1000.0,
+        context.id,
     );
     reply
+}
+
+/// Why a frame that named a socket module got no reply from it.
+enum Refusal {
+    Policy(PolicyRefusal),
+    Gateway(GatewayError),
 }
 
 fn refuse(peer: SocketAddr, error: MethodError) -> Bytes {

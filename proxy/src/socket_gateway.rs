@@ -165,8 +165,16 @@ impl SocketGateway {
     }
 
     /// Sends an already validated payload (UTF-8 JSON) to a node, as an HTTP request's body would be,
-    /// and returns the reply: for callers that are not HTTP, such as raw-frame clients.
-    pub async fn call(&self, payload: Bytes) -> Result<Bytes, GatewayError> {
+    /// and returns the reply: for callers that are not HTTP, such as raw-frame clients. The module's
+    /// `head` rules apply as for HTTP, with no request headers: a `header:` field is removed, so such a
+    /// caller can never supply it.
+    pub async fn call(&self, payload: Bytes, context: &RequestContext) -> Result<Bytes, GatewayError> {
+        let payload = if self.upstream.head.is_empty() {
+            payload
+        } else {
+            head_shaping::shape(&payload, &self.upstream.head, &http::HeaderMap::new(), context)
+                .map_err(GatewayError::NotJson)?
+        };
         self.forward(&payload)
             .await
             .map(|(reply, _)| reply)

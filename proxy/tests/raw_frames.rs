@@ -308,3 +308,42 @@ fn shutdown_answers_the_frame_in_flight_and_limits_hold() {
     assert_eq!(reply["echo"]["data"], 1);
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn module_policy_and_head_rules_hold_for_raw_frames_too() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let shaped = socket_module(
+        "shaped",
+        &[backend.addr],
+        ", head = { token = \"header:Authorization\", client_ip = \"remote_addr\", request_id = \"generate\" }",
+    );
+    let limited = socket_module("limited", &[backend.addr], ", rate_limit = { rate = 0.5, burst = 2 }");
+    let proxy = Proxy::start("raw_frames = true", &config(&[shaped, limited]));
+    let mut client = raw_client(&proxy);
+
+    // A raw-frame client has no headers: it cannot forge what the proxy would have set from them.
+    let forged = br#"{"head":{"module":"shaped","method":"x","token":"forged","client_ip":"6.6.6.6","request_id":"mine","keep":1},"data":2}"#;
+    let reply: Value = serde_json::from_slice(&client.call_raw(forged).unwrap()).unwrap();
+    let head = &reply["echo"]["head"];
+    assert_eq!(head.get("token"), None, "{head}");
+    assert_eq!(head["client_ip"], "127.0.0.1");
+    let id = head["request_id"].as_str().unwrap();
+    assert!(id.len() == 32 && id != "mine", "{id}");
+    assert_eq!(
+        (head["keep"].clone(), reply["echo"]["data"].clone()),
+        (json!(1), json!(2))
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("FRAME /shaped method=x module=shaped node=- status=200 bytes=") && log.contains(id),
+        "{log}"
+    );
+
+    // The burst passes, the next is refused in the protocol, and the connection lives on.
+    for _ in 0..2 {
+        client.call_module("limited", "x", json!(null)).unwrap();
+    }
+    let refused = client.call_module("limited", "x", json!(null)).unwrap_err();
+    assert_eq!(refused.code(), Some("too_many_requests"), "{refused}");
+    client.call_module("shaped", "x", json!(null)).unwrap();
+}
