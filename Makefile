@@ -104,6 +104,13 @@ test-dist: python-sdk
 	$(VENV)/bin/ruff format --check tests/dist
 	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist
 
+# Longer runs than `make test` makes: a million mixed good and bad requests checked for leaked descriptors
+# and memory, and the kill-a-node-under-load scenarios, on release builds.
+SOAK_REQUESTS ?= 1000000
+.PHONY: soak
+soak:
+	MODPROXY_SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) test --release -p modproxy --test resources --test faults -- --nocapture
+
 # The benchmarks (bench/README.md): installs wrk and nginx (apt-get, once), uvicorn + FastAPI into .venv/,
 # builds everything in release mode, runs bench/run.py and writes bench/RESULTS.md. Quick run:
 # `make bench BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_ROWS=4,7` (run.py lists every setting).
