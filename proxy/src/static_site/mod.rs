@@ -49,8 +49,9 @@ struct Conditions {
 impl StaticSite {
     /// A site rooted at `dir`, trying `index` names in order for a directory.
     ///
-    /// Files larger than `chunked_size` (and than 64 KiB, whatever it says) are streamed in reads of
-    /// 64 KiB, never held whole in memory; `Content-Length` is always sent.
+    /// A plain GET of a file up to `chunked_size` (capped at 64 KiB) is read in one go; anything
+    /// larger is streamed in 64 KiB reads and never held whole in memory. `Content-Length` is always
+    /// sent.
     pub fn new(dir: PathBuf, index: &[String], chunked_size: u64) -> Self {
         StaticSite {
             dir,
