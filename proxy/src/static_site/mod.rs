@@ -3,7 +3,8 @@
 //! Ours: turning the URL into a file inside the site ([`site_path`], [`resolve`]), index files,
 //! directory redirects, the precompressed sibling, entity tags ([`conditional`]) and error pages.
 //! tower-http's `ServeFile` does the mechanics: MIME type, `Last-Modified`, `If-Modified-Since`,
-//! single ranges, `HEAD`, and streaming the file in bounded chunks.
+//! single ranges, `HEAD`, and streaming the file in bounded chunks. A plain GET of a small file skips it
+//! and is answered from the one blocking call that found and read the file.
 
 pub mod conditional;
 pub mod resolve;
