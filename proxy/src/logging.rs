@@ -1,7 +1,9 @@
 //! Logs to the console and to `HOME/logs/modproxy.log`, rotated by size (10 MB, 5 files kept).
 //!
-//! File writes go through tracing-appender's non-blocking writer so a slow disk never stalls a request.
+//! Both go through tracing-appender's non-blocking writer, so neither a slow disk nor a slow terminal
+//! stalls a request: the request path only formats the line and queues it.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use file_rotate::compression::Compression;
@@ -19,9 +21,9 @@ const ROTATE_BYTES: usize = 10 * 1024 * 1024;
 /// Rotated files kept beside the current one.
 const ROTATED_FILES: usize = 5;
 
-/// Keeps the background log writer alive; logs still buffered are flushed when it drops.
-#[must_use = "dropping the guard stops file logging"]
-pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+/// Keeps the background log writers alive; logs still buffered are flushed when it drops.
+#[must_use = "dropping the guard stops logging"]
+pub struct LogGuard(#[allow(dead_code)] [WorkerGuard; 2]);
 
 /// Installs the global subscriber: console plus rotated file under `logs_dir`.
 pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
@@ -33,11 +35,18 @@ pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
         Compression::None,
         None,
     );
-    let (writer, guard) = tracing_appender::non_blocking(file);
+    let (writer, file_guard) = tracing_appender::non_blocking(file);
+    let (console, console_guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = LevelFilter::from_level(level.as_tracing());
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                // Colour only for a person at a terminal, not for a pipe or a file.
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_writer(console),
+        )
         .with(
             tracing_subscriber::fmt::layer()
                 .with_target(false)
@@ -45,5 +54,5 @@ pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
                 .with_writer(writer),
         )
         .init();
-    Ok(LogGuard(guard))
+    Ok(LogGuard([file_guard, console_guard]))
 }
