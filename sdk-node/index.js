@@ -88,24 +88,46 @@ function describe(thrown) {
 }
 
 /**
- * Wraps a user handler into the shape the core calls: always returns a Promise, never throws, never
- * rejects. The reply travels as JSON text so that `toJSON`, `undefined` and friends behave as in
+ * Wraps a user handler into the shape the core calls: never throws, never rejects. `data` and `head`
+ * arrive as JSON text. A handler that returns a plain value gets its reply back to the core at once as
+ * JSON text, without a promise to settle; one that returns a promise (an `async` function) gets a promise
+ * of an Outcome. The reply travels as JSON text so that `toJSON`, `undefined` and friends behave as in
  * `JSON.stringify`.
  */
 function adapt(name, fn) {
-  return async (data, head) => {
-    let value;
+  const failed = (thrown) =>
+    thrown instanceof MethodError
+      ? { code: thrown.code, message: thrown.message }
+      : { code: 'handler_error', message: `'${name}' threw: ${describe(thrown)}` };
+  const reply = (value) => {
     try {
-      value = await fn(data, head);
-    } catch (thrown) {
-      if (thrown instanceof MethodError) return { code: thrown.code, message: thrown.message };
-      return { code: 'handler_error', message: `'${name}' threw: ${describe(thrown)}` };
-    }
-    try {
-      return { reply: JSON.stringify(value) ?? 'null' };
+      return JSON.stringify(value) ?? 'null';
     } catch (thrown) {
       return { code: 'handler_error', message: `reply of '${name}' is not JSON: ${describe(thrown)}` };
     }
+  };
+  return (dataJson, headJson) => {
+    let value;
+    try {
+      value = fn(JSON.parse(dataJson), JSON.parse(headJson));
+    } catch (thrown) {
+      return failed(thrown);
+    }
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return reply(value);
+    let then;
+    try {
+      then = value.then; // a getter may throw, which an `await` would have turned into a rejection
+    } catch (thrown) {
+      return failed(thrown);
+    }
+    if (typeof then !== 'function') return reply(value);
+    return Promise.resolve(value).then(
+      (settled) => {
+        const json = reply(settled);
+        return typeof json === 'string' ? { reply: json } : json;
+      },
+      failed,
+    );
   };
 }
 

@@ -88,12 +88,13 @@ impl NativeBackend {
         Ok(backend)
     }
 
-    /// Registers `handler` under `name`; it must resolve to an `Outcome` and never reject.
+    /// Registers `handler` under `name`. It receives `data` and `head` as JSON text and returns the
+    /// reply as JSON text, an error `Outcome`, or a promise of an `Outcome`; it must never throw or reject.
     #[napi]
     pub fn method(
         &self,
         name: String,
-        #[napi(ts_arg_type = "(data: unknown, head: Record<string, unknown>) => Promise<Outcome>")] handler: HandlerFn,
+        #[napi(ts_arg_type = "(data: string, head: string) => string | Outcome | Promise<Outcome>")] handler: HandlerFn,
     ) -> napi::Result<()> {
         if !matches!(*lock(&self.phase), Phase::Idle) {
             return Err(napi::Error::from_reason(format!(

@@ -4,15 +4,19 @@
 //! [`ThreadsafeFunction`] carries each call across: non-blocking into an unbounded queue (a blocking call
 //! with a bounded queue can deadlock while the JavaScript thread is busy), and *weak*, so that registered
 //! handlers never keep Node alive — [`crate::NativeBackend`] holds the event loop open on purpose instead.
+//!
+//! Values cross as JSON text both ways: `data` and `head` go over as strings that `index.js` hands to
+//! `JSON.parse`, and the reply comes back as `JSON.stringify`'s string, which becomes the reply payload
+//! as it is ([`Handler::call_raw`]). V8's JSON codec is far cheaper than building and reading objects
+//! one Node-API call per field, and the reply is never parsed only to be serialised again.
 
 use std::sync::Arc;
 
-use modproxy_sdk::{BoxFuture, Handler, HandlerResult, MethodError, Request};
-use napi::bindgen_prelude::{FnArgs, Promise};
+use modproxy_sdk::{BoxFuture, Handler, HandlerResult, MethodError, RawHandlerResult, Request};
+use napi::bindgen_prelude::{Either3, FnArgs, Promise};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
 use napi_derive::napi;
-use serde_json::Value;
 
 /// What the package's wrapper around a user handler resolves to: either `reply`, the JSON text of the
 /// handler's return value, or an error `code` and `message`.
@@ -29,12 +33,18 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
-/// `(data, head) => Promise<Outcome>`, called from any thread, queued without bound, never holding
-/// the event loop open. `CalleeHandled = false`: the function gets `(data, head)`, not an error first.
-pub type HandlerFn = ThreadsafeFunction<Args, Promise<Outcome>, Args, Status, false, true, 0>;
+/// `(dataJson, headJson) => string | Outcome | Promise<Outcome>`, called from any thread, queued without
+/// bound, never holding the event loop open. `CalleeHandled = false`: the function gets its two
+/// arguments, not an error first.
+pub type HandlerFn = ThreadsafeFunction<Args, Returned, Args, Status, false, true, 0>;
 
-/// `(data, head)`, spread into two JavaScript arguments.
-type Args = FnArgs<(Value, Value)>;
+/// What the wrapper returns: a synchronous handler's reply as JSON text (no promise to settle), its
+/// error as an [`Outcome`], or a promise of an [`Outcome`] for an `async` handler. A promise is tried
+/// before a plain object, since a promise is an object too.
+type Returned = Either3<String, Promise<Outcome>, Outcome>;
+
+/// `(data, head)` as JSON text, spread into two JavaScript arguments.
+type Args = FnArgs<(String, String)>;
 
 /// One registered JavaScript method.
 pub(crate) struct JsHandler {
@@ -53,29 +63,41 @@ impl JsHandler {
 
 impl Handler for JsHandler {
     fn call(&self, request: Request) -> BoxFuture<HandlerResult> {
+        let reply = self.call_raw(request);
+        Box::pin(async move {
+            let payload = reply.await?;
+            serde_json::from_slice(&payload)
+                .map_err(|e| MethodError::handler_error(format!("the reply is not JSON: {e}")))
+        })
+    }
+
+    fn call_raw(&self, request: Request) -> BoxFuture<RawHandlerResult> {
         let method = self.method.clone();
         let function = Arc::clone(&self.function);
         Box::pin(async move {
-            let head = serde_json::to_value(&request.head)
-                .map_err(|e| MethodError::handler_error(format!("head of '{method}' not convertible: {e}")))?;
+            let data = serde_json::to_string(&request.data).expect("a Value always serialises");
+            let head = serde_json::to_string(&request.head).expect("a Head always serialises");
             // `call_async_catch` turns a synchronous throw into an `Err` instead of a fatal exception.
             // The wrapper in index.js neither throws nor rejects, so an `Err` from either await means the
             // call was cut short: the environment is closing, or its JavaScript was terminated.
-            let pending = function
-                .call_async_catch((request.data, head).into())
+            let returned = function
+                .call_async_catch((data, head).into())
                 .await
                 .map_err(|e| interrupted(&method, &e))?;
-            let outcome = pending.await.map_err(|e| interrupted(&method, &e))?;
-            outcome.into_result(&method)
+            let outcome = match returned {
+                Either3::A(reply) => return Ok(reply.into_bytes()),
+                Either3::B(pending) => pending.await.map_err(|e| interrupted(&method, &e))?,
+                Either3::C(outcome) => outcome,
+            };
+            outcome.into_raw()
         })
     }
 }
 
 impl Outcome {
-    fn into_result(self, method: &str) -> HandlerResult {
+    fn into_raw(self) -> RawHandlerResult {
         match self {
-            Outcome { reply: Some(json), .. } => serde_json::from_str(&json)
-                .map_err(|e| MethodError::handler_error(format!("reply of '{method}' is not JSON: {e}"))),
+            Outcome { reply: Some(json), .. } => Ok(json.into_bytes()),
             Outcome { code, message, .. } => Err(MethodError::new(
                 code.unwrap_or_else(|| "handler_error".to_owned()),
                 message.unwrap_or_default(),
@@ -112,14 +134,14 @@ mod tests {
             code: None,
             message: None,
         };
-        assert_eq!(ok.into_result("add").unwrap(), serde_json::json!({"id": 1}));
+        assert_eq!(ok.into_raw().unwrap(), br#"{"id":1}"#);
         let failed = Outcome {
             reply: None,
             code: Some("not_found".into()),
             message: Some("no todo 3".into()),
         };
         assert_eq!(
-            failed.into_result("done").unwrap_err(),
+            failed.into_raw().unwrap_err(),
             MethodError::new("not_found", "no todo 3")
         );
     }

@@ -20,11 +20,24 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// What a handler produces: a JSON value for the reply, or an error reply.
 pub type HandlerResult = Result<Value, MethodError>;
 
+/// What a handler that writes its own JSON produces: the reply payload, already serialised, or an error
+/// reply. The bytes must be one UTF-8 JSON document; [`dispatch`] sends them as they are.
+pub type RawHandlerResult = Result<Vec<u8>, MethodError>;
+
 /// A backend: something that answers requests. Implement it on your own type to `match` on the method
 /// name yourself, or use a [`crate::Router`].
 pub trait Backend: Send + Sync + 'static {
     /// Answers one request. Errors become error replies; a panic becomes a `handler_error` reply.
     fn handle(&self, request: Request) -> impl Future<Output = HandlerResult> + Send;
+
+    /// Answers one request with the reply payload already serialised; this is what [`dispatch`] calls.
+    /// The default serialises what [`Backend::handle`] returns. Override it when replies come as JSON text
+    /// anyway (a [`crate::Router`] passes it on to each handler's [`Handler::call_raw`]), so that a reply is
+    /// never parsed into a [`Value`] only to be written out again.
+    fn handle_raw(&self, request: Request) -> impl Future<Output = RawHandlerResult> + Send {
+        let reply = self.handle(request);
+        async move { reply.await.and_then(|value| encode_reply(&value)) }
+    }
 }
 
 /// One method's handler, type-erased so that a router can hold handlers of any origin
@@ -32,6 +45,19 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Handler: Send + Sync + 'static {
     /// Calls the handler with the whole request.
     fn call(&self, request: Request) -> BoxFuture<HandlerResult>;
+
+    /// Calls the handler and returns the reply payload already serialised. The default serialises what
+    /// [`Handler::call`] returns; a handler whose language hands back JSON text (Node's `JSON.stringify`)
+    /// or that can serialise its typed reply directly overrides it to skip the [`Value`] in between.
+    fn call_raw(&self, request: Request) -> BoxFuture<RawHandlerResult> {
+        let reply = self.call(request);
+        Box::pin(async move { reply.await.and_then(|value| encode_reply(&value)) })
+    }
+}
+
+/// Serialises a reply value; a failure (a map with non-string keys, say) is the handler's error.
+pub fn encode_reply<T: serde::Serialize + ?Sized>(reply: &T) -> RawHandlerResult {
+    serde_json::to_vec(reply).map_err(|e| MethodError::handler_error(format!("the reply is not serialisable: {e}")))
 }
 
 impl<F, Fut> Handler for F
@@ -59,7 +85,7 @@ pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
     }
     let method = request.head.method.clone();
     // `handle` is called inside the caught future: a backend may panic before it returns its future.
-    let outcome = AssertUnwindSafe(async move { backend.handle(request).await })
+    let outcome = AssertUnwindSafe(async move { backend.handle_raw(request).await })
         .catch_unwind()
         .await;
     let result = match outcome {
@@ -74,9 +100,7 @@ pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
         }
     };
     match result {
-        Ok(value) => serde_json::to_vec(&value).unwrap_or_else(|e| {
-            MethodError::handler_error(format!("reply of '{method}' is not serialisable: {e}")).to_reply()
-        }),
+        Ok(payload) => payload,
         Err(error) => {
             tracing::debug!(method, code = %error.code, message = error.message, "error reply");
             error.to_reply()

@@ -66,7 +66,7 @@ pub mod server;
 
 pub use client::{BlockingClient, Client, ClientError};
 pub use codec::LengthLineCodec;
-pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult};
+pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
 pub use envelope::{Head, Request};
 pub use error::MethodError;
 pub use frame::FrameError;

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::dispatch::{Backend, Handler, HandlerResult};
+use crate::dispatch::{encode_reply, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
 use crate::envelope::{Head, Request};
 use crate::error::MethodError;
 
@@ -56,17 +57,12 @@ impl Router {
         Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
     {
         let name = name.into();
-        let method = name.clone();
-        self.handler(name, move |request: Request| {
-            let parsed = serde_json::from_value::<T>(request.data)
-                .map_err(|e| MethodError::bad_request(format!("invalid data for '{method}': {e}")));
-            let call = parsed.map(|data| handler(data, request.head));
-            async move {
-                let reply = call?.await?;
-                serde_json::to_value(reply)
-                    .map_err(|e| MethodError::handler_error(format!("reply not serialisable: {e}")))
-            }
-        })
+        let typed = Typed {
+            method: name.clone(),
+            handler,
+            types: PhantomData,
+        };
+        self.handler(name, typed)
     }
 
     /// Registers a type-erased handler that receives the whole request. This is what the language
@@ -103,6 +99,58 @@ impl Backend for Router {
                 None => Err(MethodError::method_not_found(&request.head.method)),
             }
         }
+    }
+
+    fn handle_raw(&self, request: Request) -> impl Future<Output = RawHandlerResult> + Send {
+        // Called before the future is polled, so the handler's own future is all that stays boxed.
+        let reply = match self.handlers.get(&request.head.method) {
+            Some(handler) => Ok(handler.call_raw(request)),
+            None => Err(MethodError::method_not_found(&request.head.method)),
+        };
+        async move { reply?.await }
+    }
+}
+
+/// A typed handler: `data` deserialised into `T`, the reply serialised from `R` — straight to bytes when
+/// [`dispatch`](crate::dispatch()) asks for them, without a [`serde_json::Value`] in between.
+struct Typed<T, F> {
+    method: String,
+    handler: F,
+    types: PhantomData<fn(T)>,
+}
+
+impl<T, R, F, Fut> Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(T, Head) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+{
+    fn start(&self, request: Request) -> Result<Fut, MethodError> {
+        let data = serde_json::from_value::<T>(request.data)
+            .map_err(|e| MethodError::bad_request(format!("invalid data for '{}': {e}", self.method)))?;
+        Ok((self.handler)(data, request.head))
+    }
+}
+
+impl<T, R, F, Fut> Handler for Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(T, Head) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+{
+    fn call(&self, request: Request) -> BoxFuture<HandlerResult> {
+        let call = self.start(request);
+        Box::pin(async move {
+            let reply = call?.await?;
+            serde_json::to_value(reply).map_err(|e| MethodError::handler_error(format!("reply not serialisable: {e}")))
+        })
+    }
+
+    fn call_raw(&self, request: Request) -> BoxFuture<RawHandlerResult> {
+        let call = self.start(request);
+        Box::pin(async move { encode_reply(&call?.await?) })
     }
 }
 
