@@ -2,9 +2,9 @@
 //!
 //! The core calls handlers from tokio worker threads, which must never wait for the GIL: a worker stuck on
 //! the GIL stalls every connection scheduled on it. So every touch of Python happens on tokio's blocking
-//! pool (`spawn_blocking`), and the GIL is held only while converting values and calling the function.
-//! `async def` handlers are scheduled onto the asyncio loop captured when serving started and awaited from
-//! tokio without holding the GIL.
+//! pool, through [`with_gil`]'s queue (which runs many calls per acquisition of the GIL), and the GIL is
+//! held only while converting values and calling the function. `async def` handlers are scheduled onto the
+//! asyncio loop captured when serving started and awaited from tokio without holding the GIL.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use pyo3::types::{PyDict, PyType};
 use pyo3_async_runtimes::TaskLocals;
 
 use crate::convert::{to_json, to_python, type_name};
+use crate::gil::with_gil;
 use crate::log::logger;
 
 /// One registered method as the Python package describes it (any object with these attributes).
@@ -71,31 +72,27 @@ impl Handler for PyHandler {
 }
 
 impl Callable {
-    /// Runs a plain function on the blocking pool.
+    /// Runs a plain function through the GIL queue.
     async fn call_sync(self: Arc<Self>, request: Request) -> HandlerResult {
-        on_blocking_pool(move || {
-            Python::attach(|py| {
-                let outcome = self.invoke(py, request);
-                self.reply(py, outcome)
-            })
+        with_gil(move |py| {
+            let outcome = self.invoke(py, request);
+            self.reply(py, outcome)
         })
         .await
     }
 
-    /// Creates the coroutine (on the blocking pool, it needs the GIL), runs it on the asyncio loop, waits
-    /// for it without the GIL, then converts its result (on the blocking pool again).
+    /// Creates the coroutine (with the GIL, through the queue), runs it on the asyncio loop, waits for it
+    /// without the GIL, then converts its result (through the queue again).
     async fn call_async(self: Arc<Self>, request: Request) -> HandlerResult {
         let this = Arc::clone(&self);
-        let running = on_blocking_pool(move || {
-            Python::attach(|py| {
-                let locals = this.event_loop.as_ref().expect("async handlers have a loop");
-                this.invoke(py, request)
-                    .and_then(|coroutine| {
-                        let running = pyo3_async_runtimes::into_future_with_locals(locals, coroutine.clone())?;
-                        Ok((running, coroutine.unbind()))
-                    })
-                    .map_err(|error| this.error_reply(py, error))
-            })
+        let running = with_gil(move |py| {
+            let locals = this.event_loop.as_ref().expect("async handlers have a loop");
+            this.invoke(py, request)
+                .and_then(|coroutine| {
+                    let running = pyo3_async_runtimes::into_future_with_locals(locals, coroutine.clone())?;
+                    Ok((running, coroutine.unbind()))
+                })
+                .map_err(|error| this.error_reply(py, error))
         })
         .await?;
         // asyncio keeps only weak references to tasks, and nothing else holds the one that runs the
@@ -104,12 +101,10 @@ impl Callable {
         // awaited future's wake-up callback) until the call is over.
         let (running, coroutine) = running;
         let outcome = running.await;
-        on_blocking_pool(move || {
-            Python::attach(|py| {
-                drop(coroutine);
-                let outcome = outcome.map(|value| value.into_bound(py));
-                self.reply(py, outcome)
-            })
+        with_gil(move |py| {
+            drop(coroutine);
+            let outcome = outcome.map(|value| value.into_bound(py));
+            self.reply(py, outcome)
         })
         .await
     }
@@ -208,17 +203,4 @@ fn log_exception(py: Python<'_>, method: &str, error: &PyErr) {
         error.clone_ref(py).print(py);
         failure.print(py);
     }
-}
-
-/// Runs Python work on tokio's blocking pool so that no tokio worker ever waits for the GIL.
-async fn on_blocking_pool<T, F>(work: F) -> Result<T, MethodError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, MethodError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|joined| {
-        Err(MethodError::handler_error(format!(
-            "the handler's worker thread failed: {joined}"
-        )))
-    })
 }

@@ -6,6 +6,7 @@
 
 mod convert;
 mod frames;
+mod gil;
 mod handler;
 mod log;
 mod serving;
