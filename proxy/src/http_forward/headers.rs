@@ -36,7 +36,8 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `Proxy-*`,
-/// `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`. When `upgrading`, `Upgrade` is kept and
+/// `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`; and `Expect`, which hyper's server has already
+/// answered with `100 Continue` when the body is read. When `upgrading`, `Upgrade` is kept and
 /// `Connection: upgrade` is set again: that pair is what asks the next hop to switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     let listed: Vec<HeaderName> = connection_options(headers)
