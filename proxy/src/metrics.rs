@@ -4,7 +4,7 @@
 //! read from the running [`crate::app::App`] at scrape time rather than tracked per request.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::balancer::Balancer;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabel {
@@ -63,6 +65,15 @@ pub struct Metrics {
     stream_open: Family<StreamLabels, Gauge>,
     stream_unreachable: Family<StreamLabels, Counter>,
     stream_bytes: Family<StreamBytesLabels, Counter>,
+    stream_node_up: Family<StreamNodeLabels, Gauge>,
+    /// Each stream's balancer by listen address, read at scrape time (streams live outside the `App`).
+    stream_balancers: Mutex<Vec<(String, Arc<Balancer>)>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamNodeLabels {
+    listen: String,
+    node: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,6 +172,12 @@ impl Metrics {
             "Bytes forwarded by a [[stream]]: up is client to node, down is node to client",
             stream_bytes.clone(),
         );
+        let stream_node_up = Family::<StreamNodeLabels, Gauge>::default();
+        registry.register(
+            "stream_node_up",
+            "1 when a [[stream]] node takes connections, 0 while it is masked",
+            stream_node_up.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -174,7 +191,17 @@ impl Metrics {
             stream_open,
             stream_unreachable,
             stream_bytes,
+            stream_node_up,
+            stream_balancers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Reports the nodes of the `[[stream]]` on `listen` as `modproxy_stream_node_up` from now on.
+    pub fn watch_stream_nodes(&self, listen: &str, balancer: Arc<Balancer>) {
+        self.stream_balancers
+            .lock()
+            .expect("stream balancer list")
+            .push((listen.to_owned(), balancer));
     }
 
     /// The handles of one `[[stream]]`, created once so a connection never allocates labels.
@@ -243,6 +270,17 @@ impl Metrics {
             self.node_up.get_or_create(&labels).set(i64::from(state.up));
             if let Some(pooled) = state.pooled {
                 self.pooled.get_or_create(&labels).set(pooled as i64);
+            }
+        }
+        for (listen, balancer) in self.stream_balancers.lock().expect("stream balancer list").iter() {
+            for (index, node) in balancer.nodes().iter().enumerate() {
+                let labels = StreamNodeLabels {
+                    listen: listen.clone(),
+                    node: node.clone(),
+                };
+                self.stream_node_up
+                    .get_or_create(&labels)
+                    .set(i64::from(!balancer.is_masked(index)));
             }
         }
         let mut out = String::new();

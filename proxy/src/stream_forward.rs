@@ -68,13 +68,16 @@ pub async fn bind(streams: &[StreamConfig]) -> Result<Vec<StreamListener>, BindE
 pub async fn serve(listeners: Vec<StreamListener>, metrics: &Metrics, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     for StreamListener { config, listener } in listeners {
+        let balancer = Arc::new(Balancer::new(
+            config.nodes.clone(),
+            config.fail_timeout,
+            Arc::new(SystemClock::default()),
+        ));
+        let listen = config.listen.to_string();
+        metrics.watch_stream_nodes(&listen, Arc::clone(&balancer));
         let forward = Arc::new(Forward {
-            balancer: Balancer::new(
-                config.nodes.clone(),
-                config.fail_timeout,
-                Arc::new(SystemClock::default()),
-            ),
-            metrics: metrics.stream(&config.listen.to_string()),
+            balancer,
+            metrics: metrics.stream(&listen),
             config,
         });
         tracker.spawn(accept(forward, listener, tracker.clone(), shutdown.clone()));
@@ -108,7 +111,7 @@ async fn accept(forward: Arc<Forward>, listener: TcpListener, tracker: TaskTrack
 /// One `[[stream]]` at run time.
 struct Forward {
     config: StreamConfig,
-    balancer: Balancer,
+    balancer: Arc<Balancer>,
     metrics: StreamMetrics,
 }
 

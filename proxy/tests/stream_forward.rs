@@ -204,6 +204,10 @@ fn ten_megabytes_both_ways_through_a_node_failure() {
         metric(&proxy, &format!("modproxy_stream_open_connections{{{label}}}")),
         0
     );
+    for (node, up) in [(dead, 0), (a.addr, 0), (b.addr, 1)] {
+        let node_up = format!("modproxy_stream_node_up{{{label},node=\"{node}\"}}");
+        assert_eq!(metric(&proxy, &node_up), up, "{node}");
+    }
     let log = proxy.log();
     assert!(log.contains("stream connect failed; node masked"), "{log}");
     assert!(log.contains(&format!("STREAM {listen} node={}", b.addr)), "{log}");
@@ -312,6 +316,10 @@ fn all_nodes_down_closes_the_client_promptly() {
         metric(&proxy, &format!("modproxy_stream_unreachable_total{{{label}}}")),
         3
     );
+    for dead in [dead1, dead2] {
+        let node_up = format!("modproxy_stream_node_up{{{label},node=\"{dead}\"}}");
+        assert_eq!(metric(&proxy, &node_up), 0, "a node that refused is masked");
+    }
     assert!(proxy.log().contains("no stream node accepted a connection"));
 }
 
