@@ -136,3 +136,31 @@ fn connections_over_the_limit_are_refused_cleanly() {
     let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
     assert!(!metrics.contains("modproxy_refused_connections_total 0"), "{metrics}");
 }
+
+#[test]
+fn http2_with_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Empty};
+    let proxy = Proxy::start("", "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{}/", proxy.addr))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        (status, response.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(status, 200);
+    assert_eq!(body, std::fs::read(support::repo_html().join("index.html")).unwrap());
+}
