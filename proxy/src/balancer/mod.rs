@@ -39,7 +39,7 @@ impl Clock for SystemClock {
 pub struct Balancer {
     nodes: Vec<String>,
     weights: Vec<u32>,
-    in_flight: Vec<AtomicUsize>,
+    in_flight: Arc<[AtomicUsize]>,
     selection: Box<dyn Selection>,
     /// Per node: the clock reading (in ms) until which it is masked; 0 = healthy.
     masked_until_ms: Vec<AtomicU64>,
@@ -84,11 +84,13 @@ impl Balancer {
         balancer
     }
 
-    /// Counts a request in flight on node `index` until the guard drops (for `least_conn`).
-    pub fn track(&self, index: usize) -> InFlight<'_> {
+    /// Counts a request in flight on node `index` until the guard drops (for `least_conn`). The guard
+    /// owns its counter, so it can travel with a streamed response body or a spliced upgrade.
+    pub fn track(&self, index: usize) -> InFlight {
         self.in_flight[index].fetch_add(1, Ordering::Relaxed);
         InFlight {
-            counter: &self.in_flight[index],
+            counters: Arc::clone(&self.in_flight),
+            index,
         }
     }
 
@@ -151,13 +153,14 @@ impl Balancer {
 
 /// A request in flight on a node; dropping it ends the count.
 #[derive(Debug)]
-pub struct InFlight<'a> {
-    counter: &'a AtomicUsize,
+pub struct InFlight {
+    counters: Arc<[AtomicUsize]>,
+    index: usize,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
+        self.counters[self.index].fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::balancer::{Balancer, Clock};
+use crate::balancer::{Balancer, Clock, InFlight};
 use crate::body::Body;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
@@ -223,12 +223,13 @@ impl Shared {
             let node = self.balancer.node(index);
             let request = self.build(&outgoing, index, &slot).map_err(|e| (e, None))?;
             let served_by: Arc<str> = node.into();
-            // Counted from the pick, so requests arriving together see each other (least_conn).
-            let _in_flight = self.balancer.track(index);
+            // Counted from the pick, so requests arriving together see each other (least_conn), and until
+            // the response body or the upgraded connection ends.
+            let in_flight = self.balancer.track(index);
             match self.exchange(request, &slot).await {
                 Ok(Ok(response)) => {
                     return self
-                        .respond(response, index, client_upgrade)
+                        .respond(response, index, client_upgrade, in_flight)
                         .map_err(|e| (e, Some(served_by.clone())))
                         .map(|mut response| {
                             response.extensions_mut().insert(ServedBy(served_by));
@@ -310,6 +311,7 @@ impl Shared {
         mut response: Response<Incoming>,
         index: usize,
         client_upgrade: Option<OnUpgrade>,
+        in_flight: InFlight,
     ) -> Result<Response<Body>, ForwardError> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -320,15 +322,29 @@ impl Shared {
                 });
             };
             let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(upgrade::splice(
+            let splice = upgrade::splice(
                 self.name.clone(),
                 self.balancer.node(index).to_owned(),
                 client,
                 upstream,
-            ));
+            );
+            tokio::spawn(async move {
+                splice.await;
+                drop(in_flight);
+            });
+            headers::strip_hop_by_hop(response.headers_mut(), switching);
+            return Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()));
         }
         headers::strip_hop_by_hop(response.headers_mut(), switching);
-        Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+        // The body carries the in-flight count until it is done or dropped.
+        Ok(response.map(|body| {
+            body.map_err(Into::into)
+                .map_frame(move |frame| {
+                    let _in_flight = &in_flight;
+                    frame
+                })
+                .boxed_unsync()
+        }))
     }
 
     /// An error after the request may have been sent. The client's own body failing is not the
