@@ -1,0 +1,399 @@
+//! `conf/default.toml`: the seed-compatible configuration, read with serde + toml and resolved into
+//! [`Config`], which the rest of the proxy uses. Errors name the file, the line and the key.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod messages;
+mod raw;
+mod resolve;
+
+use messages::describe_toml_error;
+use raw::RawConfig;
+use resolve::resolve;
+
+/// The name of the built-in module that serves `HOME/html` whatever the config says.
+pub const INNER_MODULE: &str = "module_proxy_inner_mod";
+
+/// A configuration error, already phrased for a person: file, line, key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(String);
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// Every configured module by name.
+    pub modules: HashMap<String, Module>,
+    /// Every configured module's traffic policy, by name.
+    pub policies: HashMap<String, Policy>,
+    /// `[log] level`.
+    pub log_level: LogLevel,
+    /// Every `[[stream]]` section, in config order.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// `[server]`, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bind address.
+    pub listen: IpAddr,
+    /// HTTP listen port.
+    pub port: u16,
+    /// The root site's directory (absolute).
+    pub root_path: PathBuf,
+    /// Files larger than this are streamed.
+    pub chunked_size: u64,
+    /// Index file names tried for a directory, in order.
+    pub index: Vec<String>,
+    /// Request bodies larger than this get 413.
+    pub max_body: u64,
+    /// Time allowed to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Addresses besides loopback that may read `/module_proxy_inner_mod/metrics`.
+    pub metrics_allow: Vec<ipnet::IpNet>,
+    /// Whether a connection that opens with a length line is served as a socket-protocol client.
+    pub raw_frames: bool,
+}
+
+/// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    /// Where the proxy listens.
+    pub listen: std::net::SocketAddr,
+    /// `host:port` of each node, in config order.
+    pub nodes: Vec<String>,
+    /// Time allowed to open a connection to a node.
+    pub connect_timeout: Duration,
+    /// How long a node that refused a connection is skipped.
+    pub fail_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// `[log] level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default: one access line per request, and everything above.
+    Info,
+    /// Details of connections and pools.
+    Debug,
+}
+
+impl LogLevel {
+    /// The matching `tracing` level.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+        }
+    }
+}
+
+/// What a module does.
+#[derive(Debug, Clone)]
+pub enum Module {
+    /// `module_html`: a static sub-site served from `path`.
+    Html {
+        /// The sub-site's directory (absolute).
+        path: PathBuf,
+    },
+    /// `module_http`: reverse proxy to upstream URLs.
+    Http(Upstream),
+    /// `module_socket`: HTTP → length-line socket gateway.
+    Socket(Upstream),
+}
+
+/// A balanced group of backend nodes and the settings used to talk to them.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of each node (socket modules) or `http://host:port` (HTTP modules), in config order.
+    pub nodes: Vec<String>,
+    /// Each node's weight (1 unless set with `weight=N`), in the same order.
+    pub weights: Vec<u32>,
+    /// How a node is chosen.
+    pub balance: Balance,
+    /// Socket modules: `head` fields the proxy sets before framing, overwriting the client's.
+    pub head: Vec<(String, HeadSource)>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply (socket) or response headers (HTTP).
+    pub timeout: Duration,
+    /// How long a failed node is skipped.
+    pub fail_timeout: Duration,
+    /// Largest reply frame accepted from a socket backend.
+    pub max_frame: usize,
+    /// Whether backend connections are reused.
+    pub keepalive: bool,
+    /// HTTP modules: send the client's `Host` instead of the upstream's.
+    pub pass_host: bool,
+}
+
+/// The node-selection policy of a module (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted random among healthy nodes (the default).
+    #[default]
+    Random,
+    /// Weighted round robin among healthy nodes.
+    RoundRobin,
+    /// The healthy node with the fewest requests in flight per unit of weight.
+    LeastConn,
+}
+
+/// Where the proxy takes a `head` field from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadSource {
+    /// `"header:NAME"`: that request header (the field is removed when the header is absent).
+    Header(http::HeaderName),
+    /// `"remote_addr"`: the client's IP address.
+    RemoteAddr,
+    /// `"generate"`: the request's id (its `X-Request-Id`, passed through or generated).
+    RequestId,
+}
+
+/// Per-module traffic policy; every key is off unless set.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Token bucket per client address.
+    pub rate_limit: Option<RateLimit>,
+    /// Most requests in flight to the module at once.
+    pub max_conns: Option<usize>,
+    /// How long a request waits for a `max_conns` slot before it gets 503.
+    pub max_conns_wait: Duration,
+    /// Response headers added to every response of the module.
+    pub add_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `rate_limit = { rate = 10, burst = 20 }`: requests per second, and how many may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second per client address.
+    pub rate: f64,
+    /// Requests a client may make at once before the rate applies (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl Config {
+    /// Reads and resolves a config file. Relative paths inside it resolve against `home`.
+    pub fn load(path: &Path, home: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, path, home)
+    }
+
+    /// Parses config text; `source` is only used in messages.
+    pub fn parse(text: &str, source: &Path, home: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(&e, text, source))?;
+        resolve(raw, source, home).map_err(|e| ConfigError(format!("{}: {e}", source.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/default.toml"), Path::new("/home/mp"))
+    }
+
+    #[test]
+    fn seed_config_runs_unchanged() {
+        let config = parse(
+            r#"
+name = "ModuleProxy"
+version = "1.0"
+[server]
+port = 8080
+root_path = "html"
+chunked_size = 10485760
+index = "index.html index.htm"
+[module]
+module_html = [ { module = "store", path = "/opt/vue/" } ]
+module_http = [ { module = "s2", proxy_pass = "http://127.0.0.1:8081, http://127.0.0.1:8082" } ]
+module_socket = [ { module = "s3", forward_pass = """
+    127.0.0.1:21231,
+    127.0.0.1:21232
+""" }, { module = "old", ip = "127.0.0.1", port = 21233 } ]
+[log]
+level = "info"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(config.server.root_path, Path::new("/home/mp/html"));
+        assert_eq!(config.server.index, ["index.html", "index.htm"]);
+        let Module::Socket(s3) = &config.modules["s3"] else {
+            panic!("s3 is a socket module")
+        };
+        assert_eq!(s3.nodes, ["127.0.0.1:21231", "127.0.0.1:21232"]);
+        assert_eq!(s3.fail_timeout, Duration::from_secs(60));
+        let Module::Socket(old) = &config.modules["old"] else {
+            panic!("old is a socket module")
+        };
+        assert_eq!(old.nodes, ["127.0.0.1:21233"]);
+        let Module::Http(s2) = &config.modules["s2"] else {
+            panic!("s2 is an http module")
+        };
+        assert_eq!(s2.nodes, ["http://127.0.0.1:8081", "http://127.0.0.1:8082"]);
+        assert!(matches!(&config.modules["store"], Module::Html { path } if path == Path::new("/opt/vue/")));
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = parse(
+            r#"
+[upstream]
+timeout = 5
+[module]
+module_socket = [ { module = "a", forward_pass = ["127.0.0.1:1"], timeout = 0.5, keepalive = false } ]
+module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0");
+        assert_eq!(config.server.max_body, 10 * 1024 * 1024);
+        assert_eq!(config.log_level, LogLevel::Info);
+        let Module::Socket(a) = &config.modules["a"] else {
+            panic!()
+        };
+        assert_eq!((a.timeout, a.keepalive), (Duration::from_millis(500), false));
+        assert_eq!(a.connect_timeout, Duration::from_secs(3));
+        let Module::Http(b) = &config.modules["b"] else {
+            panic!()
+        };
+        assert_eq!(b.timeout, Duration::from_secs(5));
+        assert_eq!(b.nodes, ["http://127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn unknown_key_names_line_section_and_suggestion() {
+        let err = parse(
+            "[server]\nport = 1\n\n[module]\nmodule_socket = [ { module = \"s3\", forward_pas = \"127.0.0.1:1\" } ]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config: conf/default.toml line 5: unknown key 'forward_pas' in [module] (did you mean 'forward_pass'?)"
+        );
+        let err = parse("[sever]\nport = 1\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: unknown key 'sever'") && err.contains("did you mean 'server'"),
+            "{err}"
+        );
+        let err = parse("[server]\nport = 1\nchunk_size = 5\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("did you mean 'chunked_size'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let cases = [
+            ("[server]\nport = 70000\n", "line 2"),
+            ("[server]\nlisten = \"localhost\"\n", "not an IP address"),
+            ("[module]\nmodule_html = [ { module = \"a\", path = \"x\", rate_limit = { rate = 1e12 } } ]\n", "rate <= 1e9"),
+            ("[server]\nmax_connections = 0\n", "at least 1"),
+            ("[server]\nmetrics_allow = [\"10.0.0.0/33\"]\n", "not an address or a network"),
+            ("[upstream]\ntimeout = -1\n", "not a duration"),
+            ("[log]\nlevel = \"loud\"\n", "line 2"),
+            ("[module]\nmodule_socket = [ { module = \"a\" } ]\n", "no nodes"),
+            ("[module]\nmodule_socket = [ { module = \"a\", forward_pass = \"nohost\" } ]\n", "host:port"),
+            ("[module]\nmodule_socket = [ { module = \"a\", ip = \"127.0.0.1\" } ]\n", "both ip and port"),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"https://x\" } ]\n", "http://"),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"http://x/p\" } ]\n", "host:port only"),
+            ("[module]\nmodule_http = [ { module = \"a\", forward_pass = \"x:1\" } ]\n", "use proxy_pass"),
+            ("[module]\nmodule_html = [ { module = \"a/b\", path = \"x\" } ]\n", "URL path segment"),
+            ("[module]\nmodule_html = [ { module = \"module_proxy_inner_mod\", path = \"x\" } ]\n", "reserved"),
+            (
+                "[module]\nmodule_html = [ { module = \"a\", path = \"x\" } ]\nmodule_socket = [ { module = \"a\", forward_pass = \"h:1\" } ]\n",
+                "configured twice",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with("config: conf/default.toml"), "{err}");
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn streams_and_raw_frames() {
+        let config = parse(
+            r#"
+[server]
+raw_frames = true
+[upstream]
+connect_timeout = 2
+[[stream]]
+listen = "127.0.0.1:15432"
+proxy_pass = "db1:5432, db2:5432"
+[[stream]]
+listen = "0.0.0.0:16379"
+proxy_pass = ["127.0.0.1:6379"]
+idle_timeout = 30
+fail_timeout = 5
+"#,
+        )
+        .unwrap();
+        assert!(config.server.raw_frames);
+        assert_eq!(config.streams.len(), 2);
+        let db = &config.streams[0];
+        assert_eq!(db.listen.to_string(), "127.0.0.1:15432");
+        assert_eq!(db.nodes, ["db1:5432", "db2:5432"]);
+        assert_eq!(
+            (db.connect_timeout, db.fail_timeout, db.idle_timeout),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+                Duration::from_secs(600)
+            )
+        );
+        let cache = &config.streams[1];
+        assert_eq!(
+            (cache.fail_timeout, cache.idle_timeout),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+        assert!(!parse("").unwrap().server.raw_frames, "raw_frames is off by default");
+
+        let cases = [
+            ("[[stream]]\nlisten = \"15432\"\nproxy_pass = \"a:1\"\n", "not an address with a port"),
+            ("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"\"\n", "no nodes"),
+            ("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"nohost\"\n", "host:port"),
+            (
+                "[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"a:1\"\n[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"a:1\"\n",
+                "configured twice",
+            ),
+            (
+                "[server]\nport = 1\n[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pas = \"a:1\"\n",
+                "line 5: unknown key 'proxy_pas' in [[stream]] (did you mean 'proxy_pass'?)",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! From the file as written to [`Config`]: defaults applied, paths resolved against HOME, every value
+//! checked, with messages that say what to write instead.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::raw::{RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
+use super::{Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream, INNER_MODULE};
+pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
+    let streams = stream_configs(&raw.stream, &raw.upstream)?;
+    let server = &raw.server;
+    let listen: IpAddr = server.listen.parse().map_err(|_| {
+        format!(
+            "[server] listen = {:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")",
+            server.listen
+        )
+    })?;
+    let index = server.index.items(&[' ', ',', '\t', '\n']);
+    if index.iter().any(|name| name.contains('/') || name == "..") {
+        return Err("[server] index must list file names, not paths".into());
+    }
+    if server.max_connections == 0 {
+        return Err("[server] max_connections must be at least 1".into());
+    }
+    let metrics_allow = server
+        .metrics_allow
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let server_config = ServerConfig {
+        listen,
+        port: server.port,
+        root_path: home.join(&server.root_path),
+        chunked_size: server.chunked_size,
+        index,
+        max_body: server.max_body,
+        header_timeout: server.header_timeout.duration(),
+        max_connections: server.max_connections,
+        metrics_allow,
+        raw_frames: server.raw_frames,
+    };
+
+    let mut modules = HashMap::new();
+    let mut policies = HashMap::new();
+    let mut add = |name: &str, list: &str, module: Module, policy: Policy| -> Result<(), String> {
+        validate_module_name(name).map_err(|why| format!("{list}: module {name:?} {why}"))?;
+        policies.insert(name.to_owned(), policy);
+        if modules.insert(name.to_owned(), module).is_some() {
+            return Err(format!(
+                "{list}: module {name:?} is configured twice; module names must be unique"
+            ));
+        }
+        Ok(())
+    };
+    for entry in &raw.module.module_html {
+        let policy = policy(
+            &entry.module,
+            entry.rate_limit,
+            entry.max_conns,
+            entry.max_conns_wait,
+            &entry.add_headers,
+        )?;
+        add(
+            &entry.module,
+            "module_html",
+            Module::Html {
+                path: home.join(&entry.path),
+            },
+            policy,
+        )?;
+    }
+    for (list, entries) in [
+        ("module_http", &raw.module.module_http),
+        ("module_socket", &raw.module.module_socket),
+    ] {
+        for entry in entries {
+            let upstream = backend_upstream(entry, &raw.upstream, list)?;
+            let policy = policy(
+                &entry.module,
+                entry.rate_limit,
+                entry.max_conns,
+                entry.max_conns_wait,
+                &entry.add_headers,
+            )?;
+            let module = if list == "module_http" {
+                Module::Http(upstream)
+            } else {
+                Module::Socket(upstream)
+            };
+            add(&entry.module, list, module, policy)?;
+        }
+    }
+    Ok(Config {
+        source: source.to_owned(),
+        server: server_config,
+        modules,
+        policies,
+        log_level: raw.log.level,
+        streams,
+    })
+}
+
+fn validate_module_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name == INNER_MODULE {
+        return Err("is reserved for the built-in pages");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err("may only hold letters, digits, '-', '_' and '.' (it is a URL path segment)");
+    }
+    Ok(())
+}
+
+fn policy(
+    name: &str,
+    rate_limit: Option<RateLimit>,
+    max_conns: Option<usize>,
+    max_conns_wait: Option<Seconds>,
+    add_headers: &HashMap<String, String>,
+) -> Result<Policy, String> {
+    if let Some(limit) = rate_limit {
+        if !(limit.rate > 0.0 && limit.rate <= 1e9) || limit.burst == Some(0) {
+            return Err(format!(
+                "module {name:?}: rate_limit needs 0 < rate <= 1e9 (requests per second) and burst >= 1"
+            ));
+        }
+    }
+    if max_conns == Some(0) {
+        return Err(format!("module {name:?}: max_conns must be at least 1"));
+    }
+    let mut headers: Vec<_> = add_headers
+        .iter()
+        .map(|(header, value)| {
+            let header = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("module {name:?}: add_headers: {header:?} is not a header name"))?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                format!("module {name:?}: add_headers: the value of {header} is not a valid header value")
+            })?;
+            Ok((header, value))
+        })
+        .collect::<Result<_, String>>()?;
+    headers.sort_by(|a: &(http::HeaderName, _), b| a.0.as_str().cmp(b.0.as_str()));
+    Ok(Policy {
+        rate_limit,
+        max_conns,
+        max_conns_wait: max_conns_wait.unwrap_or(Seconds(5.0)).duration(),
+        add_headers: headers,
+    })
+}
+
+fn head_rules(name: &str, head: &HashMap<String, String>) -> Result<Vec<(String, HeadSource)>, String> {
+    let mut rules = head
+        .iter()
+        .map(|(field, source)| {
+            if field == "method" {
+                return Err(format!("module_socket {name:?}: head.method is the client's to choose"));
+            }
+            let source = match source.as_str() {
+                "remote_addr" => HeadSource::RemoteAddr,
+                "generate" => HeadSource::RequestId,
+                other => {
+                    let header = other.strip_prefix("header:").ok_or(format!(
+                        "module_socket {name:?}: head.{field} = {other:?}: use \"header:NAME\", \"remote_addr\" or \"generate\""
+                    ))?;
+                    HeadSource::Header(
+                        http::HeaderName::from_bytes(header.as_bytes())
+                            .map_err(|_| format!("module_socket {name:?}: head.{field}: {header:?} is not a header name"))?,
+                    )
+                }
+            };
+            Ok((field.clone(), source))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(rules)
+}
+
+fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str) -> Result<Upstream, String> {
+    let name = &entry.module;
+    let nodes: Vec<(String, u32)> = if list == "module_http" {
+        if entry.forward_pass.is_some() || entry.ip.is_some() || entry.port.is_some() {
+            return Err(format!(
+                "module_http {name:?}: use proxy_pass (forward_pass, ip and port are for module_socket)"
+            ));
+        }
+        let urls = entry
+            .proxy_pass
+            .as_ref()
+            .ok_or(format!("module_http {name:?}: missing proxy_pass"))?;
+        let urls = urls
+            .nodes()
+            .map_err(|why| format!("module_http {name:?}: proxy_pass {why}"))?;
+        for (url, _) in &urls {
+            check_http_url(url).map_err(|why| format!("module_http {name:?}: proxy_pass {url:?} {why}"))?;
+        }
+        if entry.head.is_some() {
+            return Err(format!("module_http {name:?}: head shaping is for module_socket"));
+        }
+        urls.into_iter()
+            .map(|(u, w)| (u.trim_end_matches('/').to_owned(), w))
+            .collect()
+    } else {
+        if entry.proxy_pass.is_some() || entry.pass_host.is_some() {
+            return Err(format!(
+                "module_socket {name:?}: use forward_pass (proxy_pass and pass_host are for module_http)"
+            ));
+        }
+        let mut nodes = match &entry.forward_pass {
+            Some(list) => list
+                .nodes()
+                .map_err(|why| format!("module_socket {name:?}: forward_pass {why}"))?,
+            None => Vec::new(),
+        };
+        // The seed's older single-node form.
+        match (&entry.ip, entry.port) {
+            (Some(ip), Some(port)) => nodes.push((format!("{ip}:{port}"), 1)),
+            (None, None) => {}
+            _ => return Err(format!("module_socket {name:?}: the older form needs both ip and port")),
+        }
+        for (node, _) in &nodes {
+            check_socket_addr(node).map_err(|why| format!("module_socket {name:?}: node {node:?} {why}"))?;
+        }
+        nodes
+    };
+    if let Some((node, _)) = nodes.iter().find(|(_, weight)| *weight == 0) {
+        return Err(format!(
+            "{list} {name:?}: node {node:?} has weight 0; remove it instead"
+        ));
+    }
+    let head = head_rules(name, entry.head.as_ref().unwrap_or(&HashMap::new()))?;
+    let (nodes, weights): (Vec<String>, Vec<u32>) = nodes.into_iter().unzip();
+    if nodes.is_empty() {
+        return Err(format!("{list} {name:?}: no nodes (give at least one address)"));
+    }
+    Ok(Upstream {
+        nodes,
+        weights,
+        balance: entry.balance.unwrap_or_default(),
+        head,
+        connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
+        timeout: entry.timeout.unwrap_or(defaults.timeout).duration(),
+        fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
+        max_frame: entry.max_frame.unwrap_or(defaults.max_frame),
+        keepalive: entry.keepalive.unwrap_or(defaults.keepalive),
+        pass_host: entry.pass_host.unwrap_or(false),
+    })
+}
+
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must start with http:// (upstream TLS is not supported)");
+    }
+    if uri.authority().is_none() {
+        return Err("has no host");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must be scheme://host:port only: the request path is forwarded unchanged");
+    }
+    Ok(())
+}
+
+fn stream_configs(raw: &[RawStream], defaults: &RawUpstream) -> Result<Vec<StreamConfig>, String> {
+    let mut streams: Vec<StreamConfig> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let listen: std::net::SocketAddr = entry.listen.parse().map_err(|_| {
+            format!(
+                "[[stream]] listen = {:?} is not an address with a port (try \"127.0.0.1:15432\")",
+                entry.listen
+            )
+        })?;
+        if streams.iter().any(|other| other.listen == listen) {
+            return Err(format!("[[stream]] listen = \"{listen}\" is configured twice"));
+        }
+        let nodes = entry.proxy_pass.items(&[',']);
+        if nodes.is_empty() {
+            return Err(format!(
+                "[[stream]] {listen}: no nodes in proxy_pass (give at least one host:port)"
+            ));
+        }
+        for node in &nodes {
+            check_socket_addr(node).map_err(|why| format!("[[stream]] {listen}: node {node:?} {why}"))?;
+        }
+        streams.push(StreamConfig {
+            listen,
+            nodes,
+            connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
+            fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
+            idle_timeout: entry.idle_timeout.unwrap_or(Seconds(600.0)).duration(),
+        });
+    }
+    Ok(streams)
+}
+
+fn check_socket_addr(node: &str) -> Result<(), &'static str> {
+    let (host, port) = node.rsplit_once(':').ok_or("must be host:port")?;
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    port.parse::<u16>().map_err(|_| "has a bad port")?;
+    Ok(())
+}
