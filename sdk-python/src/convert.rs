@@ -64,20 +64,46 @@ impl fmt::Display for NotJson {
 
 /// Converts a Python object into JSON, or says which part of it cannot be converted.
 pub fn to_json(value: &Bound<'_, PyAny>) -> Result<Value, NotJson> {
-    let mut path = String::from("$");
-    to_json_at(value, &mut path, 0)
+    to_json_at(value, 0).map_err(|failure| {
+        // The path is built only on failure, from the innermost step out: a successful conversion
+        // allocates nothing for it.
+        let mut path = String::from("$");
+        for step in failure.steps.iter().rev() {
+            path.push_str(step);
+        }
+        NotJson {
+            path,
+            reason: failure.reason,
+        }
+    })
 }
 
-fn to_json_at(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, NotJson> {
-    let fail = |path: &String, reason: String| NotJson {
-        path: path.clone(),
-        reason,
-    };
+/// A failed conversion on its way out of the recursion: the reason, and the path steps collected so far
+/// (innermost first).
+struct Failure {
+    reason: String,
+    steps: Vec<String>,
+}
+
+impl Failure {
+    fn new(reason: String) -> Self {
+        Failure {
+            reason,
+            steps: Vec::new(),
+        }
+    }
+
+    fn within(mut self, step: String) -> Self {
+        self.steps.push(step);
+        self
+    }
+}
+
+fn to_json_at(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> {
     if depth > MAX_DEPTH {
-        return Err(fail(
-            path,
-            format!("value nested more than {MAX_DEPTH} levels deep (does a container hold itself?)"),
-        ));
+        return Err(Failure::new(format!(
+            "value nested more than {MAX_DEPTH} levels deep (does a container hold itself?)"
+        )));
     }
     if value.is_none() {
         return Ok(Value::Null);
@@ -93,62 +119,55 @@ fn to_json_at(value: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Resu
         if let Ok(u) = value.extract::<u64>() {
             return Ok(Value::from(u));
         }
-        return Err(fail(path, "int too large for a 64-bit JSON number".to_owned()));
+        return Err(Failure::new("int too large for a 64-bit JSON number".to_owned()));
     }
     if let Ok(f) = value.cast::<PyFloat>() {
         let f = f.value();
         return Number::from_f64(f)
             .map(Value::Number)
-            .ok_or_else(|| fail(path, format!("float {} (JSON has no NaN or infinity)", float_repr(f))));
+            .ok_or_else(|| Failure::new(format!("float {} (JSON has no NaN or infinity)", float_repr(f))));
     }
     if let Ok(s) = value.cast::<PyString>() {
         return s
             .to_str()
             .map(|s| Value::String(s.to_owned()))
-            .map_err(|_| fail(path, "str that is not valid UTF-8 (lone surrogate)".to_owned()));
+            .map_err(|_| Failure::new("str that is not valid UTF-8 (lone surrogate)".to_owned()));
     }
     if let Ok(dict) = value.cast::<PyDict>() {
         let mut map = Map::with_capacity(dict.len());
         for (key, item) in dict.iter() {
             let Ok(key) = key.cast::<PyString>() else {
-                return Err(fail(
-                    path,
-                    format!("dict key of type '{}' (JSON keys are str)", type_name(&key)),
-                ));
+                return Err(Failure::new(format!(
+                    "dict key of type '{}' (JSON keys are str)",
+                    type_name(&key)
+                )));
             };
             let key = key
                 .to_str()
-                .map_err(|_| fail(path, "dict key that is not valid UTF-8".to_owned()))?
+                .map_err(|_| Failure::new("dict key that is not valid UTF-8".to_owned()))?
                 .to_owned();
-            let len = path.len();
-            path.push_str(&format!("[{key:?}]"));
-            let item = to_json_at(&item, path, depth + 1)?;
-            path.truncate(len);
+            let item = to_json_at(&item, depth + 1).map_err(|failure| failure.within(format!("[{key:?}]")))?;
             map.insert(key, item);
         }
         return Ok(Value::Object(map));
     }
     if let Ok(list) = value.cast::<PyList>() {
-        return sequence_to_json(list.iter(), list.len(), path, depth);
+        return sequence_to_json(list.iter(), list.len(), depth);
     }
     if let Ok(tuple) = value.cast::<PyTuple>() {
-        return sequence_to_json(tuple.iter(), tuple.len(), path, depth);
+        return sequence_to_json(tuple.iter(), tuple.len(), depth);
     }
-    Err(fail(path, format!("value of type '{}'", type_name(value))))
+    Err(Failure::new(format!("value of type '{}'", type_name(value))))
 }
 
 fn sequence_to_json<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     len: usize,
-    path: &mut String,
     depth: usize,
-) -> Result<Value, NotJson> {
+) -> Result<Value, Failure> {
     let mut array = Vec::with_capacity(len);
     for (index, item) in items.enumerate() {
-        let mark = path.len();
-        path.push_str(&format!("[{index}]"));
-        array.push(to_json_at(&item, path, depth + 1)?);
-        path.truncate(mark);
+        array.push(to_json_at(&item, depth + 1).map_err(|failure| failure.within(format!("[{index}]")))?);
     }
     Ok(Value::Array(array))
 }
