@@ -9,7 +9,8 @@ contestant ÷ peer from the same run.
 Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS ("1,2,3,4,5,6,7,8"),
 BENCH_CONNECTIONS (64), BENCH_IDLE (5000, row 8), BENCH_LOG_LEVEL (modproxy's [log] level, "warn":
 nginx runs with access_log off), BENCH_LABEL (a note for the run's heading), BENCH_RESULTS (the file
-to write, bench/RESULTS.md).
+to write, bench/RESULTS.md), and, to run another build of an SDK, BENCH_PYTHON_SDK (a Python whose venv
+has it) and BENCH_NODE_SDK (a directory holding the Node package).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+# The interpreter that runs the Python SDK contestant: another venv's, to compare two builds of the SDK.
+PYTHON_SDK = Path(os.environ.get("BENCH_PYTHON_SDK", PYTHON))
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -403,7 +406,7 @@ class Lab:
         addr = f"127.0.0.1:{port}"
         argv = {
             "rust-sdk": [str(RELEASE / "bench-echo-rust"), addr],
-            "python-sdk": [str(PYTHON), str(BENCH / "backends" / "echo.py"), addr],
+            "python-sdk": [str(PYTHON_SDK), str(BENCH / "backends" / "echo.py"), addr],
             "node-sdk": ["node", str(BENCH / "backends" / "echo.js"), addr],
             "hyper": [str(RELEASE / "hyper-echo"), addr],
             "tokio": [str(RELEASE / "tokio-echo"), addr],
