@@ -164,3 +164,38 @@ fn http2_with_prior_knowledge_is_served() {
     assert_eq!(status, 200);
     assert_eq!(body, std::fs::read(support::repo_html().join("index.html")).unwrap());
 }
+
+#[test]
+fn backend_pools_are_bounded_per_node() {
+    // 300 requests in flight at once need 300 backend connections; afterwards the pool keeps at most
+    // 256 of them idle (socket_pool's MAX_IDLE_PER_NODE) and closes the rest.
+    let slow = Backend::start(Style::Slow(Duration::from_millis(300)));
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[slow.addr], "")]));
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..300)
+        .map(|_| {
+            std::thread::spawn(move || {
+                support::send_raw(addr, &support::http("POST", "/s3/", &[], &envelope("x", json!(1)))).status
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    let pooled: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                "modproxy_pooled_connections{{module=\"s3\",node=\"{}\"}} ",
+                slow.addr
+            ))
+        })
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pool gauge:\n{metrics}"));
+    assert!(
+        slow.connections() > 256,
+        "the load needed more connections than the pool keeps"
+    );
+    assert!(pooled <= 256.0 && pooled > 0.0, "{pooled} idle connections pooled");
+}
