@@ -10,8 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::time::error::Elapsed;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -168,23 +170,36 @@ impl<B: Backend> Connection<B> {
     async fn run(self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, self.codec);
+        // One cancellation waiter and one idle timer for the connection's whole life rather than one of each
+        // per request: arming either takes a shared lock (the token's waiter list, the timer wheel). The
+        // timer is moved only when it fires while the connection was active since it was set.
+        let stopped = self.stop.cancelled();
+        tokio::pin!(stopped);
+        let mut active = Instant::now();
+        let idle = tokio::time::sleep_until(active + self.idle_timeout);
+        tokio::pin!(idle);
         loop {
             let next = tokio::select! {
-                () = self.stop.cancelled() => break,
-                next = tokio::time::timeout(self.idle_timeout, framed.next()) => next,
+                () = &mut stopped => break,
+                next = framed.next() => next,
+                () = &mut idle => {
+                    let deadline = active + self.idle_timeout;
+                    if Instant::now() >= deadline {
+                        tracing::debug!(%peer, "idle connection closed");
+                        break;
+                    }
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
             };
             let payload = match next {
-                Err(_) => {
-                    tracing::debug!(%peer, "idle connection closed");
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(Ok(payload))) => payload,
-                Ok(Some(Err(FrameError::Io(error)))) => {
+                None => break,
+                Some(Ok(payload)) => payload,
+                Some(Err(FrameError::Io(error))) => {
                     tracing::debug!(%peer, %error, "connection failed");
                     break;
                 }
-                Ok(Some(Err(error))) => {
+                Some(Err(error)) => {
                     tracing::warn!(%peer, %error, "bad frame; closing the connection");
                     let reply = MethodError::bad_request(format!("bad frame: {error}")).to_reply();
                     let _ = tokio::time::timeout(self.idle_timeout, framed.send(reply)).await;
@@ -192,7 +207,7 @@ impl<B: Backend> Connection<B> {
                 }
             };
             let reply = dispatch(&*self.backend, &payload).await;
-            match tokio::time::timeout(self.idle_timeout, framed.send(reply)).await {
+            match send_within(&mut framed, reply, self.idle_timeout).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "could not send reply");
@@ -203,6 +218,21 @@ impl<B: Backend> Connection<B> {
                     break;
                 }
             }
+            active = Instant::now();
         }
     }
+}
+
+/// Sends a reply, giving a peer that does not read at most `limit`. The timer is armed only when the write
+/// cannot complete at once; usually the socket takes the reply straight away.
+async fn send_within(
+    framed: &mut Framed<TcpStream, LengthLineCodec>,
+    reply: Vec<u8>,
+    limit: Duration,
+) -> Result<Result<(), FrameError>, Elapsed> {
+    let mut send = framed.send(reply);
+    if let Some(sent) = (&mut send).now_or_never() {
+        return Ok(sent);
+    }
+    tokio::time::timeout(limit, send).await
 }
