@@ -17,15 +17,21 @@ from wire import call, free_port, wait_until_listening
 SCRIPT = Path(__file__).with_name("blocking_backend.py")
 
 
-@pytest.fixture
-def backend():
-    """Starts blocking_backend.py; yields (process, address)."""
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(params=["sigint-default", "sigint-ignored"])
+def backend(request):
+    """Starts blocking_backend.py; yields (process, address). Also as a shell starts a background
+    job: with SIGINT ignored, which Python then leaves ignored unless the SDK takes it."""
     addr = ("127.0.0.1", free_port())
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), f"{addr[0]}:{addr[1]}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if request.param == "sigint-ignored" else None,
     )
     try:
         wait_until_listening(addr)

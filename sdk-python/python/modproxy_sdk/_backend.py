@@ -107,7 +107,8 @@ class Backend:
         Raises ``OSError`` if ``addr`` cannot be bound.
         """
         methods = list(self._methods.values())
-        with _sigterm_interrupts(), _event_loop_thread(any(m.is_async for m in methods)) as loop:
+        needs_loop = any(m.is_async for m in methods)
+        with _stop_signals_interrupt(), _event_loop_thread(needs_loop) as loop:
             _native.serve(addr, methods, max_frame=max_frame, event_loop=loop)
 
     async def serve_async(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -159,24 +160,30 @@ def _event_loop_thread(needed: bool) -> Iterator[asyncio.AbstractEventLoop | Non
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While serving, SIGTERM stops the server like Ctrl-C.
+def _stop_signals_interrupt() -> Iterator[None]:
+    """While serving, SIGTERM and SIGINT both stop the server like Ctrl-C.
 
-    Only in the main thread (the only one Python delivers signals to), and only if nobody
-    installed a SIGTERM handler of their own.
+    SIGTERM when nobody installed a handler of their own. SIGINT when it is ignored: a process
+    started in the background by a shell inherits SIGINT ignored, and Python then never installs
+    its KeyboardInterrupt handler, so `kill -INT` would not stop it (the Rust and Node SDKs stop
+    either way). Only in the main thread, the only one Python delivers signals to.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    taken = {
+        signum: previous
+        for signum, unset in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.SIG_IGN))
+        if (previous := signal.getsignal(signum)) is unset
+    }
+    for signum in taken:
+        signal.signal(signum, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, previous in taken.items():
+            signal.signal(signum, previous)
