@@ -169,7 +169,8 @@ fn http2_with_prior_knowledge_is_served() {
 fn backend_pools_are_bounded_per_node() {
     // 300 requests in flight at once need 300 backend connections; afterwards the pool keeps at most
     // 256 of them idle (socket_pool's MAX_IDLE_PER_NODE) and closes the rest.
-    let slow = Backend::start(Style::Slow(Duration::from_millis(300)));
+    // Each reply takes 2 s, so all 300 overlap even when threads start slowly on a loaded machine.
+    let slow = Backend::start(Style::Slow(Duration::from_secs(2)));
     let proxy = Proxy::start("", &config(&[socket_module("s3", &[slow.addr], "")]));
     let addr = proxy.addr;
     let clients: Vec<_> = (0..300)
