@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use crate::balancer::{Clock, SystemClock};
 use crate::body::{full, Body};
 use crate::config::{Config, Module, INNER_MODULE};
-use crate::error_response::ErrorPages;
+use crate::error_response::{accepts_html, ErrorPages};
 use crate::http_forward::HttpForward;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
@@ -165,7 +165,9 @@ impl App {
         };
         tracing::warn!(module, client = ?request.extensions().get::<RequestContext>().map(|c| c.peer), %refusal, "request refused by policy");
         let mut response = match role {
-            Role::Socket(_) => self.pages.for_script(request.headers(), status, &refusal.to_string()),
+            Role::Socket(_) => self
+                .pages
+                .for_script(accepts_html(request.headers()), status, &refusal.to_string()),
             Role::Http(_) | Role::Html(_) => self.pages.page(status),
         };
         response

@@ -53,9 +53,10 @@ impl ErrorPages {
         response
     }
 
-    /// The error response for a socket module: JSON unless the request's `Accept` names `text/html`.
-    pub fn for_script(&self, request_headers: &HeaderMap, status: StatusCode, message: &str) -> Response<Body> {
-        if accepts_html(request_headers) {
+    /// The error response for a socket module: JSON unless the request's `Accept` named `text/html`
+    /// (see [`accepts_html`]).
+    pub fn for_script(&self, wants_html: bool, status: StatusCode, message: &str) -> Response<Body> {
+        if wants_html {
             self.page(status)
         } else {
             json_error(status, message)

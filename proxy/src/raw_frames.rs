@@ -274,6 +274,9 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
     };
     let elapsed = started.elapsed();
     mounted.stats.record(status, elapsed);
+    if !app.config().access_log {
+        return reply;
+    }
     tracing::info!(
         target: "access",
         "{peer} FRAME /{module} method={method} module={} node=- status={} bytes={} ms={:.2} id={}",

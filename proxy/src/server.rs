@@ -131,6 +131,22 @@ async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> 
         .insert(request_context::REQUEST_ID, request_context::header_value(&id));
     let elapsed = started.elapsed();
     stats.record(response.status(), elapsed);
+    if app.config().access_log {
+        access_line(&response, peer, &method, &path, &stats.name, elapsed, &id);
+    }
+    response
+}
+
+/// The access-log line: client, request, module, node, status, size, time and id.
+fn access_line(
+    response: &hyper::Response<Body>,
+    peer: SocketAddr,
+    method: &http::Method,
+    path: &str,
+    module: &str,
+    elapsed: Duration,
+    id: &str,
+) {
     let node = response.extensions().get::<ServedBy>().map_or("-", |served| &served.0);
     // Streamed bodies know their size from Content-Length; "-" when nobody knows it up front.
     let bytes = response
@@ -149,10 +165,8 @@ async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> 
         .map_or_else(|| "-".to_owned(), |n: u64| n.to_string());
     tracing::info!(
         target: "access",
-        "{peer} {method} {path} module={} node={node} status={} bytes={bytes} ms={:.2} id={id}",
-        stats.name,
+        "{peer} {method} {path} module={module} node={node} status={} bytes={bytes} ms={:.2} id={id}",
         response.status().as_u16(),
         elapsed.as_secs_f64() * 1000.0,
     );
-    response
 }

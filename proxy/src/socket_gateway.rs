@@ -13,7 +13,7 @@ use modproxy_sdk::FrameError;
 use crate::balancer::{Balancer, Clock};
 use crate::body::{full, Body, BoxError};
 use crate::config::Upstream;
-use crate::error_response::ErrorPages;
+use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::request_context::{generate, RequestContext};
 use crate::socket_pool::{Connection, SocketPool};
@@ -102,7 +102,8 @@ impl SocketGateway {
         B: HttpBody<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let wants = request.headers().clone();
+        // Decided now, because the request is consumed below; copying its headers would cost every request.
+        let wants_html = accepts_html(request.headers());
         match self.exchange(request, max_body).await {
             Ok((reply, node)) => {
                 let mut response = Response::new(full(reply));
@@ -120,7 +121,7 @@ impl SocketGateway {
                 } else {
                     tracing::warn!(module = self.name, %error, "socket request refused");
                 }
-                let mut response = pages.for_script(&wants, status, &error.to_string());
+                let mut response = pages.for_script(wants_html, status, &error.to_string());
                 if status == StatusCode::METHOD_NOT_ALLOWED {
                     response
                         .headers_mut()

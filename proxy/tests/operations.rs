@@ -206,6 +206,22 @@ fn reload_does_not_drop_requests_in_flight() {
     );
 }
 
+#[test]
+fn the_access_log_can_be_switched_off() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let modules = config(&[socket_module("s3", &[go.addr], "")]);
+    let quiet = Proxy::start("", &format!("{modules}\n[log]\naccess = false\n"));
+    let chatty = Proxy::start("", &modules);
+    for proxy in [&quiet, &chatty] {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
+    }
+    assert!(
+        !quiet.log().contains("POST /s3/"),
+        "no access line with [log] access = false"
+    );
+    assert!(chatty.log().contains("POST /s3/"), "an access line by default");
+}
+
 fn wait_for(mut ok: impl FnMut() -> bool) {
     for _ in 0..100 {
         if ok() {

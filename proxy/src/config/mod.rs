@@ -37,6 +37,8 @@ pub struct Config {
     pub policies: HashMap<String, Policy>,
     /// `[log] level`.
     pub log_level: LogLevel,
+    /// `[log] access`: one log line per request (at `info`).
+    pub access_log: bool,
     /// Every `[[stream]]` section, in config order.
     pub streams: Vec<StreamConfig>,
 }

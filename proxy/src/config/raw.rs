@@ -132,11 +132,15 @@ impl Default for RawUpstream {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     pub(super) level: LogLevel,
+    pub(super) access: bool,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog { level: LogLevel::Info }
+        RawLog {
+            level: LogLevel::Info,
+            access: true,
+        }
     }
 }
 

@@ -104,6 +104,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         modules,
         policies,
         log_level: raw.log.level,
+        access_log: raw.log.access,
         streams,
     })
 }
