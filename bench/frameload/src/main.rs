@@ -159,4 +159,3 @@ fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant figures; `saturating_record` clamps anything slower to 60 s.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
-

@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 /// What `GET` returns: 100 bytes, the size of the POST bodies.
-const GET_BODY: &[u8] = br#"{"user":"ada","id":12345,"tags":["bench","modproxy","upstream"],"text":"a fixed upstream reply."}"#;
+const GET_BODY: &[u8] =
+    br#"{"user":"ada","id":12345,"tags":["bench","modproxy","upstream"],"text":"a fixed upstream reply."}"#;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -48,7 +49,10 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     Ok(match serde_json::from_slice::<Value>(&body) {
         Ok(mut envelope) => {
             let data = envelope.get_mut("data").map(Value::take).unwrap_or(Value::Null);
-            json(StatusCode::OK, serde_json::to_vec(&data).expect("a Value serialises").into())
+            json(
+                StatusCode::OK,
+                serde_json::to_vec(&data).expect("a Value serialises").into(),
+            )
         }
         Err(_) => json(StatusCode::BAD_REQUEST, Bytes::from_static(b"{}")),
     })
