@@ -13,10 +13,6 @@ use modproxy::config::Config;
 use modproxy::metrics::Metrics;
 use modproxy::{home, logging, reload, server, stream_forward, summary};
 
-// Measured on the socket path (bench/RESULTS.md): 9 % less CPU per request than glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Module Proxy: static sites, HTTP reverse proxy and an HTTP → socket gateway, chosen per URL module.
 #[derive(Parser)]
 #[command(version, about)]
