@@ -64,3 +64,11 @@ def serve() -> Iterator[Callable[..., Address]]:
     yield start
     for backend in started:
         backend.stop()
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event that blocked handlers wait on; set at teardown so nothing stays blocked."""
+    event = threading.Event()
+    yield event
+    event.set()

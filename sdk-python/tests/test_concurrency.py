@@ -48,13 +48,6 @@ def make_app(release: threading.Event) -> Backend:
 
 
 @pytest.fixture
-def release():
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture
 def addr(serve, release):
     return serve(make_app(release))
 

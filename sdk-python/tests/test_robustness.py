@@ -51,13 +51,6 @@ def make_app(release: threading.Event, entered: threading.Semaphore) -> Backend:
 
 
 @pytest.fixture
-def release():
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture
 def entered():
     return threading.Semaphore(0)
 
