@@ -114,8 +114,11 @@ async fn turn_away(mut stream: TcpStream) {
 
 async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Copied only for the access line, which is optional.
+    let logged = app
+        .config()
+        .access_log
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let id = request_context::request_id(request.headers());
     // Upstreams see the id too.
     request
@@ -131,7 +134,7 @@ async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> 
         .insert(request_context::REQUEST_ID, request_context::header_value(&id));
     let elapsed = started.elapsed();
     stats.record(response.status(), elapsed);
-    if app.config().access_log {
+    if let Some((method, path)) = logged {
         access_line(&response, peer, &method, &path, &stats.name, elapsed, &id);
     }
     response
