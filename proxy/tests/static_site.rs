@@ -173,6 +173,39 @@ fn small_and_streamed_files_carry_the_same_headers() {
     }
 }
 
+/// Small files are answered from memory after the first GET; a change on disk is seen on the next
+/// request, whichever way the file changed.
+#[test]
+fn small_files_served_from_memory_follow_the_disk() {
+    let proxy = proxy();
+    let site = proxy.home.path().join("site");
+    let get = |path: &str| {
+        let r = proxy.get(path, &[]);
+        (r.status, r.text())
+    };
+    for _ in 0..3 {
+        assert_eq!(get("/style.css"), (200, "body{}".to_string()));
+    }
+    write(&site.join("style.css"), b"body{color:red}");
+    assert_eq!(get("/style.css"), (200, "body{color:red}".to_string()));
+
+    // Replaced by a rename, as deploy tools do.
+    write(&site.join("style.new"), b"p{}");
+    std::fs::rename(site.join("style.new"), site.join("style.css")).unwrap();
+    assert_eq!(get("/style.css"), (200, "p{}".to_string()));
+
+    // A symlink that was served, retargeted outside the site: refused at once.
+    assert_eq!(get("/link_inside.css"), (200, "p{}".to_string()));
+    std::fs::remove_file(site.join("link_inside.css")).unwrap();
+    std::os::unix::fs::symlink(proxy.home.path().join("secret.txt"), site.join("link_inside.css")).unwrap();
+    let (status, body) = get("/link_inside.css");
+    assert_eq!(status, 404);
+    assert!(!body.contains(SECRET));
+
+    std::fs::remove_file(site.join("style.css")).unwrap();
+    assert_eq!(get("/style.css").0, 404);
+}
+
 #[test]
 fn ranges() {
     let proxy = proxy();

@@ -3,23 +3,28 @@
 //! Ours: turning the URL into a file inside the site ([`site_path`], [`resolve`]), index files,
 //! directory redirects, the precompressed sibling, entity tags ([`conditional`]) and error pages.
 //! tower-http's `ServeFile` does the mechanics: MIME type, `Last-Modified`, `If-Modified-Since`,
-//! single ranges, `HEAD`, and streaming the file in bounded chunks. A plain GET of a small file skips it
-//! and is answered from the one blocking call that found and read the file.
+//! single ranges, `HEAD`, and streaming the file in bounded chunks. A plain GET of a small file skips it:
+//! it is answered from the one blocking call that found and read the file, and then from [`file_cache`]
+//! while the file stays the same.
 
 pub mod conditional;
+pub mod file_cache;
 pub mod resolve;
 pub mod site_path;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
+use futures_util::future::{self, Either};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower_http::services::ServeFile;
 
-use crate::body::{empty, full, Body};
+use crate::body::{empty, Body};
 use crate::error_response::ErrorPages;
+use file_cache::{CachedFile, FileCache, Identity};
 use resolve::{Located, Lookup, Resolved};
 use site_path::SitePath;
 
@@ -36,6 +41,7 @@ pub struct StaticSite {
     dir: PathBuf,
     index: Arc<[String]>,
     read_whole_up_to: u64,
+    cache: FileCache,
 }
 
 /// The request headers a file response depends on, taken before the first await.
@@ -45,6 +51,10 @@ struct Conditions {
     /// The URL path as requested (prefix and rest), for redirects.
     url_path: String,
     query: Option<String>,
+    /// The path inside the site as requested: what a small file is cached under.
+    rest: String,
+    /// The client accepts gzip.
+    gzip: bool,
 }
 
 impl StaticSite {
@@ -58,6 +68,7 @@ impl StaticSite {
             dir,
             index: index.into(),
             read_whole_up_to: chunked_size.min(READ_WHOLE),
+            cache: FileCache::default(),
         }
     }
 
@@ -72,6 +83,16 @@ impl StaticSite {
         rest: &str,
         pages: &ErrorPages,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let gzip = conditional::accepts_gzip(request.headers());
+        let plain_get = request.method() == Method::GET
+            && [header::RANGE, header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE]
+                .iter()
+                .all(|name| !request.headers().contains_key(name));
+        if plain_get && !request.headers().contains_key(header::IF_NONE_MATCH) {
+            if let Some(response) = self.cache.get(rest, gzip) {
+                return Either::Left(future::ready(response));
+            }
+        }
         let pages = pages.clone();
         let site = self.clone();
         let parsed = SitePath::parse(rest);
@@ -80,8 +101,10 @@ impl StaticSite {
             headers: request.headers().clone(),
             url_path: format!("{prefix}{rest}"),
             query: request.uri().query().map(str::to_owned),
+            rest: rest.to_owned(),
+            gzip,
         };
-        async move {
+        Either::Right(async move {
             if conditions.method != Method::GET && conditions.method != Method::HEAD {
                 let mut response = pages.page(StatusCode::METHOD_NOT_ALLOWED);
                 response
@@ -96,32 +119,25 @@ impl StaticSite {
                     return pages.page(StatusCode::NOT_FOUND);
                 }
             };
-            let plain = [header::RANGE, header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE]
-                .iter()
-                .all(|name| !conditions.headers.contains_key(name));
             let lookup = Lookup {
-                gzip: conditional::accepts_gzip(&conditions.headers),
+                gzip,
                 // Only a plain GET is answered from memory; the rest goes through tower-http.
-                read_up_to: if plain && conditions.method == Method::GET {
-                    site.read_whole_up_to
-                } else {
-                    0
-                },
+                read_up_to: if plain_get { site.read_whole_up_to } else { 0 },
             };
             match resolve::resolve(&site.dir, &path, &site.index, lookup).await {
-                Resolved::File(located) => send_file(*located, &conditions, &pages).await,
+                Resolved::File(located) => send_file(*located, &conditions, &site.cache, &pages).await,
                 Resolved::Directory => redirect_to_directory(&conditions),
                 Resolved::Missing(reason) => {
                     tracing::debug!(path = conditions.url_path, reason, "not found");
                     pages.page(StatusCode::NOT_FOUND)
                 }
             }
-        }
+        })
     }
 }
 
 /// Sends the file (or its gzip sibling), answering validators and ranges.
-async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages) -> Response<Body> {
+async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache, pages: &ErrorPages) -> Response<Body> {
     let Located {
         served,
         gzip,
@@ -151,9 +167,9 @@ async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages
         return response;
     }
     if let Some(contents) = contents {
-        // A small file read with its metadata: a plain 200 needs nothing from tower-http.
-        let mut response = Response::new(full(contents));
-        let headers = response.headers_mut();
+        // A small file read with its metadata: a plain 200 needs nothing from tower-http, and the
+        // next requests for it are answered from the cache.
+        let mut headers = HeaderMap::with_capacity(8);
         if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
             headers.insert(header::CONTENT_TYPE, value);
         }
@@ -162,8 +178,15 @@ async fn send_file(located: Located, conditions: &Conditions, pages: &ErrorPages
             headers.insert(header::LAST_MODIFIED, value);
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(served.meta.len()));
-        decorate(headers, &etag, gzip, vary);
-        return response;
+        decorate(&mut headers, &etag, gzip, vary);
+        let file = CachedFile {
+            identity: Identity::of(&served.meta),
+            path: served.requested,
+            headers,
+            contents,
+            read_at: Instant::now(),
+        };
+        return cache.insert(&conditions.rest, conditions.gzip, file);
     }
     // If-None-Match, when present, decides alone (RFC 9110 13.2.2).
     if not_modified.is_none() {
