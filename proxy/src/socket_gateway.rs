@@ -214,7 +214,12 @@ impl SocketGateway {
                 Ok(connection) => {
                     let node: Arc<str> = node.into();
                     return match self.send(connection, pick.index, payload).await {
-                        Ok(reply) => Ok((reply, node)),
+                        Ok(reply) => {
+                            if pick.all_masked {
+                                self.balancer.mark_ok(pick.index);
+                            }
+                            Ok((reply, node))
+                        }
                         Err(error) => Err((error, Some(node))),
                     };
                 }

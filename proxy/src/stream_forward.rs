@@ -155,6 +155,9 @@ impl Forward {
             }
             let error = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(node)).await {
                 Ok(Ok(stream)) => {
+                    if pick.all_masked {
+                        self.balancer.mark_ok(pick.index);
+                    }
                     let _ = stream.set_nodelay(true);
                     return Some((stream, pick.index));
                 }

@@ -215,6 +215,8 @@ fn connect_failure_moves_on_and_masks_the_node_until_fail_timeout() {
     assert!(revived.requests() > 0, "an unmasked node is used again");
 }
 
+/// The probe of a masked node that answers takes it back at once: later requests neither wait out
+/// `fail_timeout` as "masked" nor log a warning each.
 #[test]
 fn every_node_masked_still_tries_and_logs_it() {
     let dead = free_port();
@@ -230,6 +232,15 @@ fn every_node_masked_still_tries_and_logs_it() {
     assert_eq!(response.status, 200, "with every node masked the proxy picks among all");
     assert_eq!(backend.requests(), 1);
     assert!(proxy.log().contains("every node is masked"));
+    for _ in 0..5 {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
+    }
+    assert_eq!(
+        proxy.log().matches("every node is masked").count(),
+        1,
+        "the node that answered is unmasked:\n{}",
+        proxy.log()
+    );
 }
 
 #[test]

@@ -115,6 +115,12 @@ impl Balancer {
         self.masked_until_ms[index].store(until.max(1), Ordering::Relaxed);
     }
 
+    /// Takes node `index` back at once: a masked node that was tried anyway (every node was masked)
+    /// and answered is healthy again, as nginx counts a success.
+    pub fn mark_ok(&self, index: usize) {
+        self.masked_until_ms[index].store(0, Ordering::Relaxed);
+    }
+
     /// Chooses a node that is not in `tried`: by the policy among the healthy ones, or among all untried
     /// ones when every one of them is masked. `None` once every node has been tried.
     pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
@@ -214,6 +220,15 @@ mod tests {
         b.mark_failed(1);
         let pick = b.pick(&[]).unwrap();
         assert!(pick.all_masked);
+        b.mark_ok(pick.index);
+        assert!(!b.is_masked(pick.index));
+        assert_eq!(
+            b.pick(&[]).unwrap(),
+            Pick {
+                index: pick.index,
+                all_masked: false
+            }
+        );
     }
 
     #[test]
