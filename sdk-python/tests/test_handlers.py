@@ -208,6 +208,12 @@ def test_tuples_become_arrays_and_none_null(addr):
     assert call(addr, "agive", "none") is None
 
 
+def test_reply_keeps_the_order_of_dict_keys(addr):
+    with Connection(addr) as conn:
+        conn.send_raw(frame(b'{"head":{"method":"echo"},"data":{"zeta":1,"alpha":{"y":2,"x":3}}}'))
+        assert conn.read_frame() == b'{"zeta":1,"alpha":{"y":2,"x":3}}'
+
+
 def test_builtin_ping_and_unknown_method(addr):
     with Connection(addr) as conn:
         assert conn.call("_ping") == {"pong": True}

@@ -154,6 +154,18 @@ async fn a_frame_split_into_single_byte_writes_is_reassembled() {
 }
 
 #[tokio::test]
+async fn a_reply_keeps_the_order_of_object_keys() {
+    let server = Running::router(demo_router()).await;
+    let mut conn = server.raw().await;
+    conn.send(br#"{"head":{"method":"echo"},"data":{"zeta":1,"alpha":{"y":2,"x":3}}}"#.to_vec())
+        .await
+        .unwrap();
+    let reply = within(conn.next()).await.unwrap().unwrap();
+    assert_eq!(&reply[..], br#"{"zeta":1,"alpha":{"y":2,"x":3}}"#);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn merged_frames_in_one_write_get_their_replies_in_order() {
     let server = Running::router(demo_router()).await;
     let mut conn = server.raw().await;
