@@ -243,8 +243,18 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
         id: request_context::generate(),
     };
     let admitted = mounted.policy.admit(peer.ip()).await;
+    let mut node = None;
     let outcome = match &admitted {
-        Ok(_) => gateway.call(payload, &context).await.map_err(Refusal::Gateway),
+        Ok(_) => match gateway.call(payload, &context).await {
+            Ok((reply, served_by)) => {
+                node = Some(served_by);
+                Ok(reply)
+            }
+            Err((error, served_by)) => {
+                node = served_by;
+                Err(Refusal::Gateway(error))
+            }
+        },
         Err(refusal) => Err(Refusal::Policy(*refusal)),
     };
     drop(admitted);
@@ -279,8 +289,9 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
     }
     tracing::info!(
         target: "access",
-        "{peer} FRAME /{module} method={method} module={} node=- status={} bytes={} ms={:.2} id={}",
+        "{peer} FRAME /{module} method={method} module={} node={} status={} bytes={} ms={:.2} id={}",
         mounted.stats.name,
+        node.as_deref().unwrap_or("-"),
         status.as_u16(),
         reply.len(),
         elapsed.as_secs_f64() * 1000.0,

@@ -168,21 +168,22 @@ impl SocketGateway {
     /// Sends an already validated payload (UTF-8 JSON) to a node, as an HTTP request's body would be,
     /// and returns the reply: for callers that are not HTTP, such as raw-frame clients. The module's
     /// `head` rules apply as for HTTP, with no request headers: a `header:` field is removed, so such a
-    /// caller can never supply it.
-    pub async fn call(&self, payload: Bytes, context: &RequestContext) -> Result<Bytes, GatewayError> {
+    /// caller can never supply it. Either way comes with the node that was tried last, for the
+    /// access log.
+    pub async fn call(
+        &self,
+        payload: Bytes,
+        context: &RequestContext,
+    ) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
         let payload = if self.upstream.head.is_empty() {
             payload
         } else {
             head_shaping::shape(&payload, &self.upstream.head, &http::HeaderMap::new(), context)
-                .map_err(GatewayError::NotJson)?
+                .map_err(|e| (GatewayError::NotJson(e), None))?
         };
-        self.forward(&payload)
-            .await
-            .map(|(reply, _)| reply)
-            .map_err(|(error, _)| {
-                tracing::error!(module = self.name, %error, "socket request failed");
-                error
-            })
+        self.forward(&payload).await.inspect_err(|(error, _)| {
+            tracing::error!(module = self.name, %error, "socket request failed");
+        })
     }
 
     async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {

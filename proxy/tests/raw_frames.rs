@@ -81,7 +81,10 @@ fn head_module_routes_each_frame_to_its_module() {
 
     let log = proxy.log();
     assert!(
-        log.contains("FRAME /one method=add module=one node=- status=200"),
+        log.contains(&format!(
+            "FRAME /one method=add module=one node={} status=200",
+            one.addr
+        )),
         "{log}"
     );
 }
@@ -335,7 +338,10 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
     );
     let log = proxy.log();
     assert!(
-        log.contains("FRAME /shaped method=x module=shaped node=- status=200 bytes=") && log.contains(id),
+        log.contains(&format!(
+            "FRAME /shaped method=x module=shaped node={} status=200 bytes=",
+            backend.addr
+        )) && log.contains(id),
         "{log}"
     );
 
