@@ -145,7 +145,8 @@ fn http2_with_prior_knowledge_is_served() {
         .enable_all()
         .build()
         .unwrap();
-    let (status, body) = runtime.block_on(async {
+    let index = std::fs::read(support::repo_html().join("index.html")).unwrap();
+    runtime.block_on(async {
         let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -154,15 +155,16 @@ fn http2_with_prior_knowledge_is_served() {
         .await
         .unwrap();
         tokio::spawn(connection);
-        let request = http::Request::get(format!("http://{}/", proxy.addr))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        (status, response.into_body().collect().await.unwrap().to_bytes())
+        // Several requests on the one connection, one after another.
+        for _ in 0..3 {
+            let request = http::Request::get(format!("http://{}/", proxy.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), index);
+        }
     });
-    assert_eq!(status, 200);
-    assert_eq!(body, std::fs::read(support::repo_html().join("index.html")).unwrap());
 }
 
 #[test]
