@@ -1,16 +1,29 @@
 //! The HTTP listener: accepts connections up to `max_connections`, serves each with hyper, records the
 //! access log and metrics, and shuts down gracefully (stop accepting, let requests in flight finish).
+//!
+//! An HTTP/1.1 connection idling between requests holds no hyper state: hyper keeps a read and a write
+//! buffer (8 KiB each, the read one often regrown to 16 KiB) and the service future's slot for as long as
+//! its connection lives, about 30 KB of heap per idle keep-alive client. So when hyper is waiting for the
+//! next request head and has nothing left to write, the connection is taken apart (`into_parts`), the
+//! bare socket waits for readability, and a new hyper connection is built when the client speaks again.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::rt::{ReadBufCursor, Sleep, Timer};
+use hyper::server::conn::http1;
+use hyper::service::{service_fn, HttpService};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,6 +49,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The answer to a connection over `max_connections`; written raw, since hyper never sees it.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\nThe server is at its connection limit; try again soon.\n";
 
+/// What an HTTP/2 client sends first (prior knowledge); anything else is served as HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The running configuration, replaced whole by a reload.
 pub type LiveApp = Arc<ArcSwap<App>>;
 
@@ -47,6 +63,14 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    // The same settings for the HTTP/1 connections served by `serve_http1`; each gets its own timer.
+    // `max_buf_size` alone does not bound a head (a read may overshoot it and complete the head), so
+    // `max_header_size` checks the parsed length; hyper-util's builder does not offer it.
+    let mut h1 = http1::Builder::new();
+    h1.header_read_timeout(server.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
@@ -80,14 +104,27 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
             let app = app.load_full();
             async move { Ok::<_, Infallible>(handle(&app, request, peer).await) }
         });
-        let (http, watcher, stopping) = (http.clone(), graceful.watcher(), stopping.clone());
+        let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
+        let header_timeout = server.header_timeout;
         let open = metrics.client_connections.clone();
         open.inc();
         tokio::spawn(async move {
             // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
             if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
-                let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                let served = match first_bytes(&stream, header_timeout, &stopping).await {
+                    // HTTP/2, or too few bytes to rule it out: hyper-util tells them apart, as before.
+                    Some(true) => {
+                        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Some(false) => {
+                        // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
+                        let _watcher = watcher;
+                        serve_http1(stream, service, &h1, &stopping).await.map_err(Into::into)
+                    }
+                    None => Ok(()),
+                };
+                if let Err(error) = served {
                     tracing::debug!(%peer, %error, "client connection ended with an error");
                 }
             }
@@ -100,6 +137,248 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
+
+/// Waits for the client's first bytes: `Some(true)` when they may begin the HTTP/2 preface, `Some(false)`
+/// for HTTP/1, `None` when nothing came within `header_timeout`, the peer left, or the server is stopping.
+async fn first_bytes(stream: &TcpStream, header_timeout: Duration, stopping: &CancellationToken) -> Option<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let got = tokio::select! {
+        () = stopping.cancelled() => return None,
+        got = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => match got {
+            Ok(Ok(got)) if got > 0 => got,
+            _ => return None,
+        },
+    };
+    Some(H2_PREFACE.starts_with(&first[..got]))
+}
+
+/// Serves HTTP/1.1 on `stream`, parking it without hyper between requests (see the module docs).
+async fn serve_http1<S>(
+    mut stream: TcpStream,
+    mut service: S,
+    h1: &http1::Builder,
+    stopping: &CancellationToken,
+) -> hyper::Result<()>
+where
+    S: HttpService<Incoming, ResBody = Body> + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stop = pin!(stopping.cancelled());
+    // A request head the client had begun when the connection was parked, and that head's deadline.
+    let mut unread = Bytes::new();
+    let mut deadline = None;
+    loop {
+        let idle = Arc::new(Idle::new(deadline));
+        let io = ParkIo {
+            io: TokioIo::new(stream),
+            unread,
+            idle: Arc::clone(&idle),
+        };
+        let mut connection = h1
+            .clone()
+            .timer(HeadTimer(Arc::clone(&idle)))
+            .serve_connection(io, service)
+            .with_upgrades();
+        let mut stopped = false;
+        // `Some` when hyper is done with the connection (the client left, it was closed or upgraded).
+        let done = poll_fn(|cx| {
+            if !stopped && stop.as_mut().poll(cx).is_ready() {
+                stopped = true;
+                Pin::new(&mut connection).graceful_shutdown();
+            }
+            match Pin::new(&mut connection).poll(cx) {
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+                Poll::Pending if !stopped && idle.parkable() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if let Some(done) = done {
+            return done;
+        }
+        let Some(parts) = connection.into_parts() else {
+            return Ok(());
+        };
+        let http1::Parts {
+            io,
+            read_buf,
+            service: s,
+            ..
+        } = parts;
+        unread = unread_head(read_buf, io.unread);
+        stream = io.io.into_inner();
+        service = s;
+        let head_deadline = idle.deadline();
+        deadline = Some(head_deadline);
+        // Parked: only the socket, until the client speaks, the head's deadline passes (hyper would have
+        // closed the connection then too), or the server stops.
+        tokio::select! {
+            biased;
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep_until(head_deadline.into()) => return Ok(()),
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a request head begun before the connection was parked (normally none): what hyper had
+/// read, then what it had not. Copied, so that hyper's read buffer is freed now rather than kept.
+fn unread_head(read_buf: Bytes, unread: Bytes) -> Bytes {
+    if read_buf.is_empty() && unread.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::from([&read_buf[..], &unread[..]].concat())
+}
+
+/// What a hyper HTTP/1 connection reveals through its IO and its timer: whether it is waiting for a
+/// request head (hyper's header-read timer exists exactly then) and whether all it wrote is flushed.
+struct Idle {
+    head: Mutex<Head>,
+    flushed: AtomicBool,
+}
+
+struct Head {
+    /// Header-read timers alive (hyper keeps at most one).
+    waiting: usize,
+    /// The deadline of the latest one.
+    deadline: Instant,
+    /// The deadline of a head begun before the connection was parked, which the next timer keeps.
+    carried: Option<Instant>,
+}
+
+impl Idle {
+    fn new(carried: Option<Instant>) -> Self {
+        Self {
+            head: Mutex::new(Head {
+                waiting: 0,
+                deadline: Instant::now(),
+                carried,
+            }),
+            flushed: AtomicBool::new(true),
+        }
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, Head> {
+        self.head.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hyper waits for a request head and has nothing left to write: the connection can be taken apart.
+    fn parkable(&self) -> bool {
+        self.head().waiting > 0 && self.flushed.load(Ordering::Relaxed)
+    }
+
+    fn deadline(&self) -> Instant {
+        self.head().deadline
+    }
+}
+
+/// The connection's socket, with bytes read before it was parked to give hyper first.
+struct ParkIo {
+    io: TokioIo<TcpStream>,
+    unread: Bytes,
+    idle: Arc<Idle>,
+}
+
+impl hyper::rt::Read for ParkIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for ParkIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.idle.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.idle.flushed.store(false, Ordering::Relaxed);
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    // Hyper flushes the socket only once its write buffer is empty.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            this.idle.flushed.store(true, Ordering::Relaxed);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Hyper's header-read timer (the only timer an HTTP/1 server connection uses), reporting to `Idle`.
+struct HeadTimer(Arc<Idle>);
+
+impl Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        let mut head = self.0.head();
+        let deadline = head.carried.take().map_or(deadline, |carried| carried.min(deadline));
+        head.waiting += 1;
+        head.deadline = deadline;
+        Box::pin(HeadSleep {
+            sleep: TokioTimer::new().sleep_until(deadline),
+            idle: Arc::clone(&self.0),
+        })
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, deadline: Instant) {
+        if let Some(mut sleep) = sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
+            self.0.head().deadline = deadline;
+            TokioTimer::new().reset(&mut sleep.sleep, deadline);
+        }
+    }
+}
+
+struct HeadSleep {
+    sleep: Pin<Box<dyn Sleep>>,
+    idle: Arc<Idle>,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl Sleep for HeadSleep {}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        self.idle.head().waiting -= 1;
     }
 }
 
