@@ -452,3 +452,164 @@ fn access_line(
         elapsed.as_secs_f64() * 1000.0,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::Config;
+
+    struct Server {
+        addr: SocketAddr,
+        stop: CancellationToken,
+        done: tokio::task::JoinHandle<()>,
+        _site: tempfile::TempDir,
+    }
+
+    async fn start(header_timeout: f64) -> Server {
+        let site = tempfile::tempdir().unwrap();
+        std::fs::write(site.path().join("a.txt"), "hello").unwrap();
+        let text = format!("[server]\nheader_timeout = {header_timeout}\nroot_path = \".\"\n");
+        let config = Config::parse(&text, Path::new("t.toml"), site.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let app = Arc::new(ArcSwap::from_pointee(App::new(
+            config,
+            site.path(),
+            Arc::clone(&metrics),
+        )));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let done = tokio::spawn(serve(app, metrics, listener, stop.clone().cancelled_owned()));
+        Server {
+            addr,
+            stop,
+            done,
+            _site: site,
+        }
+    }
+
+    /// Reads one response with a Content-Length body: its status and body.
+    async fn response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                let status = head[9..12].parse().unwrap();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |n| n.trim().parse().unwrap());
+                if pending.len() >= end + 4 + length {
+                    let body = pending[end + 4..end + 4 + length].to_vec();
+                    pending.drain(..end + 4 + length);
+                    return (status, body);
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-response");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the server closes `stream` within `within` (reading nothing else).
+    async fn closes(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    const GET: &[u8] = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    const PAUSE: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_is_served_across_parking() {
+        let server = start(10.0).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut pending = Vec::new();
+        // Requests with pauses between them: the connection is parked after each.
+        for _ in 0..3 {
+            stream.write_all(GET).await.unwrap();
+            assert_eq!(response(&mut stream, &mut pending).await, (200, b"hello".to_vec()));
+            tokio::time::sleep(PAUSE).await;
+        }
+        // A head in pieces: parked with part of it read, resumed with those bytes.
+        for piece in GET.chunks(7) {
+            stream.write_all(piece).await.unwrap();
+            tokio::time::sleep(PAUSE).await;
+        }
+        assert_eq!(response(&mut stream, &mut pending).await.0, 200);
+        // Pipelined, the second head cut short until later.
+        stream.write_all(&[GET, &GET[..10]].concat()).await.unwrap();
+        assert_eq!(response(&mut stream, &mut pending).await.0, 200);
+        tokio::time::sleep(PAUSE).await;
+        stream.write_all(&GET[10..]).await.unwrap();
+        assert_eq!(response(&mut stream, &mut pending).await.0, 200);
+        // A request with a body, then another request.
+        stream
+            .write_all(b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde")
+            .await
+            .unwrap();
+        response(&mut stream, &mut pending).await;
+        tokio::time::sleep(PAUSE).await;
+        stream.write_all(GET).await.unwrap();
+        assert_eq!(response(&mut stream, &mut pending).await, (200, b"hello".to_vec()));
+        assert!(pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn header_timeout_still_bounds_idle_and_slow_heads() {
+        let server = start(1.0).await;
+        // Idle after a response: closed once header_timeout has passed, not before.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(GET).await.unwrap();
+        response(&mut idle, &mut Vec::new()).await;
+        // A head dribbled a byte at a time: parking must not restart its clock.
+        let mut slow = TcpStream::connect(server.addr).await.unwrap();
+        slow.write_all(b"GET /a.txt HTTP/1.1\r\n").await.unwrap();
+        let started = Instant::now();
+        let dribble = async {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if slow.write_all(b"X").await.is_err() {
+                    break;
+                }
+            }
+        };
+        dribble.await;
+        assert!(closes(&mut slow, Duration::from_secs(1)).await);
+        assert!(started.elapsed() < Duration::from_millis(3500));
+        assert!(closes(&mut idle, Duration::from_secs(1)).await);
+        let mut fresh = TcpStream::connect(server.addr).await.unwrap();
+        fresh.write_all(GET).await.unwrap();
+        response(&mut fresh, &mut Vec::new()).await;
+        assert!(
+            !closes(&mut fresh, Duration::from_millis(500)).await,
+            "closed before header_timeout"
+        );
+        assert!(
+            closes(&mut fresh, Duration::from_secs(1)).await,
+            "left open after header_timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn parked_connections_do_not_hold_up_shutdown() {
+        let server = start(10.0).await;
+        let mut parked = TcpStream::connect(server.addr).await.unwrap();
+        parked.write_all(GET).await.unwrap();
+        response(&mut parked, &mut Vec::new()).await;
+        tokio::time::sleep(PAUSE).await;
+        server.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(2), server.done)
+            .await
+            .expect("shutdown waited for an idle connection")
+            .unwrap();
+        assert!(closes(&mut parked, Duration::from_secs(1)).await);
+    }
+}
