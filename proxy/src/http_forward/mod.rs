@@ -78,15 +78,17 @@ impl ForwardError {
     }
 }
 
-/// The parts of the client's request every attempt starts from.
+/// The parts of the client's request the upstream's request is made of.
 struct Outgoing {
     method: Method,
     /// The request target in origin form (`/path?query`).
     target: Uri,
+    /// Already rewritten for the upstream (see [`headers::upstream_request_headers`]) but for `Host`,
+    /// which depends on the node. Moved into the one request a forward builds: it is built only once a
+    /// connection is up, and a request that was built is either sent again as it is or not at all.
     headers: http::HeaderMap,
-    client_host: Option<HeaderValue>,
-    upgrading: bool,
-    peer: SocketAddr,
+    /// The `Host` every node is sent (`pass_host` and the client named one); otherwise each node's own.
+    host: Option<HeaderValue>,
 }
 
 impl HttpForward {
@@ -178,18 +180,29 @@ impl Shared {
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let outgoing = Outgoing {
-            client_host: parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            }),
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = client_host.clone().filter(|_| self.upstream.pass_host);
+        let mut outgoing = Outgoing {
+            headers: headers::upstream_request_headers(
+                parts.headers,
+                upgrading,
+                peer.ip(),
+                client_host,
+                // Replaced by each node's own in `build` unless `host` is set.
+                self.hosts
+                    .first()
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static("localhost")),
+                self.upstream.pass_host,
+            ),
+            host,
             target: origin_form(parts.uri),
             method: parts.method,
-            headers: parts.headers,
-            upgrading,
-            peer,
         };
         let slot = BodySlot::new(Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)));
         let mut tried = Vec::with_capacity(self.balancer.nodes().len());
@@ -215,9 +228,10 @@ impl Shared {
             // the response body or the upgraded connection ends.
             let in_flight = self.balancer.track(index);
             let exchange = if upgrading {
-                self.timed(self.exchange_detached(index, &outgoing, &slot), &slot).await
+                self.timed(self.exchange_detached(index, &mut outgoing, &slot), &slot)
+                    .await
             } else {
-                self.timed(self.exchange(index, &outgoing, &slot), &slot).await
+                self.timed(self.exchange(index, &mut outgoing, &slot), &slot).await
             };
             match exchange {
                 Ok(Ok((response, lease))) => {
@@ -276,18 +290,19 @@ impl Shared {
     async fn exchange(
         &self,
         index: usize,
-        outgoing: &Outgoing,
+        outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        let mut lease = self.pool.get(index).await.map_err(SendError::Connect)?;
         let mut request = self.build(outgoing, index, slot);
         loop {
-            let lease = self.pool.get(index).await.map_err(SendError::Connect)?;
             let reused = lease.is_reused();
             match pool::send(lease, request).await {
                 Ok(sent) => return Ok(sent),
                 Err((error, Some(unsent))) if reused && !slot.is_taken() => {
                     tracing::debug!(module = self.name, %error, "pooled connection closed before the request; retrying");
                     request = unsent;
+                    lease = self.pool.get(index).await.map_err(SendError::Connect)?;
                 }
                 Err((error, _)) => return Err(SendError::Http(error)),
             }
@@ -299,7 +314,7 @@ impl Shared {
     async fn exchange_detached(
         &self,
         index: usize,
-        outgoing: &Outgoing,
+        outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
         let mut sender = self.pool.connect_detached(index).await.map_err(SendError::Connect)?;
@@ -310,21 +325,17 @@ impl Shared {
         Ok((response, None))
     }
 
-    /// The request for one attempt at node `index`.
-    fn build(&self, outgoing: &Outgoing, index: usize, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
+    /// The request to node `index`, once a connection to it is up.
+    fn build(&self, outgoing: &mut Outgoing, index: usize, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
         let mut request = Request::new(slot.attempt());
         *request.method_mut() = outgoing.method.clone();
         *request.uri_mut() = outgoing.target.clone();
         // Upstreams are spoken to in HTTP/1.1 whatever the client used.
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers::upstream_request_headers(
-            outgoing.headers.clone(),
-            outgoing.upgrading,
-            outgoing.peer.ip(),
-            outgoing.client_host.clone(),
-            self.hosts[index].clone(),
-            self.upstream.pass_host,
-        );
+        let mut headers = std::mem::take(&mut outgoing.headers);
+        let host = outgoing.host.clone().unwrap_or_else(|| self.hosts[index].clone());
+        headers.insert(header::HOST, host);
+        *request.headers_mut() = headers;
         request
     }
 
