@@ -168,8 +168,10 @@ impl Pool {
 
     fn take_idle(self: &Arc<Self>, node: usize) -> Option<Lease> {
         loop {
-            let mut idle = lock(&self.idle[node]).pop()?;
-            if idle.since.elapsed() >= POOL_IDLE || !idle.is_usable() {
+            let idle = lock(&self.idle[node]).pop()?;
+            // Not polled here: the request's first poll of the connection notices a close, and a request
+            // a closed connection never took comes back to be sent on another one.
+            if idle.since.elapsed() >= POOL_IDLE || !idle.sender.is_ready() {
                 continue;
             }
             return Some(Lease {
@@ -278,7 +280,13 @@ pub async fn send(
                 connection = None;
             }
         }
-        response.as_mut().poll(cx)
+        if connection.is_some() {
+            // Only the connection, polled just above with this task's waker, completes the response:
+            // its own wake-up would only poll this task once more for nothing.
+            response.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        } else {
+            response.as_mut().poll(cx)
+        }
     })
     .await;
     match outcome {
