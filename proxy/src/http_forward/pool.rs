@@ -372,3 +372,155 @@ impl Drop for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::{Balancer, SystemClock};
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::net::TcpListener;
+
+    /// An upstream answering `hello` to every request; it counts connections and can close them all.
+    struct Upstream {
+        url: String,
+        connections: Arc<AtomicUsize>,
+        close: tokio::sync::watch::Sender<bool>,
+    }
+
+    async fn upstream() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (close, closed) = tokio::sync::watch::channel(false);
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut closed = closed.clone();
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(|_| async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello")))) });
+                    let connection =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = closed.wait_for(|&c| c) => {}
+                    }
+                });
+            }
+        });
+        Upstream {
+            url,
+            connections,
+            close,
+        }
+    }
+
+    fn request(slot: &super::super::unsent_body::BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
+        let mut request = Request::new(slot.attempt());
+        request
+            .headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("upstream"));
+        request
+    }
+
+    /// One exchange over `pool` to node 0; the body is read to its end, as the server would.
+    async fn exchange(pool: &Arc<Pool>, balancer: &Balancer, body: Incoming) -> (bool, Bytes) {
+        let lease = pool.get(0).await.unwrap();
+        let reused = lease.is_reused();
+        let slot = super::super::unsent_body::BodySlot::new(Limited::new(body, 1024));
+        let (response, lease) = send(lease, request(&slot)).await.map_err(|(e, _)| e).unwrap();
+        let body = UpstreamBody::new(response.into_body(), lease, balancer.track(0));
+        (reused, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// An empty request body, as hyper's server hands one over.
+    async fn empty_body() -> Incoming {
+        // An `Incoming` only comes from hyper: here, the empty body of a 204 from a throwaway server.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = service_fn(|_| async {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = http::StatusCode::NO_CONTENT;
+                Ok::<_, Infallible>(response)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .header(http::header::HOST, "x")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().into_body()
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_then_reaped_once_closed() {
+        let up = upstream().await;
+        let nodes = vec![up.url.clone()];
+        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
+        let pool = Pool::new(&nodes, true, Duration::from_secs(1));
+
+        for round in 0..3 {
+            let (reused, body) = exchange(&pool, &balancer, empty_body().await).await;
+            assert_eq!(body, "hello");
+            assert_eq!(reused, round > 0, "round {round}");
+            assert_eq!(pool.idle_count(0), 1, "the connection went back to the pool");
+        }
+        assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+
+        // The upstream closes its idle connections: the reaper drops them.
+        up.close.send(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.idle_count(0) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool.idle_count(0), 0, "a closed idle connection is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closed_connection_never_took_comes_back() {
+        let up = upstream().await;
+        let nodes = vec![up.url.clone()];
+        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
+        let pool = Pool::new(&nodes, true, Duration::from_secs(1));
+        exchange(&pool, &balancer, empty_body().await).await;
+        assert_eq!(pool.idle_count(0), 1);
+
+        // Closed by the upstream, and taken from the pool before the reaper saw it.
+        up.close.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lease = pool.take_idle(0).expect("still pooled: nothing polled it");
+        let slot = super::super::unsent_body::BodySlot::new(Limited::new(empty_body().await, 1024));
+        let (_, unsent) = send(lease, request(&slot))
+            .await
+            .err()
+            .expect("the connection is closed");
+        assert!(unsent.is_some(), "the request comes back unsent");
+        assert!(!slot.is_taken());
+    }
+
+    #[tokio::test]
+    async fn without_keepalive_nothing_is_pooled() {
+        let up = upstream().await;
+        let nodes = vec![up.url.clone()];
+        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
+        let pool = Pool::new(&nodes, false, Duration::from_secs(1));
+        for _ in 0..2 {
+            let (reused, body) = exchange(&pool, &balancer, empty_body().await).await;
+            assert_eq!((reused, body), (false, Bytes::from("hello")));
+        }
+        assert_eq!(pool.idle_count(0), 0);
+        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    }
+}
