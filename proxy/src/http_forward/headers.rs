@@ -15,6 +15,13 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
+// Named once: a `&str` name is parsed and hashed on every lookup.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const EXPECT: HeaderName = header::EXPECT;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Whether a request asks to switch protocols (WebSocket and other `Upgrade`s): HTTP/1.1 with an
 /// `Upgrade` header and `upgrade` among the `Connection` options.
 pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
@@ -53,8 +60,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
             headers.remove(name);
         }
     }
-    headers.remove("keep-alive");
-    headers.remove("expect");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(EXPECT);
     let proxy: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("proxy-"))
@@ -71,7 +78,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// `X-Forwarded-For`: every value the request already carried, in order, then the peer's address.
 pub fn forwarded_for(existing: &HeaderMap, peer: IpAddr) -> HeaderValue {
     let mut value: Vec<u8> = Vec::new();
-    for earlier in existing.get_all("x-forwarded-for") {
+    for earlier in existing.get_all(X_FORWARDED_FOR) {
         let earlier = trim_ascii(earlier.as_bytes());
         if earlier.is_empty() {
             continue;
@@ -115,11 +122,11 @@ pub fn upstream_request_headers(
         headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut headers, upgrading);
-    headers.insert("x-forwarded-for", forwarded_for);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    headers.remove("x-forwarded-host");
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.remove(X_FORWARDED_HOST);
     if let Some(host) = &client_host {
-        headers.insert("x-forwarded-host", host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     let host = match client_host {
         Some(client) if pass_host => client,

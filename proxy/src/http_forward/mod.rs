@@ -1,12 +1,13 @@
 //! `module_http`: reverse proxy to upstream HTTP servers.
 //!
-//! The request goes to a node chosen by the module's [`Balancer`] over hyper-util's pooled client
-//! (keep-alive connections per node), path and query unchanged, bodies streamed both ways. A connect
+//! The request goes to a node chosen by the module's [`Balancer`] over a keep-alive connection from
+//! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. A connect
 //! failure masks the node and moves the request on (nothing was sent, see [`unsent_body`]); any later
 //! failure masks the node and answers 502 or 504, because the upstream may have acted on the request.
 //! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101.
 
 pub mod headers;
+pub mod pool;
 pub mod unsent_body;
 pub mod upgrade;
 
@@ -14,27 +15,20 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balancer::{Balancer, Clock, InFlight};
 use crate::body::Body;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
 use crate::socket_gateway::ServedBy;
-use unsent_body::{BodySlot, UnsentBody};
-
-/// How long an idle upstream connection is kept for reuse.
-const POOL_IDLE: Duration = Duration::from_secs(30);
-
-type UpstreamClient = Client<HttpConnector, UnsentBody<Limited<Incoming>>>;
+use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
+use unsent_body::BodySlot;
 
 /// One HTTP module.
 #[derive(Debug)]
@@ -49,7 +43,9 @@ struct Shared {
     balancer: Balancer,
     /// Each node's `host:port`, the `Host` the upstream is sent unless `pass_host`.
     hosts: Vec<HeaderValue>,
-    client: UpstreamClient,
+    /// Each node as responses name it (`ServedBy`).
+    served_by: Vec<Arc<str>>,
+    pool: Arc<Pool>,
 }
 
 /// Why a forwarded request failed; each maps to one status.
@@ -59,8 +55,6 @@ enum ForwardError {
     BodyTooLarge(u64),
     #[error("could not read the request body from the client: {0}")]
     ClientBody(String),
-    #[error("request target {0:?} cannot be forwarded")]
-    BadTarget(String),
     #[error("no node of module '{module}' is reachable (tried {tried}); start the upstream or check proxy_pass")]
     Unreachable { module: String, tried: String },
     #[error("upstream {node} failed after the request was sent (not retried): {reason}")]
@@ -75,7 +69,7 @@ impl ForwardError {
     fn status(&self) -> StatusCode {
         match self {
             ForwardError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ForwardError::ClientBody(_) | ForwardError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ForwardError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ForwardError::Unreachable { .. } | ForwardError::Failed { .. } | ForwardError::UnexpectedUpgrade { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -84,27 +78,23 @@ impl ForwardError {
     }
 }
 
-/// The parts of the client's request every attempt starts from.
+/// The parts of the client's request the upstream's request is made of.
 struct Outgoing {
-    method: http::Method,
-    path_and_query: String,
+    method: Method,
+    /// The request target in origin form (`/path?query`).
+    target: Uri,
+    /// Already rewritten for the upstream (see [`headers::upstream_request_headers`]) but for `Host`,
+    /// which depends on the node. Moved into the one request a forward builds: it is built only once a
+    /// connection is up, and a request that was built is either sent again as it is or not at all.
     headers: http::HeaderMap,
-    client_host: Option<HeaderValue>,
-    upgrading: bool,
-    peer: SocketAddr,
+    /// The `Host` every node is sent (`pass_host` and the client named one); otherwise each node's own.
+    host: Option<HeaderValue>,
 }
 
 impl HttpForward {
     /// The forwarder for module `name`.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(if upstream.keepalive { usize::MAX } else { 0 })
-            .build(connector);
+        let pool = Pool::new(&upstream.nodes, upstream.keepalive, upstream.connect_timeout);
         let hosts = upstream
             .nodes
             .iter()
@@ -121,9 +111,10 @@ impl HttpForward {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 balancer: Balancer::for_upstream(&upstream, clock),
+                served_by: upstream.nodes.iter().map(|node| Arc::from(node.as_str())).collect(),
                 upstream,
                 hosts,
-                client,
+                pool,
             }),
         }
     }
@@ -189,18 +180,29 @@ impl Shared {
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let outgoing = Outgoing {
-            client_host: parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            }),
-            path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = client_host.clone().filter(|_| self.upstream.pass_host);
+        let mut outgoing = Outgoing {
+            headers: headers::upstream_request_headers(
+                parts.headers,
+                upgrading,
+                peer.ip(),
+                client_host,
+                // Replaced by each node's own in `build` unless `host` is set.
+                self.hosts
+                    .first()
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static("localhost")),
+                self.upstream.pass_host,
+            ),
+            host,
+            target: origin_form(parts.uri),
             method: parts.method,
-            headers: parts.headers,
-            upgrading,
-            peer,
         };
         let slot = BodySlot::new(Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)));
         let mut tried = Vec::with_capacity(self.balancer.nodes().len());
@@ -221,54 +223,58 @@ impl Shared {
             tried.push(pick.index);
             let index = pick.index;
             let node = self.balancer.node(index);
-            let request = self.build(&outgoing, index, &slot).map_err(|e| (e, None))?;
-            let served_by: Arc<str> = node.into();
+            let served_by = &self.served_by[index];
             // Counted from the pick, so requests arriving together see each other (least_conn), and until
             // the response body or the upgraded connection ends.
             let in_flight = self.balancer.track(index);
-            match self.exchange(request, &slot).await {
-                Ok(Ok(response)) => {
+            let exchange = if upgrading {
+                self.timed(self.exchange_detached(index, &mut outgoing, &slot), &slot)
+                    .await
+            } else {
+                self.timed(self.exchange(index, &mut outgoing, &slot), &slot).await
+            };
+            match exchange {
+                Ok(Ok((response, lease))) => {
                     return self
-                        .respond(response, index, client_upgrade, in_flight)
+                        .respond(response, lease, index, client_upgrade, in_flight)
                         .map_err(|e| (e, Some(served_by.clone())))
                         .map(|mut response| {
-                            response.extensions_mut().insert(ServedBy(served_by));
+                            response.extensions_mut().insert(ServedBy(served_by.clone()));
                             response
                         });
                 }
                 // Nothing was sent: the request may go on to another node.
-                Ok(Err(error)) if error.is_connect() && !slot.is_taken() => {
+                Ok(Err(error @ SendError::Connect(_))) if !slot.is_taken() => {
                     tracing::warn!(module = self.name, node, error = %chain(&error), "connect failed; node masked");
                     self.balancer.mark_failed(index);
                 }
-                Ok(Err(error)) => return Err((self.classify(index, &error, max_body), Some(served_by))),
+                Ok(Err(error)) => return Err((self.classify(index, &error, max_body), Some(served_by.clone()))),
                 Err(Elapsed) => {
                     self.balancer.mark_failed(index);
                     let error = ForwardError::Timeout {
                         node: node.to_owned(),
                         secs: self.upstream.timeout.as_secs_f64(),
                     };
-                    return Err((error, Some(served_by)));
+                    return Err((error, Some(served_by.clone())));
                 }
             }
         }
     }
 
-    /// Sends one attempt and waits for the response head: at most `timeout` after the request began
-    /// or after the last piece of its body went out, whichever is later.
-    async fn exchange(
+    /// Waits for `exchange` (an attempt up to its response head): at most `timeout` after the request
+    /// began or after the last piece of its body went out, whichever is later.
+    async fn timed<T>(
         &self,
-        request: Request<UnsentBody<Limited<Incoming>>>,
+        exchange: impl Future<Output = T>,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, Elapsed> {
+    ) -> Result<T, Elapsed> {
         let timeout = self.upstream.timeout;
-        let response = self.client.request(request);
-        tokio::pin!(response);
+        let mut exchange = std::pin::pin!(exchange);
         let started = Instant::now();
         loop {
             let deadline = started.max(slot.last_sent()) + timeout;
             tokio::select! {
-                outcome = &mut response => return Ok(outcome),
+                outcome = &mut exchange => return Ok(outcome),
                 () = tokio::time::sleep_until(deadline.into()) => {
                     if started.max(slot.last_sent()) + timeout <= Instant::now() {
                         return Err(Elapsed);
@@ -278,37 +284,66 @@ impl Shared {
         }
     }
 
-    /// The request for one attempt at node `index`.
-    fn build(
+    /// One attempt at node `index` over a pooled connection, driven by this task. A request that a
+    /// reused connection closed before taking goes out again on another connection: not one byte of it
+    /// was sent.
+    async fn exchange(
         &self,
-        outgoing: &Outgoing,
         index: usize,
+        outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<Request<UnsentBody<Limited<Incoming>>>, ForwardError> {
-        let target = format!("{}{}", self.balancer.node(index), outgoing.path_and_query);
-        let uri: Uri = target
-            .parse()
-            .map_err(|_| ForwardError::BadTarget(outgoing.path_and_query.clone()))?;
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        let mut lease = self.pool.get(index).await.map_err(SendError::Connect)?;
+        let mut request = self.build(outgoing, index, slot);
+        loop {
+            let reused = lease.is_reused();
+            match pool::send(lease, request).await {
+                Ok(sent) => return Ok(sent),
+                Err((error, Some(unsent))) if reused && !slot.is_taken() => {
+                    tracing::debug!(module = self.name, %error, "pooled connection closed before the request; retrying");
+                    request = unsent;
+                    lease = self.pool.get(index).await.map_err(SendError::Connect)?;
+                }
+                Err((error, _)) => return Err(SendError::Http(error)),
+            }
+        }
+    }
+
+    /// One attempt at node `index` that asks to switch protocols: on a new connection that runs as its
+    /// own task, so it can outlive the request once upgraded.
+    async fn exchange_detached(
+        &self,
+        index: usize,
+        outgoing: &mut Outgoing,
+        slot: &BodySlot<Limited<Incoming>>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        let mut sender = self.pool.connect_detached(index).await.map_err(SendError::Connect)?;
+        let response = sender
+            .send_request(self.build(outgoing, index, slot))
+            .await
+            .map_err(SendError::Http)?;
+        Ok((response, None))
+    }
+
+    /// The request to node `index`, once a connection to it is up.
+    fn build(&self, outgoing: &mut Outgoing, index: usize, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
         let mut request = Request::new(slot.attempt());
         *request.method_mut() = outgoing.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = outgoing.target.clone();
         // Upstreams are spoken to in HTTP/1.1 whatever the client used.
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers::upstream_request_headers(
-            outgoing.headers.clone(),
-            outgoing.upgrading,
-            outgoing.peer.ip(),
-            outgoing.client_host.clone(),
-            self.hosts[index].clone(),
-            self.upstream.pass_host,
-        );
-        Ok(request)
+        let mut headers = std::mem::take(&mut outgoing.headers);
+        let host = outgoing.host.clone().unwrap_or_else(|| self.hosts[index].clone());
+        headers.insert(header::HOST, host);
+        *request.headers_mut() = headers;
+        request
     }
 
     /// The upstream's response as the client gets it; on `101`, the two connections are spliced.
     fn respond(
         &self,
         mut response: Response<Incoming>,
+        lease: Option<Lease>,
         index: usize,
         client_upgrade: Option<OnUpgrade>,
         in_flight: InFlight,
@@ -336,20 +371,13 @@ impl Shared {
             return Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()));
         }
         headers::strip_hop_by_hop(response.headers_mut(), switching);
-        // The body carries the in-flight count until it is done or dropped.
-        Ok(response.map(|body| {
-            body.map_err(Into::into)
-                .map_frame(move |frame| {
-                    let _in_flight = &in_flight;
-                    frame
-                })
-                .boxed_unsync()
-        }))
+        // The body drives its connection and carries the in-flight count until it is done or dropped.
+        Ok(response.map(|body| UpstreamBody::new(body, lease, in_flight).boxed_unsync()))
     }
 
     /// An error after the request may have been sent. The client's own body failing is not the
     /// upstream's fault and does not mask it.
-    fn classify(&self, index: usize, error: &hyper_util::client::legacy::Error, max_body: u64) -> ForwardError {
+    fn classify(&self, index: usize, error: &SendError, max_body: u64) -> ForwardError {
         if causes(error).any(|cause| cause.is::<LengthLimitError>()) {
             return ForwardError::BodyTooLarge(max_body);
         }
@@ -361,6 +389,21 @@ impl Shared {
             node: self.balancer.node(index).to_owned(),
             reason: chain(error),
         }
+    }
+}
+
+/// The target of `uri` in origin form (`/path?query`), as an upstream is sent it.
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri;
+    }
+    match uri.path_and_query() {
+        Some(path) if path.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
     }
 }
 
