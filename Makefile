@@ -120,7 +120,7 @@ bench: python-sdk node-sdk
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
 	$(PY) -m pip install --quiet --disable-pip-version-check "fastapi>=0.110,<1" "uvicorn[standard]>=0.29,<1"
 	$(CARGO) build --release -p modproxy
-	$(CARGO) build --release --manifest-path bench/Cargo.toml
+	$(CARGO) build --release --manifest-path bench/Cargo.toml --target-dir target
 	timeout --kill-after=30 7200 $(PY) bench/run.py
 
 # Fuzzing (fuzz/README.md), not part of `make test`: installs cargo-fuzz into .tools/ (once), builds the

@@ -55,7 +55,10 @@ struct Upstream {
 
 impl Upstream {
     fn start(name: &'static str, behaviour: Behaviour) -> Upstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Upstream::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), name, behaviour)
+    }
+
+    fn start_on(listener: std::net::TcpListener, name: &'static str, behaviour: Behaviour) -> Upstream {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
@@ -404,6 +407,31 @@ fn every_node_down_is_502_with_the_error_page() {
     let r = proxy.get("/s1/x", &[]);
     assert_eq!(r.status, 502);
     assert_eq!(r.body, server_error_page());
+}
+
+/// With its only node masked the module still tries it; once it answers it is taken back, so the
+/// requests after it neither warn nor count it down.
+#[test]
+fn a_masked_node_that_answers_is_taken_back() {
+    let dead = dead_node();
+    let proxy = proxy("", &[entry("s1", std::slice::from_ref(&dead), "fail_timeout = 60")]);
+    assert_eq!(proxy.get("/s1/x", &[]).status, 502);
+    let port: u16 = dead.rsplit(':').next().unwrap().parse().unwrap();
+    let up = Upstream::start_on(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        "back",
+        Behaviour::Echo,
+    );
+    for _ in 0..5 {
+        assert_eq!(proxy.get("/s1/x", &[]).status, 200);
+    }
+    assert_eq!(up.requests(), 5);
+    assert_eq!(
+        proxy.log().matches("every node is masked").count(),
+        1,
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
