@@ -14,8 +14,8 @@ use modproxy_sdk::LengthLineCodec;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-/// Most idle connections kept per node; more are closed on return.
-const MAX_IDLE_PER_NODE: usize = 256;
+/// Most idle connections kept per node; more are closed on return. `module_http`'s pool keeps the same.
+pub(crate) const MAX_IDLE_PER_NODE: usize = 256;
 
 /// How long a node that closes after each reply goes unpooled before pooling is tried again.
 const CLOSER_MEMORY: Duration = Duration::from_secs(30);

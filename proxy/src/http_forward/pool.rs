@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use super::unsent_body::UnsentBody;
 use crate::balancer::InFlight;
 use crate::body::BoxError;
+use crate::socket_pool::MAX_IDLE_PER_NODE;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -198,7 +199,14 @@ impl Pool {
         if idle.poll_closed() {
             return;
         }
-        lock(&self.idle[node]).push(idle);
+        {
+            // After a burst, more than this would only hold sockets on both ends until POOL_IDLE.
+            let mut stack = lock(&self.idle[node]);
+            if stack.len() >= MAX_IDLE_PER_NODE {
+                return;
+            }
+            stack.push(idle);
+        }
         if !self.reaper_started.swap(true, Ordering::Relaxed) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(reap(Arc::downgrade(self)));
@@ -508,6 +516,20 @@ mod tests {
             .expect("the connection is closed");
         assert!(unsent.is_some(), "the request comes back unsent");
         assert!(!slot.is_taken());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_capped_per_node() {
+        let up = upstream().await;
+        let pool = Pool::new(std::slice::from_ref(&up.url), true, Duration::from_secs(1));
+        let mut leases = Vec::new();
+        for _ in 0..MAX_IDLE_PER_NODE + 5 {
+            leases.push(pool.get(0).await.unwrap());
+        }
+        for lease in leases {
+            pool.put(lease.node, lease.sender, lease.connection);
+        }
+        assert_eq!(pool.idle_count(0), MAX_IDLE_PER_NODE);
     }
 
     #[tokio::test]
