@@ -167,6 +167,92 @@ fn http2_with_prior_knowledge_is_served() {
     });
 }
 
+/// HTTP/2 has no header timer: an HTTP/2 connection that moves no byte for `header_timeout` is told to go
+/// away and closed (dropped, if the client does not answer), so idle clients cannot hold connection
+/// slots for ever.
+#[test]
+fn an_idle_http2_connection_is_closed() {
+    let proxy = Proxy::start("header_timeout = 1", "");
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    // The preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(error) => panic!("still open after {:?}: {error}", started.elapsed()),
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!received.is_empty(), "the server's SETTINGS came first");
+
+    // A client that answers (hyper's) is told to go away after its last request, and its connection ends.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let connection = tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{}/", proxy.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+        // Ended by the server (cleanly, or with a broken pipe when the client's last write crossed the
+        // close), rather than held open.
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+        assert!(matches!(ended, Ok(Ok(_))), "{ended:?}");
+    });
+}
+
+/// The idle bound is on bytes, not on requests: an HTTP/2 request whose backend answers after more than
+/// `header_timeout` is still answered.
+#[test]
+fn a_slow_http2_request_outlives_the_idle_bound() {
+    use http_body_util::{BodyExt, Full};
+    let slow = Backend::start(Style::Slow(Duration::from_secs(2)));
+    let proxy = Proxy::start("header_timeout = 1", &config(&[socket_module("s3", &[slow.addr], "")]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::post(format!("http://{}/s3/", proxy.addr))
+            .body(Full::new(bytes::Bytes::from(envelope("x", json!(7)))))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        (status, response.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(status, 200);
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["echo"]["data"], 7, "{reply}");
+}
+
 #[test]
 fn backend_pools_are_bounded_per_node() {
     // 300 requests in flight at once need 300 backend connections; afterwards the pool keeps at most
