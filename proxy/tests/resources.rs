@@ -262,3 +262,38 @@ fn descriptors_and_memory_return_to_where_they_were_after_100k_mixed_requests() 
         "memory grew from {rss_before} KiB to {rss_after} KiB (allowed {allowed} KiB)"
     );
 }
+
+/// Idle keep-alive connections hold no request buffers: the server parks them without hyper's (about
+/// 25 KB each, see `server.rs`). 800 connections, each served one GET and then quiet, must cost well
+/// under 10 KB each.
+#[test]
+fn idle_keep_alive_connections_hold_no_buffers() {
+    const IDLE: usize = 800;
+    let proxy = Proxy::start("", "");
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let serve_one = |conn: &mut BufReader<TcpStream>| {
+        conn.get_mut().write_all(get).unwrap();
+        assert_eq!(read_response(conn), (200, true), "served and kept alive");
+    };
+    // Warm-up, so that the heap holds what any request needs.
+    let mut warm: Vec<_> = (0..50)
+        .map(|_| BufReader::new(TcpStream::connect(proxy.addr).unwrap()))
+        .collect();
+    warm.iter_mut().for_each(serve_one);
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let (before, _) = proxy.memory_kib();
+
+    let mut idle: Vec<_> = (0..IDLE)
+        .map(|_| BufReader::new(TcpStream::connect(proxy.addr).unwrap()))
+        .collect();
+    idle.iter_mut().for_each(serve_one);
+    // Longer than the wait before a quiet connection is parked.
+    std::thread::sleep(Duration::from_millis(300));
+    let (after, _) = proxy.memory_kib();
+    let per_connection = after.saturating_sub(before) * 1024 / IDLE as u64;
+    println!("VmRSS {before} KiB -> {after} KiB with {IDLE} idle connections: {per_connection} B each");
+    assert!(per_connection < 10 * 1024, "{per_connection} bytes per idle connection");
+    // Still alive: each is served again.
+    idle.iter_mut().take(20).for_each(serve_one);
+}
