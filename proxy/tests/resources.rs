@@ -264,7 +264,7 @@ fn descriptors_and_memory_return_to_where_they_were_after_100k_mixed_requests() 
 }
 
 /// Idle keep-alive connections hold no request buffers: the server parks them without hyper's (about
-/// 25 KB each, see `server.rs`). 800 connections, each served one GET and then quiet, must cost well
+/// 25 KB each, see `server/http1_parking.rs`). 800 connections, each served one GET and then quiet, must cost well
 /// under 10 KB each.
 #[test]
 fn idle_keep_alive_connections_hold_no_buffers() {
