@@ -1,6 +1,7 @@
 //! Module Proxy: an HTTP server that, per URL module, serves static sites, reverse-proxies HTTP, or turns
 //! a `POST` of JSON into a length-line frame to a TCP backend.
 
+pub mod activity;
 pub mod app;
 pub mod balancer;
 pub mod body;

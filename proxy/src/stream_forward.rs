@@ -9,7 +9,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::Activity;
 use crate::balancer::{Balancer, SystemClock};
 use crate::config::StreamConfig;
 use crate::metrics::{Metrics, StreamMetrics};
@@ -175,7 +175,7 @@ impl Forward {
 
     /// Copies both ways until both directions have ended, an error, or `idle_timeout` without a byte.
     async fn join(&self, client: TcpStream, node: TcpStream) -> Outcome {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::default());
         let mut client = Metered::new(client, self.metrics.bytes_up.clone(), Arc::clone(&activity));
         let mut node = Metered::new(node, self.metrics.bytes_down.clone(), Arc::clone(&activity));
         let end = tokio::select! {
@@ -205,38 +205,6 @@ enum End {
     Closed,
     Idle,
     Error(io::Error),
-}
-
-/// When bytes last moved on a joined pair of connections.
-struct Activity {
-    origin: tokio::time::Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            origin: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Completes once `idle` has passed with no [`Activity::touch`].
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
 }
 
 /// A stream that counts the bytes read from it and notes every read and write as activity.
@@ -287,27 +255,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn idle_waits_for_quiet_not_for_age() {
-        let activity = Arc::new(Activity::new());
-        let idle = Duration::from_millis(300);
-        let watcher = tokio::spawn({
-            let activity = Arc::clone(&activity);
-            async move { activity.idle_for(idle).await }
-        });
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            activity.touch();
-        }
-        assert!(!watcher.is_finished(), "750 ms old, but never 300 ms quiet");
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(watcher.is_finished());
     }
 }

@@ -3,10 +3,10 @@
 
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::rt::ReadBufCursor;
@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Activity;
 use crate::body::Body;
 
 /// Serves a connection whose protocol hyper-util's auto builder decides: HTTP/2, or HTTP/1 whose first
@@ -36,15 +37,15 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Arc::new(Activity::new());
+    let watch = Arc::new(Watch::default());
     let io = ActivityIo {
         io: TokioIo::new(stream),
-        activity: Arc::clone(&activity),
+        watch: Arc::clone(&watch),
     };
     let counted = {
-        let activity = Arc::clone(&activity);
+        let watch = Arc::clone(&watch);
         service_fn(move |request| {
-            let handling = Handling::new(&activity);
+            let handling = Handling::new(&watch);
             let response = service.call(request);
             async move {
                 let response = response.await;
@@ -57,15 +58,16 @@ where
     let mut stop = pin!(stopping.cancelled());
     let mut closing = false;
     loop {
-        let quiet_until = activity.last() + idle_after;
         tokio::select! {
             done = connection.as_mut() => return done,
             () = &mut stop, if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(quiet_until.into()) => {
-                if activity.last() + idle_after > Instant::now() || activity.handling() > 0 {
+            () = watch.activity.idle_for(idle_after) => {
+                if watch.handling.load(Ordering::Relaxed) > 0 {
+                    // A request in hand counts as activity: look again `idle_after` from now.
+                    watch.activity.touch();
                     continue;
                 }
                 if closing {
@@ -78,58 +80,34 @@ where
     }
 }
 
+/// A connection's activity, and how many of its requests are being handled.
+#[derive(Default)]
+struct Watch {
+    activity: Activity,
+    handling: AtomicUsize,
+}
+
 /// Counts a request as being handled until dropped; its end counts as activity.
-struct Handling(Arc<Activity>);
+struct Handling(Arc<Watch>);
 
 impl Handling {
-    fn new(activity: &Arc<Activity>) -> Self {
-        activity.handling.fetch_add(1, Ordering::Relaxed);
-        Handling(Arc::clone(activity))
+    fn new(watch: &Arc<Watch>) -> Self {
+        watch.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(Arc::clone(watch))
     }
 }
 
 impl Drop for Handling {
     fn drop(&mut self) {
         self.0.handling.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
-    }
-}
-
-/// When a connection last moved a byte (in milliseconds since it was opened), and how many of its
-/// requests are being handled.
-struct Activity {
-    opened: Instant,
-    last_ms: AtomicU64,
-    handling: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            handling: AtomicUsize::new(0),
-        }
-    }
-
-    fn handling(&self) -> usize {
-        self.handling.load(Ordering::Relaxed)
-    }
-
-    fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.0.activity.touch();
     }
 }
 
 /// A socket that records when it last read or wrote a byte.
 struct ActivityIo {
     io: TokioIo<TcpStream>,
-    activity: Arc<Activity>,
+    watch: Arc<Watch>,
 }
 
 impl hyper::rt::Read for ActivityIo {
@@ -137,7 +115,7 @@ impl hyper::rt::Read for ActivityIo {
         let this = self.get_mut();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if read.is_ready() {
-            this.activity.touch();
+            this.watch.activity.touch();
         }
         read
     }
@@ -148,7 +126,7 @@ impl hyper::rt::Write for ActivityIo {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if written.is_ready() {
-            this.activity.touch();
+            this.watch.activity.touch();
         }
         written
     }
@@ -161,7 +139,7 @@ impl hyper::rt::Write for ActivityIo {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if written.is_ready() {
-            this.activity.touch();
+            this.watch.activity.touch();
         }
         written
     }
