@@ -137,24 +137,43 @@ fn connections_over_the_limit_are_refused_cleanly() {
     assert!(!metrics.contains("modproxy_refused_connections_total 0"), "{metrics}");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven by a task of its own.
+async fn http2_client<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
 #[test]
 fn http2_with_prior_knowledge_is_served() {
     use http_body_util::{BodyExt, Empty};
     let proxy = Proxy::start("", "");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let index = std::fs::read(support::repo_html().join("index.html")).unwrap();
     runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+        let (mut sender, _connection) = http2_client(proxy.addr).await;
         // Several requests on the one connection, one after another.
         for _ in 0..3 {
             let request = http::Request::get(format!("http://{}/", proxy.addr))
@@ -197,19 +216,9 @@ fn an_idle_http2_connection_is_closed() {
     assert!(!received.is_empty(), "the server's SETTINGS came first");
 
     // A client that answers (hyper's) is told to go away after its last request, and its connection ends.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let connection = tokio::spawn(connection);
+        let (mut sender, connection) = http2_client(proxy.addr).await;
         let request = http::Request::get(format!("http://{}/", proxy.addr))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -228,19 +237,9 @@ fn a_slow_http2_request_outlives_the_idle_bound() {
     use http_body_util::{BodyExt, Full};
     let slow = Backend::start(Style::Slow(Duration::from_secs(2)));
     let proxy = Proxy::start("header_timeout = 1", &config(&[socket_module("s3", &[slow.addr], "")]));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let (status, body) = runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+        let (mut sender, _connection) = http2_client(proxy.addr).await;
         let request = http::Request::post(format!("http://{}/s3/", proxy.addr))
             .body(Full::new(bytes::Bytes::from(envelope("x", json!(7)))))
             .unwrap();
