@@ -18,7 +18,14 @@ pub struct Proxy {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below Linux's ephemeral range (32768 and up by default), so that the many client sockets other
+    // tests open at the same time cannot take the port before the test binds it again.
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    (0u64..)
+        .map(|attempt| 10_000 + (state.hash_one(attempt) % 22_000) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .unwrap()
 }
 
 /// The repository's `html/` directory (error pages and the welcome page).
