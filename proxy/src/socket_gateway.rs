@@ -216,9 +216,7 @@ impl SocketGateway {
                     let node: Arc<str> = node.into();
                     return match self.send(connection, pick.index, payload).await {
                         Ok(reply) => {
-                            if pick.all_masked {
-                                self.balancer.mark_ok(pick.index);
-                            }
+                            self.balancer.answered(pick);
                             Ok((reply, node))
                         }
                         Err(error) => Err((error, Some(node))),

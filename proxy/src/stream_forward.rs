@@ -155,9 +155,7 @@ impl Forward {
             }
             let error = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(node)).await {
                 Ok(Ok(stream)) => {
-                    if pick.all_masked {
-                        self.balancer.mark_ok(pick.index);
-                    }
+                    self.balancer.answered(pick);
                     let _ = stream.set_nodelay(true);
                     return Some((stream, pick.index));
                 }

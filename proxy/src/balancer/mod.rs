@@ -115,10 +115,12 @@ impl Balancer {
         self.masked_until_ms[index].store(until.max(1), Ordering::Relaxed);
     }
 
-    /// Takes node `index` back at once: a masked node that was tried anyway (every node was masked)
-    /// and answered is healthy again, as nginx counts a success.
-    pub fn mark_ok(&self, index: usize) {
-        self.masked_until_ms[index].store(0, Ordering::Relaxed);
+    /// Reports that the node `pick` chose answered. A masked node that was tried anyway (every node
+    /// was masked) is taken back at once, as nginx counts a success; a healthy one needs nothing.
+    pub fn answered(&self, pick: Pick) {
+        if pick.all_masked {
+            self.masked_until_ms[pick.index].store(0, Ordering::Relaxed);
+        }
     }
 
     /// Chooses a node that is not in `tried`: by the policy among the healthy ones, or among all untried
@@ -220,7 +222,7 @@ mod tests {
         b.mark_failed(1);
         let pick = b.pick(&[]).unwrap();
         assert!(pick.all_masked);
-        b.mark_ok(pick.index);
+        b.answered(pick);
         assert!(!b.is_masked(pick.index));
         assert_eq!(
             b.pick(&[]).unwrap(),

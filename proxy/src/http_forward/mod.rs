@@ -235,9 +235,7 @@ impl Shared {
             };
             match exchange {
                 Ok(Ok((response, lease))) => {
-                    if pick.all_masked {
-                        self.balancer.mark_ok(index);
-                    }
+                    self.balancer.answered(pick);
                     return self
                         .respond(response, lease, index, client_upgrade, in_flight)
                         .map_err(|e| (e, Some(served_by.clone())))
