@@ -1,8 +1,10 @@
 //! [`Server`]: accepts connections and answers each frame through a [`Backend`].
 //!
-//! Every connection runs in its own task and carries any number of request/reply pairs in sequence, so a
-//! slow handler holds up only its own connection. A frame that breaks the protocol gets a `bad_request`
-//! reply and ends that connection only.
+//! Every connection runs in its own task and carries any number of request/reply pairs, so a slow handler
+//! holds up only its own connection. A peer may also send frames before the replies to earlier ones have
+//! come (the proxy's `pipeline`): up to [`MAX_PIPELINED`] of them are answered concurrently, and replied to
+//! in the order they arrived, since that is how the peer tells the replies apart. A frame that breaks the
+//! protocol gets a `bad_request` reply, after the replies owed before it, and ends that connection only.
 
 use std::future::Future;
 use std::io;
@@ -10,9 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::time::error::Elapsed;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -159,6 +162,9 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Most requests of one connection answered at once; further frames wait in the socket until one is done.
+pub const MAX_PIPELINED: usize = 64;
+
 struct Connection<B> {
     backend: Arc<B>,
     codec: LengthLineCodec,
@@ -166,10 +172,29 @@ struct Connection<B> {
     stop: CancellationToken,
 }
 
+/// What the connection loop waits for.
+enum Event {
+    Frame(Option<Result<Bytes, FrameError>>),
+    Reply(Vec<u8>),
+    Stop,
+    Idle,
+}
+
 impl<B: Backend> Connection<B> {
     async fn run(self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, self.codec);
+        let backend = &*self.backend;
+        // A peer may send frames before their replies arrive (the proxy's `pipeline`). They are answered
+        // concurrently, and replied to in the order they came, which is how the peer matches them.
+        let mut answering = FuturesOrdered::new();
+        // Set once no more frames are read (end of stream, a bad frame, shutdown): the requests in hand are
+        // still answered, then the connection closes, after `farewell` if a bad frame needs an answer.
+        let mut reading = true;
+        let mut farewell = None;
+        // Replies are buffered while more work is ready, and written together when nothing is: one write for
+        // all the replies to frames that arrived in one read.
+        let mut unflushed = false;
         // One cancellation waiter and one idle timer for the connection's whole life rather than one of each
         // per request: arming either takes a shared lock (the token's waiter list, the timer wheel). The
         // timer is moved only when it fires while the connection was active since it was set.
@@ -179,60 +204,87 @@ impl<B: Backend> Connection<B> {
         let idle = tokio::time::sleep_until(active + self.idle_timeout);
         tokio::pin!(idle);
         loop {
-            let next = tokio::select! {
-                () = &mut stopped => break,
-                next = framed.next() => next,
-                () = &mut idle => {
+            let next = async {
+                tokio::select! {
+                    biased;
+                    Some(reply) = answering.next(), if !answering.is_empty() => Some(Event::Reply(reply)),
+                    () = &mut stopped, if reading => Some(Event::Stop),
+                    next = framed.next(), if reading && answering.len() < MAX_PIPELINED => Some(Event::Frame(next)),
+                    () = &mut idle, if reading && answering.is_empty() => Some(Event::Idle),
+                    else => None,
+                }
+            };
+            let event = if unflushed {
+                match next.now_or_never() {
+                    Some(event) => event,
+                    None => {
+                        if !write_within(SinkExt::<Vec<u8>>::flush(&mut framed), self.idle_timeout, peer).await {
+                            return;
+                        }
+                        unflushed = false;
+                        continue;
+                    }
+                }
+            } else {
+                next.await
+            };
+            match event {
+                None => break,
+                Some(Event::Reply(reply)) => {
+                    if !write_within(framed.feed(reply), self.idle_timeout, peer).await {
+                        return;
+                    }
+                    unflushed = true;
+                    active = Instant::now();
+                }
+                Some(Event::Frame(Some(Ok(payload)))) => {
+                    answering.push_back(async move { dispatch(backend, &payload).await });
+                }
+                Some(Event::Frame(None)) | Some(Event::Stop) => reading = false,
+                Some(Event::Frame(Some(Err(FrameError::Io(error))))) => {
+                    tracing::debug!(%peer, %error, "connection failed");
+                    return;
+                }
+                Some(Event::Frame(Some(Err(error)))) => {
+                    tracing::warn!(%peer, %error, "bad frame; closing the connection");
+                    farewell = Some(MethodError::bad_request(format!("bad frame: {error}")).to_reply());
+                    reading = false;
+                }
+                Some(Event::Idle) => {
                     let deadline = active + self.idle_timeout;
                     if Instant::now() >= deadline {
                         tracing::debug!(%peer, "idle connection closed");
-                        break;
+                        return;
                     }
                     idle.as_mut().reset(deadline);
-                    continue;
-                }
-            };
-            let payload = match next {
-                None => break,
-                Some(Ok(payload)) => payload,
-                Some(Err(FrameError::Io(error))) => {
-                    tracing::debug!(%peer, %error, "connection failed");
-                    break;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%peer, %error, "bad frame; closing the connection");
-                    let reply = MethodError::bad_request(format!("bad frame: {error}")).to_reply();
-                    let _ = tokio::time::timeout(self.idle_timeout, framed.send(reply)).await;
-                    break;
-                }
-            };
-            let reply = dispatch(&*self.backend, &payload).await;
-            match send_within(&mut framed, reply, self.idle_timeout).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "could not send reply");
-                    break;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "peer stopped reading replies; closing the connection");
-                    break;
                 }
             }
-            active = Instant::now();
+        }
+        if let Some(reply) = farewell {
+            let _ = write_within(framed.send(reply), self.idle_timeout, peer).await;
+        } else if unflushed {
+            let _ = write_within(SinkExt::<Vec<u8>>::flush(&mut framed), self.idle_timeout, peer).await;
         }
     }
 }
 
-/// Sends a reply, giving a peer that does not read at most `limit`. The timer is armed only when the write
-/// cannot complete at once; usually the socket takes the reply straight away.
-async fn send_within(
-    framed: &mut Framed<TcpStream, LengthLineCodec>,
-    reply: Vec<u8>,
-    limit: Duration,
-) -> Result<Result<(), FrameError>, Elapsed> {
-    let mut send = framed.send(reply);
-    if let Some(sent) = (&mut send).now_or_never() {
-        return Ok(sent);
+/// Runs a write, giving a peer that does not read at most `limit`; whether it succeeded. The timer is armed
+/// only when the write cannot complete at once; usually the socket takes the bytes straight away.
+async fn write_within(write: impl Future<Output = Result<(), FrameError>>, limit: Duration, peer: SocketAddr) -> bool {
+    tokio::pin!(write);
+    let written = match (&mut write).now_or_never() {
+        Some(written) => Ok(written),
+        None => tokio::time::timeout(limit, write).await,
+    };
+    match written {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "could not send reply");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "peer stopped reading replies; closing the connection");
+            false
+        }
     }
-    tokio::time::timeout(limit, send).await
 }

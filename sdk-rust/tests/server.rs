@@ -178,6 +178,51 @@ async fn merged_frames_in_one_write_get_their_replies_in_order() {
 }
 
 #[tokio::test]
+async fn pipelined_frames_are_answered_at_once_and_replied_in_order() {
+    // Each "meet" waits for two more of its kind to be in progress at the same time as itself: answered
+    // one after another, the first three would wait forever.
+    let meeting = Arc::new(tokio::sync::Barrier::new(3));
+    let router = demo_router().method("meet", move |data: Value| {
+        let meeting = Arc::clone(&meeting);
+        async move {
+            meeting.wait().await;
+            Ok::<_, MethodError>(data)
+        }
+    });
+    let server = Running::router(router).await;
+    let mut conn = server.raw().await;
+    let asks = [
+        request("meet", json!("first")),
+        request("echo", json!("quick")),
+        request("meet", json!("second")),
+        request("meet", json!("third")),
+    ];
+    let wire: Vec<u8> = asks.iter().flat_map(|payload| frame(payload)).collect();
+    conn.get_mut().write_all(&wire).await.unwrap();
+    // "quick" is done long before "first", but is replied to after it: the peer matches replies by order.
+    for expected in ["first", "quick", "second", "third"] {
+        assert_eq!(next_reply(&mut conn).await, Some(json!(expected)));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_frame_behind_pipelined_ones_is_answered_after_them() {
+    let server = Running::router(demo_router()).await;
+    let mut conn = server.raw().await;
+    let mut wire = frame(&request("echo", json!(1)));
+    wire.extend(frame(&request("add", json!({"a": 1, "b": 2}))));
+    wire.extend(b"hello worl\r\n{}");
+    conn.get_mut().write_all(&wire).await.unwrap();
+    assert_eq!(next_reply(&mut conn).await, Some(json!(1)));
+    assert_eq!(next_reply(&mut conn).await, Some(json!(3)));
+    let reply = next_reply(&mut conn).await.expect("a reply to the bad frame");
+    assert_eq!(reply["error"]["code"], "bad_request");
+    assert_eq!(next_reply(&mut conn).await, None, "then the connection is closed");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_bad_length_line_closes_only_that_connection() {
     let server = Running::router(demo_router()).await;
     let mut good = server.client().await;
