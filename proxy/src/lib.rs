@@ -20,6 +20,7 @@ pub mod routing;
 pub mod scaffold;
 pub mod server;
 pub mod socket_gateway;
+pub mod socket_pipeline;
 pub mod socket_pool;
 pub mod static_site;
 pub mod stream_forward;

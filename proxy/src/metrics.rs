@@ -43,7 +43,8 @@ pub struct NodeState {
     pub node: String,
     /// False while the node is masked.
     pub up: bool,
-    /// Idle pooled connections to it, where the module keeps a pool of its own.
+    /// Idle pooled connections to it, where the module keeps a pool of its own; for a pipelined socket
+    /// module, every open connection (they are shared, never idle in a pool).
     pub pooled: Option<usize>,
 }
 
@@ -127,7 +128,7 @@ impl Metrics {
         let pooled = Family::<NodeLabels, Gauge>::default();
         registry.register(
             "pooled_connections",
-            "Idle pooled connections per socket node",
+            "Idle pooled connections per socket node (open shared connections where the module pipelines)",
             pooled.clone(),
         );
         let client_connections = Gauge::default();

@@ -1,6 +1,7 @@
 //! `module_socket`: a browser's `POST` of JSON becomes one length-line frame to a backend node, and the
 //! backend's reply frame becomes the HTTP response, byte for byte.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::request_context::{generate, RequestContext};
+use crate::socket_pipeline::{Outcome, Pipelines};
 use crate::socket_pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
@@ -29,6 +31,8 @@ pub struct SocketGateway {
     upstream: Upstream,
     balancer: Balancer,
     pool: SocketPool,
+    /// Set when the module has `pipeline` above 1; the pool is then unused.
+    pipelines: Option<Pipelines>,
 }
 
 /// Why a socket request failed; each maps to one status.
@@ -78,7 +82,16 @@ impl SocketGateway {
             upstream.max_frame,
             upstream.connect_timeout,
         );
+        let pipelines = (upstream.pipeline > 1).then(|| {
+            Pipelines::new(
+                upstream.nodes.len(),
+                upstream.pipeline,
+                upstream.max_frame,
+                upstream.connect_timeout,
+            )
+        });
         SocketGateway {
+            pipelines,
             name: name.to_owned(),
             upstream,
             balancer,
@@ -91,9 +104,12 @@ impl SocketGateway {
         &self.balancer
     }
 
-    /// Idle pooled connections to node `index`.
+    /// Idle pooled connections to node `index`, or, for a pipelined module, its open connections.
     pub fn pooled(&self, index: usize) -> usize {
-        self.pool.idle_count(index)
+        match &self.pipelines {
+            Some(pipelines) => pipelines.lanes(index),
+            None => self.pool.idle_count(index),
+        }
     }
 
     /// Answers one HTTP request.
@@ -188,6 +204,8 @@ impl SocketGateway {
 
     async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
         let mut tried = Vec::with_capacity(self.balancer.nodes().len());
+        // How often a pipelined request may find its lane closed before it was written.
+        let mut lane_retries = 2;
         loop {
             let Some(pick) = self.balancer.pick(&tried) else {
                 let tried = self.describe(&tried);
@@ -206,6 +224,37 @@ impl SocketGateway {
             // Counted from the pick, so requests arriving together see each other (least_conn).
             let _in_flight = self.balancer.track(pick.index);
             let node = self.balancer.node(pick.index);
+            if let Some(pipelines) = &self.pipelines {
+                let outcome =
+                    tokio::time::timeout(self.upstream.timeout, pipelines.call(pick.index, node, payload.clone()))
+                        .await;
+                let error = match outcome {
+                    Ok(Outcome::Reply(reply)) => {
+                        self.balancer.answered(pick);
+                        return Ok((reply, node.into()));
+                    }
+                    Ok(Outcome::Unsent(None)) if lane_retries > 0 => {
+                        lane_retries -= 1;
+                        tried.pop();
+                        continue;
+                    }
+                    Ok(Outcome::Unsent(error)) => {
+                        let error = error.unwrap_or_else(|| io::Error::other("connection closed before use"));
+                        tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
+                        self.fail(pick.index);
+                        continue;
+                    }
+                    Ok(Outcome::Closed) => GatewayError::ClosedBeforeReply { node: node.to_owned() },
+                    Ok(Outcome::BadReply(source)) => GatewayError::BadReply {
+                        node: node.to_owned(),
+                        source,
+                    },
+                    Err(_) => self.timed_out(pick.index),
+                };
+                tracing::debug!(module = self.name, "pipelined exchange failed; node masked");
+                self.fail(pick.index);
+                return Err((error, Some(node.into())));
+            }
             match self.pool.get(pick.index, node).await {
                 // Nothing was sent: the request may go on to another node.
                 Err(error) => {
@@ -240,10 +289,7 @@ impl SocketGateway {
                 self.pool.put(index, connection);
                 return Ok(reply);
             }
-            Err(_) => GatewayError::Timeout {
-                node: self.balancer.node(index).to_owned(),
-                secs: self.upstream.timeout.as_secs_f64(),
-            },
+            Err(_) => self.timed_out(index),
             Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => {
                 GatewayError::ClosedBeforeReply {
                     node: self.balancer.node(index).to_owned(),
@@ -257,6 +303,13 @@ impl SocketGateway {
         tracing::debug!(module = self.name, reused, "exchange failed; node masked");
         self.fail(index);
         Err(error)
+    }
+
+    fn timed_out(&self, index: usize) -> GatewayError {
+        GatewayError::Timeout {
+            node: self.balancer.node(index).to_owned(),
+            secs: self.upstream.timeout.as_secs_f64(),
+        }
     }
 
     fn describe(&self, tried: &[usize]) -> String {

@@ -94,7 +94,7 @@ export async function startStack() {
   const backendPorts = {};
   for (const lang of LANGUAGES) backendPorts[lang] = await freePort();
   const modules = LANGUAGES.map(
-    (lang) => `  { module = "todo-${lang}", forward_pass = "127.0.0.1:${backendPorts[lang]}", fail_timeout = 0.5 },`,
+    (lang) => `  { module = "todo-${lang}", forward_pass = "127.0.0.1:${backendPorts[lang]}", pipeline = 16, fail_timeout = 0.5 },`,
   );
   fs.writeFileSync(
     path.join(home, 'conf', 'default.toml'),

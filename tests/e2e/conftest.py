@@ -95,7 +95,7 @@ def _start_stack(tmp: Path, fail_timeout: float) -> Stack:
         backend_ports={lang: free_port() for lang in LANGUAGES},
     )
     modules = ",\n".join(
-        f'  {{ module = "todo-{lang}", forward_pass = "127.0.0.1:{port}", fail_timeout = {fail_timeout} }}'
+        f'  {{ module = "todo-{lang}", forward_pass = "127.0.0.1:{port}", pipeline = 16, fail_timeout = {fail_timeout} }}'
         for lang, port in stack.backend_ports.items()
     )
     (home / "conf/default.toml").write_text(

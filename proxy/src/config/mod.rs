@@ -144,6 +144,8 @@ pub struct Upstream {
     pub max_frame: usize,
     /// Whether backend connections are reused.
     pub keepalive: bool,
+    /// Socket modules: most requests in flight on one backend connection; 0 or 1 sends one at a time.
+    pub pipeline: usize,
     /// HTTP modules: send the client's `Host` instead of the upstream's.
     pub pass_host: bool,
 }
@@ -286,6 +288,30 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         };
         assert_eq!(b.timeout, Duration::from_secs(5));
         assert_eq!(b.nodes, ["http://127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn pipeline_is_for_kept_socket_connections() {
+        let config =
+            parse("[module]\nmodule_socket = [ { module = \"s\", forward_pass = \"127.0.0.1:1\", pipeline = 16 } ]\n")
+                .unwrap();
+        let Module::Socket(s) = &config.modules["s"] else {
+            panic!()
+        };
+        assert_eq!(s.pipeline, 16);
+        for (entry, needle) in [
+            (
+                r#"module_http = [ { module = "h", proxy_pass = "http://127.0.0.1:1", pipeline = 4 } ]"#,
+                "module_http \"h\": pipeline is for module_socket",
+            ),
+            (
+                r#"module_socket = [ { module = "s", forward_pass = "127.0.0.1:1", pipeline = 4, keepalive = false } ]"#,
+                "module_socket \"s\": pipeline = 4 needs keepalive",
+            ),
+        ] {
+            let error = parse(&format!("[module]\n{entry}\n")).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
     }
 
     #[test]

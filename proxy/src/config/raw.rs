@@ -104,6 +104,7 @@ pub(super) struct RawBackendModule {
     pub(super) fail_timeout: Option<Seconds>,
     pub(super) max_frame: Option<usize>,
     pub(super) keepalive: Option<bool>,
+    pub(super) pipeline: Option<usize>,
 }
 
 #[derive(Deserialize)]

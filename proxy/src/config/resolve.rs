@@ -210,6 +210,9 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         if entry.head.is_some() {
             return Err(format!("module_http {name:?}: head shaping is for module_socket"));
         }
+        if entry.pipeline.is_some() {
+            return Err(format!("module_http {name:?}: pipeline is for module_socket"));
+        }
         urls.into_iter()
             .map(|(u, w)| (u.trim_end_matches('/').to_owned(), w))
             .collect()
@@ -246,6 +249,13 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
     if nodes.is_empty() {
         return Err(format!("{list} {name:?}: no nodes (give at least one address)"));
     }
+    let keepalive = entry.keepalive.unwrap_or(defaults.keepalive);
+    let pipeline = entry.pipeline.unwrap_or(0);
+    if pipeline > 1 && !keepalive {
+        return Err(format!(
+            "{list} {name:?}: pipeline = {pipeline} needs keepalive: pipelined requests share kept connections"
+        ));
+    }
     Ok(Upstream {
         nodes,
         weights,
@@ -255,7 +265,8 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         timeout: entry.timeout.unwrap_or(defaults.timeout).duration(),
         fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
         max_frame: entry.max_frame.unwrap_or(defaults.max_frame),
-        keepalive: entry.keepalive.unwrap_or(defaults.keepalive),
+        keepalive,
+        pipeline,
         pass_host: entry.pass_host.unwrap_or(false),
     })
 }
