@@ -434,8 +434,13 @@ class Lab:
         return self.server(kind, argv, port), port
 
 
-def socket_module(port: int) -> str:
-    return f'module_socket = [ {{ module = "echo", forward_pass = "127.0.0.1:{port}" }} ]'
+# As conf/default.toml sets it for the example SDK backends (README: `pipeline`).
+PIPELINE = 16
+
+
+def socket_module(port: int, pipeline: int = 0) -> str:
+    extra = f", pipeline = {pipeline}" if pipeline else ""
+    return f'module_socket = [ {{ module = "echo", forward_pass = "127.0.0.1:{port}"{extra} }} ]'
 
 
 NGINX_PROXY = (
@@ -454,13 +459,15 @@ class Row:
     target: float
     contestant: Contestant | None = None
     peer: Contestant | None = None
+    # Other settings of the contestant, measured in the same rounds and shown for comparison only.
+    variants: list[Contestant] = field(default_factory=list)
     failure: str = ""
     notes: list[str] = field(default_factory=list)
 
 
 def measure(row: Row) -> None:
     """Warm both up, then interleaved rounds."""
-    pair = [c for c in (row.contestant, row.peer) if c is not None]
+    pair = [c for c in (row.contestant, *row.variants, row.peer) if c is not None]
     for c in pair:
         c.drive(WARMUP)
     for _ in range(ROUNDS):
@@ -532,16 +539,25 @@ def row_http_forward(lab: Lab, row: Row) -> None:
 
 def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer_name: str) -> None:
     backend, bport = lab.backend(sdk)
-    proxy, pport = lab.modproxy(socket_module(bport))
+    proxy, pport = lab.modproxy(socket_module(bport, PIPELINE))
+    one_at_a_time, oport = lab.modproxy(socket_module(bport))
     peer, eport = lab.backend(peer_kind)
     nginx, nport = lab.nginx(NGINX_PROXY, eport)
-    for port in (pport, nport):
+    for port in (pport, oport, nport):
         check_http_echo(f"http://127.0.0.1:{port}/echo/")
     row.contestant = Contestant(
-        f"modproxy → {sdk_name}",
+        f"modproxy → {sdk_name}, pipeline = {PIPELINE}",
         proxy,
         [backend],
         lambda s: wrk(f"http://127.0.0.1:{pport}/echo/", s, body=BODY),
+    )
+    row.variants.append(
+        Contestant(
+            f"modproxy → {sdk_name}, one request per connection",
+            one_at_a_time,
+            [backend],
+            lambda s: wrk(f"http://127.0.0.1:{oport}/echo/", s, body=BODY),
+        )
     )
     row.peer = Contestant(
         f"nginx → {peer_name}", nginx, [peer], lambda s: wrk(f"http://127.0.0.1:{nport}/echo/", s, body=BODY)
@@ -698,13 +714,23 @@ def table(rows: list[Row]) -> str:
             continue
         key = "mbps" if row.unit == "MB/s" else "rps"
         ratio = median(row.contestant, key) / median(row.peer, key)
-        for c, is_contestant in ((row.contestant, True), (row.peer, False)):
+        entries = [
+            (row.contestant, "contestant"),
+            *((v, "variant") for v in row.variants),
+            (row.peer, "peer"),
+        ]
+        for c, role in entries:
+            is_contestant = role == "contestant"
             p99_note = ""
             if is_contestant and row.row in {"3", "4", "5", "6"}:
                 p99_note = (
                     " ✓" if median(c, "p99_ms") <= median(row.peer, "p99_ms") else " ✗ (peer's is lower)"
                 )
-            verdict = f"{ratio:.2f} {'✓' if ratio >= row.target else '✗'}" if is_contestant else ""
+            verdict = {
+                "contestant": f"{ratio:.2f} {'✓' if ratio >= row.target else '✗'}",
+                "variant": f"({median(c, key) / median(row.peer, key):.2f})",
+                "peer": "",
+            }[role]
             lines.append(
                 f"| {row.row if is_contestant else ''} | {c.name} | {median(c, key):,.0f} {row.unit} | "
                 f"±{spread(c, key):.0f}% | {median(c, 'p50_ms'):.2f} | {median(c, 'p99_ms'):.2f}{p99_note} | "
@@ -752,6 +778,9 @@ def report(rows: list[Row], started: datetime, load_before: str, load_after: str
             "the machine's noise, unlike req/s); for row 2 it is per 100 MB download",
             "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
             "'total' adds its backend",
+            f"- rows 4–6: modproxy runs with `pipeline = {PIPELINE}`, as conf/default.toml sets it for the example SDK "
+            "backends (README: `pipeline`); the same build with one request per backend connection (the default "
+            "for other backends) is measured in the same rounds, its ratio in parentheses, for comparison only",
             "",
             table(rows),
             "",
