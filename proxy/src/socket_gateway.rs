@@ -57,6 +57,14 @@ pub enum GatewayError {
     Timeout { node: String, secs: f64 },
 }
 
+/// Why one node did not answer a request.
+enum Attempt {
+    /// The request was never written: connecting failed (`Some`), or a pipelined connection closed first.
+    Unsent(Option<io::Error>),
+    /// It may have reached the backend, so it goes nowhere else.
+    Failed(GatewayError),
+}
+
 impl GatewayError {
     /// The HTTP status that reports this error.
     pub fn status(&self) -> StatusCode {
@@ -224,60 +232,56 @@ impl SocketGateway {
             // Counted from the pick, so requests arriving together see each other (least_conn).
             let _in_flight = self.balancer.track(pick.index);
             let node = self.balancer.node(pick.index);
-            if let Some(pipelines) = &self.pipelines {
-                let outcome =
-                    tokio::time::timeout(self.upstream.timeout, pipelines.call(pick.index, node, payload.clone()))
-                        .await;
-                let error = match outcome {
-                    Ok(Outcome::Reply(reply)) => {
-                        self.balancer.answered(pick);
-                        return Ok((reply, node.into()));
-                    }
-                    Ok(Outcome::Unsent(None)) if lane_retries > 0 => {
-                        lane_retries -= 1;
-                        tried.pop();
-                        continue;
-                    }
-                    Ok(Outcome::Unsent(error)) => {
-                        let error = error.unwrap_or_else(|| io::Error::other("connection closed before use"));
-                        tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
-                        self.fail(pick.index);
-                        continue;
-                    }
-                    Ok(Outcome::Closed) => GatewayError::ClosedBeforeReply { node: node.to_owned() },
-                    Ok(Outcome::BadReply(source)) => GatewayError::BadReply {
-                        node: node.to_owned(),
-                        source,
-                    },
-                    Err(_) => self.timed_out(pick.index),
-                };
-                tracing::debug!(module = self.name, "pipelined exchange failed; node masked");
-                self.fail(pick.index);
-                return Err((error, Some(node.into())));
-            }
-            match self.pool.get(pick.index, node).await {
+            let sent = match &self.pipelines {
+                Some(pipelines) => self.send_pipelined(pipelines, pick.index, payload).await,
+                None => match self.pool.get(pick.index, node).await {
+                    Ok(connection) => self.send(connection, pick.index, payload).await,
+                    Err(error) => Err(Attempt::Unsent(Some(error))),
+                },
+            };
+            match sent {
+                Ok(reply) => {
+                    self.balancer.answered(pick);
+                    return Ok((reply, node.into()));
+                }
+                // A lane that closed as the request joined it: try a fresh one.
+                Err(Attempt::Unsent(None)) if lane_retries > 0 => {
+                    lane_retries -= 1;
+                    tried.pop();
+                }
                 // Nothing was sent: the request may go on to another node.
-                Err(error) => {
+                Err(Attempt::Unsent(error)) => {
+                    let error = error.unwrap_or_else(|| io::Error::other("every connection closed before use"));
                     tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
                     self.fail(pick.index);
                 }
-                Ok(connection) => {
-                    let node: Arc<str> = node.into();
-                    return match self.send(connection, pick.index, payload).await {
-                        Ok(reply) => {
-                            self.balancer.answered(pick);
-                            Ok((reply, node))
-                        }
-                        Err(error) => Err((error, Some(node))),
-                    };
-                }
+                Err(Attempt::Failed(error)) => return Err((error, Some(node.into()))),
             }
         }
     }
 
+    /// One request on a shared connection (`pipeline`); like [`Self::send`], never sent twice once written.
+    async fn send_pipelined(&self, pipelines: &Pipelines, index: usize, payload: &Bytes) -> Result<Bytes, Attempt> {
+        let node = self.balancer.node(index);
+        let outcome = tokio::time::timeout(self.upstream.timeout, pipelines.call(index, node, payload.clone())).await;
+        let error = match outcome {
+            Ok(Outcome::Reply(reply)) => return Ok(reply),
+            Ok(Outcome::Unsent(error)) => return Err(Attempt::Unsent(error)),
+            Ok(Outcome::Closed) => GatewayError::ClosedBeforeReply { node: node.to_owned() },
+            Ok(Outcome::BadReply(source)) => GatewayError::BadReply {
+                node: node.to_owned(),
+                source,
+            },
+            Err(_) => self.timed_out(index),
+        };
+        tracing::debug!(module = self.name, "pipelined exchange failed; node masked");
+        self.fail(index);
+        Err(Attempt::Failed(error))
+    }
+
     /// One request/reply on a connection. Whatever happens after the first byte is written, the request
     /// is never sent again: the backend may have acted on it.
-    async fn send(&self, mut connection: Connection, index: usize, payload: &Bytes) -> Result<Bytes, GatewayError> {
+    async fn send(&self, mut connection: Connection, index: usize, payload: &Bytes) -> Result<Bytes, Attempt> {
         let reused = connection.is_reused();
         let exchange = async {
             connection.framed.send(payload).await?;
@@ -302,7 +306,7 @@ impl SocketGateway {
         };
         tracing::debug!(module = self.name, reused, "exchange failed; node masked");
         self.fail(index);
-        Err(error)
+        Err(Attempt::Failed(error))
     }
 
     fn timed_out(&self, index: usize) -> GatewayError {

@@ -186,26 +186,22 @@ impl LaneTask {
                 Ok(_) => {}
             }
             loop {
-                let decoded = codec.decode(&mut buffer);
-                let Some(waiter) = (match &decoded {
+                let outcome = match codec.decode(&mut buffer) {
+                    Ok(Some(reply)) => Outcome::Reply(reply),
                     Ok(None) => break,
-                    _ => waiting.lock().expect("waiting lock").pop_front(),
-                }) else {
+                    Err(error) => Outcome::BadReply(error),
+                };
+                let Some(waiter) = waiting.lock().expect("waiting lock").pop_front() else {
                     return tracing::warn!(
                         node = self.addr,
                         "backend sent a reply nobody asked for; connection closed"
                     );
                 };
                 self.answered();
-                match decoded {
-                    Ok(Some(reply)) => {
-                        let _ = waiter.send(Outcome::Reply(reply));
-                    }
-                    Ok(None) => unreachable!("handled above"),
-                    Err(error) => {
-                        let _ = waiter.send(Outcome::BadReply(error));
-                        return;
-                    }
+                let broken = matches!(outcome, Outcome::BadReply(_));
+                let _ = waiter.send(outcome);
+                if broken {
+                    return;
                 }
             }
             if writing_done.load(Ordering::Relaxed) && waiting.lock().expect("waiting lock").is_empty() {
