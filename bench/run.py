@@ -859,8 +859,7 @@ def main() -> int:
                     procs.stop_all()
                 rows.append(row)
                 if row.contestant and row.peer and not row.failure:
-                    print(table([row]).splitlines()[-2], flush=True)
-                    print(table([row]).splitlines()[-1], flush=True)
+                    print("\n".join(table([row]).splitlines()[2:]), flush=True)
                 for note in row.notes:
                     print(f"  {note}", flush=True)
     text = report(rows, started, load_before, loadavg(), time.monotonic() - t0)
