@@ -130,19 +130,23 @@ fn backend_faults_map_to_502_and_504() {
         (Style::CloseAfterRead, 502, "closed the connection before replying"),
         (Style::Hang, 504, "did not reply within"),
     ];
-    for (style, status, needle) in cases {
+    // One request per connection, and shared connections (`pipeline`): the same faults, the same answers.
+    for ((style, status, needle), pipeline) in cases
+        .into_iter()
+        .flat_map(|case| [(case, ""), (case, ", pipeline = 4")])
+    {
         let backend = Backend::start(style);
         let proxy = Proxy::start(
             "",
             &config(&[socket_module(
                 "s3",
                 &[backend.addr],
-                ", timeout = 0.5, max_frame = 1000",
+                &format!(", timeout = 0.5, max_frame = 1000{pipeline}"),
             )]),
         );
         let started = Instant::now();
         let response = proxy.post("/s3/", &[], &envelope("x", json!(1)));
-        assert_eq!(response.status, status, "{needle}: {}", response.text());
+        assert_eq!(response.status, status, "{needle}{pipeline}: {}", response.text());
         let message = response.json()["error"]["message"].as_str().unwrap().to_owned();
         assert!(message.contains(needle), "{message}");
         assert!(
