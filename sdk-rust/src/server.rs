@@ -6,10 +6,12 @@
 //! in the order they arrived, since that is how the peer tells the replies apart. A frame that breaks the
 //! protocol gets a `bad_request` reply, after the replies owed before it, and ends that connection only.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -175,6 +177,9 @@ struct Connection<B> {
 /// What the connection loop waits for.
 enum Event {
     Frame(Option<Result<Bytes, FrameError>>),
+    /// The reply to the request answered in place.
+    Solo(Vec<u8>),
+    /// The next reply, in order, from the requests queued behind it.
     Reply(Vec<u8>),
     Stop,
     Idle,
@@ -185,9 +190,15 @@ impl<B: Backend> Connection<B> {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, self.codec);
         let backend = &*self.backend;
+        let answer = |payload: Bytes| async move { dispatch(backend, &payload).await };
+        // A request that arrives with none other in hand (a peer that waits for each reply) is answered in
+        // place here, sparing it the queue's allocation and wake-up indirection.
+        let mut solo = std::pin::pin!(nothing_from(&answer));
         // A peer may send frames before their replies arrive (the proxy's `pipeline`). They are answered
-        // concurrently, and replied to in the order they came, which is how the peer matches them.
+        // concurrently, and replied to in the order they came, which is how the peer matches them: those
+        // behind `solo` wait here, and their replies wait in `held` until `solo`'s reply is out.
         let mut answering = FuturesOrdered::new();
+        let mut held = VecDeque::new();
         // Set once no more frames are read (end of stream, a bad frame, shutdown): the requests in hand are
         // still answered, then the connection closes, after `farewell` if a bad frame needs an answer.
         let mut reading = true;
@@ -204,13 +215,22 @@ impl<B: Backend> Connection<B> {
         let idle = tokio::time::sleep_until(active + self.idle_timeout);
         tokio::pin!(idle);
         loop {
+            let solo_busy = solo.is_some();
+            let in_hand = usize::from(solo_busy) + answering.len() + held.len();
+            // With replies unflushed the loop only looks for work that is ready now, so the shutdown and
+            // idle timer, which cost a lock to poll, are left out until it waits.
+            let waiting = !unflushed;
             let next = async {
                 tokio::select! {
                     biased;
+                    reply = poll_fn(|cx| match solo.as_mut().as_pin_mut() {
+                        Some(answer) => answer.poll(cx),
+                        None => Poll::Pending,
+                    }), if solo_busy => Some(Event::Solo(reply)),
                     Some(reply) = answering.next(), if !answering.is_empty() => Some(Event::Reply(reply)),
-                    () = &mut stopped, if reading => Some(Event::Stop),
-                    next = framed.next(), if reading && answering.len() < MAX_PIPELINED => Some(Event::Frame(next)),
-                    () = &mut idle, if reading && answering.is_empty() => Some(Event::Idle),
+                    () = &mut stopped, if reading && waiting => Some(Event::Stop),
+                    next = framed.next(), if reading && in_hand < MAX_PIPELINED => Some(Event::Frame(next)),
+                    () = &mut idle, if reading && waiting && in_hand == 0 => Some(Event::Idle),
                     else => None,
                 }
             };
@@ -218,7 +238,7 @@ impl<B: Backend> Connection<B> {
                 match next.now_or_never() {
                     Some(event) => event,
                     None => {
-                        if !write_within(SinkExt::<Vec<u8>>::flush(&mut framed), self.idle_timeout, peer).await {
+                        if !write_within(flush(&mut framed), self.idle_timeout, peer).await {
                             return;
                         }
                         unflushed = false;
@@ -230,16 +250,41 @@ impl<B: Backend> Connection<B> {
             };
             match event {
                 None => break,
-                Some(Event::Reply(reply)) => {
-                    if !write_within(framed.feed(reply), self.idle_timeout, peer).await {
+                Some(Event::Solo(reply)) => {
+                    solo.set(None);
+                    let replies = std::iter::once(reply).chain(held.drain(..));
+                    if !queue_replies(&mut framed, replies, self.idle_timeout, peer).await {
                         return;
                     }
                     unflushed = true;
                     active = Instant::now();
                 }
-                Some(Event::Frame(Some(Ok(payload)))) => {
-                    answering.push_back(async move { dispatch(backend, &payload).await });
+                Some(Event::Reply(reply)) if solo.is_some() => held.push_back(reply),
+                Some(Event::Reply(reply)) => {
+                    if !queue_replies(&mut framed, [reply], self.idle_timeout, peer).await {
+                        return;
+                    }
+                    unflushed = true;
+                    active = Instant::now();
                 }
+                Some(Event::Frame(Some(Ok(payload)))) if solo.is_none() && answering.is_empty() => {
+                    solo.set(Some(answer(payload)));
+                    // Most handlers are done at once. Then the reply goes out without another turn of the
+                    // loop, and is written at once unless more frames are already here to join it.
+                    let polled = poll_fn(|cx| Poll::Ready(solo.as_mut().as_pin_mut().map(|answer| answer.poll(cx))));
+                    if let Some(Poll::Ready(reply)) = polled.await {
+                        solo.set(None);
+                        if !queue_replies(&mut framed, [reply], self.idle_timeout, peer).await {
+                            return;
+                        }
+                        active = Instant::now();
+                        unflushed = !framed.read_buffer().is_empty();
+                        if !unflushed && !write_within(flush(&mut framed), self.idle_timeout, peer).await {
+                            return;
+                        }
+                    }
+                }
+                Some(Event::Frame(Some(Ok(payload)))) => answering.push_back(answer(payload)),
                 Some(Event::Frame(None)) | Some(Event::Stop) => reading = false,
                 Some(Event::Frame(Some(Err(FrameError::Io(error))))) => {
                     tracing::debug!(%peer, %error, "connection failed");
@@ -263,9 +308,34 @@ impl<B: Backend> Connection<B> {
         if let Some(reply) = farewell {
             let _ = write_within(framed.send(reply), self.idle_timeout, peer).await;
         } else if unflushed {
-            let _ = write_within(SinkExt::<Vec<u8>>::flush(&mut framed), self.idle_timeout, peer).await;
+            let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
         }
     }
+}
+
+/// Buffers replies for the next write.
+async fn queue_replies(
+    framed: &mut Framed<TcpStream, LengthLineCodec>,
+    replies: impl IntoIterator<Item = Vec<u8>>,
+    limit: Duration,
+    peer: SocketAddr,
+) -> bool {
+    for reply in replies {
+        if !write_within(framed.feed(reply), limit, peer).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes every buffered reply.
+fn flush(framed: &mut Framed<TcpStream, LengthLineCodec>) -> impl Future<Output = Result<(), FrameError>> + '_ {
+    SinkExt::<Vec<u8>>::flush(framed)
+}
+
+/// An empty slot for what `answer` returns (its type has no name to write).
+fn nothing_from<F>(_answer: &impl Fn(Bytes) -> F) -> Option<F> {
+    None
 }
 
 /// Runs a write, giving a peer that does not read at most `limit`; whether it succeeded. The timer is armed
