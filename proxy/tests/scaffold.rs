@@ -111,14 +111,16 @@ fn scaffold(lang: &str, name: &str, dir: &str, module: &str, extra: &[&str]) -> 
         assert!(stdout.contains(needle.as_str()), "{needle:?} missing from:\n{stdout}");
     }
 
-    let entry = format!("  {{ module = \"{module}\", forward_pass = \"{listen}\" }},\n");
+    let entry = format!("  {{ module = \"{module}\", forward_pass = \"{listen}\", pipeline = 16 }},\n");
     let expected = before.replace("  # never called\n", &format!("  # never called\n{entry}"));
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), expected, "the config edit");
 
     let project = work.path().join(dir);
     let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
     assert!(
-        readme.contains(&format!("{{ module = \"{module}\", forward_pass = \"{listen}\" }}")),
+        readme.contains(&format!(
+            "{{ module = \"{module}\", forward_pass = \"{listen}\", pipeline = 16 }}"
+        )),
         "{readme}"
     );
     Scaffolded {
@@ -425,7 +427,7 @@ fn an_empty_directory_is_used_and_help_explains_the_flags() {
     ));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.contains("module_socket = [ { module = \"empty\", forward_pass = \"127.0.0.1:4567\" } ]"),
+        stdout.contains("module_socket = [ { module = \"empty\", forward_pass = \"127.0.0.1:4567\", pipeline = 16 } ]"),
         "{stdout}"
     );
 
@@ -455,7 +457,7 @@ fn an_empty_directory_is_used_and_help_explains_the_flags() {
     }
     assert_eq!(
         std::fs::read_to_string(&conf).unwrap(),
-        "[server]\nport = 9000\nlisten = \"0.0.0.0\"\n\n[module]\nmodule_socket = [\n  { module = \"other\", forward_pass = \"127.0.0.1:4568\" },\n]\n"
+        "[server]\nport = 9000\nlisten = \"0.0.0.0\"\n\n[module]\nmodule_socket = [\n  { module = \"other\", forward_pass = \"127.0.0.1:4568\", pipeline = 16 },\n]\n"
     );
     for file in [
         "package.json",

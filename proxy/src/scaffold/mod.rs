@@ -340,7 +340,7 @@ impl Generated {
             }
             None => {
                 out.push_str(&format!(
-                    "\nThen register the module with the proxy (or rerun with --register conf/default.toml): in its\nconf/default.toml, under [module],\n  module_socket = [ {{ module = \"{}\", forward_pass = \"{listen}\" }} ]\nrestart the proxy, and call the backend:\n  curl -s http://127.0.0.1:8080/{}/ -d {example}   # {{\"sum\":5}}\n",
+                    "\nThen register the module with the proxy (or rerun with --register conf/default.toml): in its\nconf/default.toml, under [module],\n  module_socket = [ {{ module = \"{}\", forward_pass = \"{listen}\", pipeline = 16 }} ]\nrestart the proxy, and call the backend:\n  curl -s http://127.0.0.1:8080/{}/ -d {example}   # {{\"sum\":5}}\n",
                     self.module, self.module
                 ));
             }

@@ -23,7 +23,10 @@ pub enum RegisterError {
     Shape(&'static str),
 }
 
-/// Returns `text` with `{ module = MODULE, forward_pass = FORWARD_PASS }` added to `[module]
+/// What a generated backend's entry sets `pipeline` to: every SDK answers pipelined requests in order.
+pub const SDK_PIPELINE: i64 = 16;
+
+/// Returns `text` with `{ module = MODULE, forward_pass = FORWARD_PASS, pipeline = 16 }` added to `[module]
 /// module_socket`, creating the array (and `[module]`, right after `[server]`) when absent. Refuses a
 /// module name that any list of `[module]` already holds.
 pub fn register(text: &str, module: &str, forward_pass: &str) -> Result<String, RegisterError> {
@@ -43,6 +46,7 @@ pub fn register(text: &str, module: &str, forward_pass: &str) -> Result<String, 
     let entry = InlineTable::from_iter([
         ("module", Value::from(module)),
         ("forward_pass", Value::from(forward_pass)),
+        ("pipeline", Value::from(SDK_PIPELINE)),
     ]);
     if !doc.contains_key("module") {
         let mut table = Table::new();
@@ -187,7 +191,7 @@ fn raw(text: Option<&toml_edit::RawString>) -> &str {
 mod tests {
     use super::*;
 
-    const ENTRY: &str = r#"{ module = "new", forward_pass = "127.0.0.1:4000" }"#;
+    const ENTRY: &str = r#"{ module = "new", forward_pass = "127.0.0.1:4000", pipeline = 16 }"#;
 
     fn add(text: &str) -> String {
         register(text, "new", "127.0.0.1:4000").unwrap_or_else(|e| panic!("{e}\n{text}"))
