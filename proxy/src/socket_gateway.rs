@@ -59,7 +59,8 @@ pub enum GatewayError {
 
 /// Why one node did not answer a request.
 enum Attempt {
-    /// The request was never written: connecting failed (`Some`), or a pipelined connection closed first.
+    /// The backend never got the request: connecting failed (`Some`), or a kept connection closed before
+    /// the request was written or read (`None`).
     Unsent(Option<io::Error>),
     /// It may have reached the backend, so it goes nowhere else.
     Failed(GatewayError),
@@ -212,8 +213,8 @@ impl SocketGateway {
 
     async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
         let mut tried = Vec::with_capacity(self.balancer.nodes().len());
-        // How often a pipelined request may find its lane closed before it was written.
-        let mut lane_retries = 2;
+        // How often a request may find a kept connection closed before the backend read it.
+        let mut unread_retries = 2;
         loop {
             let Some(pick) = self.balancer.pick(&tried) else {
                 let tried = self.describe(&tried);
@@ -244,9 +245,9 @@ impl SocketGateway {
                     self.balancer.answered(pick);
                     return Ok((reply, node.into()));
                 }
-                // A lane that closed as the request joined it: try a fresh one.
-                Err(Attempt::Unsent(None)) if lane_retries > 0 => {
-                    lane_retries -= 1;
+                // A kept connection that closed before the backend read the request: try a fresh one.
+                Err(Attempt::Unsent(None)) if unread_retries > 0 => {
+                    unread_retries -= 1;
                     tried.pop();
                 }
                 // Nothing was sent: the request may go on to another node.
@@ -280,7 +281,7 @@ impl SocketGateway {
     }
 
     /// One request/reply on a connection. Whatever happens after the first byte is written, the request
-    /// is never sent again: the backend may have acted on it.
+    /// is never sent again, since the backend may have acted on it, unless a reset proves it did not.
     async fn send(&self, mut connection: Connection, index: usize, payload: &Bytes) -> Result<Bytes, Attempt> {
         let reused = connection.is_reused();
         let exchange = async {
@@ -294,6 +295,18 @@ impl SocketGateway {
                 return Ok(reply);
             }
             Err(_) => self.timed_out(index),
+            // A reset before any byte of a reply means the backend closed with the request unread (it
+            // resets only a connection whose received bytes it never read): sending it again is safe.
+            // That is the race with a backend that closes kept connections: it replied, we reused the
+            // connection, and it closed it just after.
+            Ok(Err(FrameError::Io(error)))
+                if reused
+                    && matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+                    && connection.nothing_received() =>
+            {
+                tracing::debug!(module = self.name, %error, "kept connection reset with the request unread; retrying");
+                return Err(Attempt::Unsent(None));
+            }
             Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => {
                 GatewayError::ClosedBeforeReply {
                     node: self.balancer.node(index).to_owned(),

@@ -34,6 +34,11 @@ impl Connection {
     pub fn is_reused(&self) -> bool {
         self.exchanges > 0
     }
+
+    /// Whether not one byte of a reply has arrived since the last complete exchange.
+    pub fn nothing_received(&self) -> bool {
+        self.framed.read_buffer().is_empty() && !self.framed.codec().is_mid_frame()
+    }
 }
 
 /// The idle connections of one module's nodes.

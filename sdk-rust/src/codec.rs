@@ -44,6 +44,11 @@ impl LengthLineCodec {
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
+
+    /// Whether a frame's length line has been read and its payload is still awaited.
+    pub fn is_mid_frame(&self) -> bool {
+        self.pending.is_some()
+    }
 }
 
 impl Default for LengthLineCodec {

@@ -31,6 +31,8 @@ pub enum Style {
     CloseAfterRead,
     /// Keep-alive, but each reply takes this long.
     Slow(Duration),
+    /// Replies once, then waits this long without reading and closes: a request sent meanwhile is reset.
+    ReplyThenCloseUnread(Duration),
 }
 
 /// A backend on a free port; counts connections and requests.
@@ -138,6 +140,11 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
             Style::Short => writer.write_all(b"       100\r\n{\"a\":"),
             Style::Huge => writer.write_all(b"1000000000\r\n{}"),
             Style::CloseAfterRead => return,
+            Style::ReplyThenCloseUnread(linger) => {
+                let _ = writer.write_all(&keep_alive_reply);
+                std::thread::sleep(linger);
+                return;
+            }
             Style::Http => unreachable!("served by serve_http"),
         };
         if !matches!(style, Style::SpaceKeepAlive | Style::Slow(_)) {
