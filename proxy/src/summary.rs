@@ -56,9 +56,14 @@ pub fn render(config: &Config) -> String {
                 } else {
                     "socket"
                 };
+                let pipeline = if upstream.pipeline > 1 {
+                    format!(", pipeline {}", upstream.pipeline)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "  /{name}/  {kind}  {} node(s); timeout {:?}, connect {:?}, fail_timeout {:?}, keepalive {}",
+                    "  /{name}/  {kind}  {} node(s); timeout {:?}, connect {:?}, fail_timeout {:?}, keepalive {}{pipeline}",
                     upstream.nodes.len(),
                     upstream.timeout,
                     upstream.connect_timeout,

@@ -26,6 +26,7 @@ fn check_prints_a_summary_of_the_default_config() {
         "default.toml: OK",
         "listen      127.0.0.1:8080",
         "/todo-rust/  socket",
+        "keepalive true, pipeline 16",
         "- 127.0.0.1:21231",
     ] {
         assert!(summary.contains(needle), "{needle:?} missing from:\n{summary}");
