@@ -148,7 +148,9 @@ class Backend {
     if (typeof fn !== 'function') {
       throw new TypeError(`Backend.method('${name}'): the handler must be a function`);
     }
-    this.#native.method(name, adapt(name, fn));
+    const one = adapt(name, fn);
+    // The core hands calls over in batches (see src/handler.rs): one result per call, in order.
+    this.#native.method(name, (datas, heads) => datas.map((data, i) => one(data, heads[i])));
     return this;
   }
 

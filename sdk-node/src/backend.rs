@@ -88,13 +88,15 @@ impl NativeBackend {
         Ok(backend)
     }
 
-    /// Registers `handler` under `name`. It receives `data` and `head` as JSON text and returns the
-    /// reply as JSON text, an error `Outcome`, or a promise of an `Outcome`; it must never throw or reject.
+    /// Registers `handler` under `name`. It receives a batch of calls, the `data` and `head` of each as
+    /// JSON text, and returns one result per call, in order: the reply as JSON text, an error `Outcome`, or
+    /// a promise of an `Outcome`; it must never throw or reject.
     #[napi]
     pub fn method(
         &self,
         name: String,
-        #[napi(ts_arg_type = "(data: string, head: string) => string | Outcome | Promise<Outcome>")] handler: HandlerFn,
+        #[napi(ts_arg_type = "(datas: string[], heads: string[]) => Array<string | Outcome | Promise<Outcome>>")]
+        handler: HandlerFn,
     ) -> napi::Result<()> {
         if !matches!(*lock(&self.phase), Phase::Idle) {
             return Err(napi::Error::from_reason(format!(

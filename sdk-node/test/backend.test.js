@@ -168,6 +168,45 @@ test('100 concurrent calls to a handler waiting 200 ms overlap', async () => {
   }
 });
 
+test('calls that arrive together reach JavaScript in one batch, each with its own reply', async () => {
+  // The handler notes how many calls it answers in one synchronous turn of the JavaScript thread.
+  const turns = [];
+  let current = null;
+  const backend = new Backend()
+    .method('note', (data) => {
+      if (current === null) {
+        current = { calls: 0 };
+        turns.push(current);
+        queueMicrotask(() => {
+          current = null;
+        });
+      }
+      current.calls += 1;
+      return { i: data.i };
+    })
+    .method('fails', (data) => {
+      throw new MethodError('odd', `no ${data.i}`);
+    });
+  const { port } = await backend.listen('127.0.0.1:0');
+  const client = await Client.connect(port);
+  try {
+    // Twenty frames in one write, as a pipelining proxy sends them: the core answers them together.
+    const asks = Array.from({ length: 20 }, (_, i) => (i % 5 === 4 ? ['fails', i] : ['note', i]));
+    client.write(Buffer.concat(asks.map(([method, i]) => frame(JSON.stringify({ head: { method }, data: { i } })))));
+    for (const [method, i] of asks) {
+      const reply = JSON.parse((await client.next()).toString('utf8'));
+      assert.deepEqual(reply, method === 'note' ? { i } : { error: { code: 'odd', message: `no ${i}` } });
+    }
+    // Usually one turn for all sixteen; the core's threads may race the batching, never to one per call.
+    const sizes = turns.map((turn) => turn.calls);
+    assert.equal(sizes.reduce((a, b) => a + b, 0), 16);
+    assert.ok(sizes.length < 16, `calls crossed one by one: ${sizes}`);
+  } finally {
+    client.destroy();
+    await backend.close();
+  }
+});
+
 test('close() finishes the call in flight, then stops accepting', async () => {
   let entered;
   const inside = new Promise((resolve) => {
