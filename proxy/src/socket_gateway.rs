@@ -30,9 +30,16 @@ pub struct SocketGateway {
     name: String,
     upstream: Upstream,
     balancer: Balancer,
-    pool: SocketPool,
-    /// Set when the module has `pipeline` above 1; the pool is then unused.
-    pipelines: Option<Pipelines>,
+    connections: Connections,
+}
+
+/// How a module keeps its backend connections.
+#[derive(Debug)]
+enum Connections {
+    /// One request at a time on each, idle ones pooled (the default).
+    Pooled(SocketPool),
+    /// Shared by requests in flight together (`pipeline` above 1).
+    Pipelined(Pipelines),
 }
 
 /// Why a socket request failed; each maps to one status.
@@ -85,26 +92,27 @@ impl SocketGateway {
     /// The gateway for module `name`.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
         let balancer = Balancer::for_upstream(&upstream, clock);
-        let pool = SocketPool::new(
-            upstream.nodes.len(),
-            upstream.keepalive,
-            upstream.max_frame,
-            upstream.connect_timeout,
-        );
-        let pipelines = (upstream.pipeline > 1).then(|| {
-            Pipelines::new(
-                upstream.nodes.len(),
+        let nodes = upstream.nodes.len();
+        let connections = if upstream.pipeline > 1 {
+            Connections::Pipelined(Pipelines::new(
+                nodes,
                 upstream.pipeline,
                 upstream.max_frame,
                 upstream.connect_timeout,
-            )
-        });
+            ))
+        } else {
+            Connections::Pooled(SocketPool::new(
+                nodes,
+                upstream.keepalive,
+                upstream.max_frame,
+                upstream.connect_timeout,
+            ))
+        };
         SocketGateway {
-            pipelines,
             name: name.to_owned(),
             upstream,
             balancer,
-            pool,
+            connections,
         }
     }
 
@@ -115,9 +123,9 @@ impl SocketGateway {
 
     /// Idle pooled connections to node `index`, or, for a pipelined module, its open connections.
     pub fn pooled(&self, index: usize) -> usize {
-        match &self.pipelines {
-            Some(pipelines) => pipelines.lanes(index),
-            None => self.pool.idle_count(index),
+        match &self.connections {
+            Connections::Pooled(pool) => pool.idle_count(index),
+            Connections::Pipelined(pipelines) => pipelines.lanes(index),
         }
     }
 
@@ -233,12 +241,12 @@ impl SocketGateway {
             // Counted from the pick, so requests arriving together see each other (least_conn).
             let _in_flight = self.balancer.track(pick.index);
             let node = self.balancer.node(pick.index);
-            let sent = match &self.pipelines {
-                Some(pipelines) => self.send_pipelined(pipelines, pick.index, payload).await,
-                None => match self.pool.get(pick.index, node).await {
-                    Ok(connection) => self.send(connection, pick.index, payload).await,
+            let sent = match &self.connections {
+                Connections::Pooled(pool) => match pool.get(pick.index, node).await {
+                    Ok(connection) => self.send(pool, connection, pick.index, payload).await,
                     Err(error) => Err(Attempt::Unsent(Some(error))),
                 },
+                Connections::Pipelined(pipelines) => self.send_pipelined(pipelines, pick.index, payload).await,
             };
             match sent {
                 Ok(reply) => {
@@ -282,7 +290,13 @@ impl SocketGateway {
 
     /// One request/reply on a connection. Whatever happens after the first byte is written, the request
     /// is never sent again, since the backend may have acted on it, unless a reset proves it did not.
-    async fn send(&self, mut connection: Connection, index: usize, payload: &Bytes) -> Result<Bytes, Attempt> {
+    async fn send(
+        &self,
+        pool: &SocketPool,
+        mut connection: Connection,
+        index: usize,
+        payload: &Bytes,
+    ) -> Result<Bytes, Attempt> {
         let reused = connection.is_reused();
         let exchange = async {
             connection.framed.send(payload).await?;
@@ -291,7 +305,7 @@ impl SocketGateway {
         let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
         let error = match outcome {
             Ok(Ok(Some(reply))) => {
-                self.pool.put(index, connection);
+                pool.put(index, connection);
                 return Ok(reply);
             }
             Err(_) => self.timed_out(index),
@@ -336,7 +350,10 @@ impl SocketGateway {
 
     fn fail(&self, index: usize) {
         self.balancer.mark_failed(index);
-        self.pool.clear(index);
+        // Idle connections to a failed node are suspect; shared ones close on their own when they fail.
+        if let Connections::Pooled(pool) = &self.connections {
+            pool.clear(index);
+        }
     }
 }
 
