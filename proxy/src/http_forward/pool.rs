@@ -437,6 +437,13 @@ mod tests {
     }
 
     /// One exchange over `pool` to node 0; the body is read to its end, as the server would.
+    /// A pool for `up` alone, and the balancer that [`exchange`] reports to.
+    fn pool_for(up: &Upstream, keepalive: bool) -> (Balancer, Arc<Pool>) {
+        let nodes = vec![up.url.clone()];
+        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
+        (balancer, Pool::new(&nodes, keepalive, Duration::from_secs(1)))
+    }
+
     async fn exchange(pool: &Arc<Pool>, balancer: &Balancer, body: Incoming) -> (bool, Bytes) {
         let lease = pool.get(0).await.unwrap();
         let reused = lease.is_reused();
@@ -475,9 +482,7 @@ mod tests {
     #[tokio::test]
     async fn connections_are_reused_then_reaped_once_closed() {
         let up = upstream().await;
-        let nodes = vec![up.url.clone()];
-        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
-        let pool = Pool::new(&nodes, true, Duration::from_secs(1));
+        let (balancer, pool) = pool_for(&up, true);
 
         for round in 0..3 {
             let (reused, body) = exchange(&pool, &balancer, empty_body().await).await;
@@ -499,9 +504,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_a_closed_connection_never_took_comes_back() {
         let up = upstream().await;
-        let nodes = vec![up.url.clone()];
-        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
-        let pool = Pool::new(&nodes, true, Duration::from_secs(1));
+        let (balancer, pool) = pool_for(&up, true);
         exchange(&pool, &balancer, empty_body().await).await;
         assert_eq!(pool.idle_count(0), 1);
 
@@ -535,9 +538,7 @@ mod tests {
     #[tokio::test]
     async fn without_keepalive_nothing_is_pooled() {
         let up = upstream().await;
-        let nodes = vec![up.url.clone()];
-        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
-        let pool = Pool::new(&nodes, false, Duration::from_secs(1));
+        let (balancer, pool) = pool_for(&up, false);
         for _ in 0..2 {
             let (reused, body) = exchange(&pool, &balancer, empty_body().await).await;
             assert_eq!((reused, body), (false, Bytes::from("hello")));
