@@ -10,6 +10,7 @@ pub mod error_response;
 pub mod head_shaping;
 pub mod home;
 pub mod http_forward;
+pub mod lanes;
 pub mod logging;
 pub mod metrics;
 pub mod module_policy;

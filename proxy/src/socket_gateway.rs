@@ -17,7 +17,7 @@ use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::request_context::{generate, RequestContext};
-use crate::socket_pipeline::{Outcome, Pipelines};
+use crate::socket_pipeline::{FrameWire, Outcome, Pipelines};
 use crate::socket_pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
@@ -97,8 +97,8 @@ impl SocketGateway {
             Connections::Pipelined(Pipelines::new(
                 nodes,
                 upstream.pipeline,
-                upstream.max_frame,
                 upstream.connect_timeout,
+                FrameWire::new(upstream.max_frame),
             ))
         } else {
             Connections::Pooled(SocketPool::new(
@@ -125,7 +125,7 @@ impl SocketGateway {
     pub fn pooled(&self, index: usize) -> usize {
         match &self.connections {
             Connections::Pooled(pool) => pool.idle_count(index),
-            Connections::Pipelined(pipelines) => pipelines.lanes(index),
+            Connections::Pipelined(pipelines) => pipelines.open(index),
         }
     }
 
