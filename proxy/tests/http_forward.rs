@@ -1,6 +1,6 @@
 //! `module_http` through the real binary against real upstream HTTP servers started here: forwarding,
-//! header rewriting, pooling, failover and masking, timeouts, never-twice, streaming both ways, and a
-//! WebSocket spliced through.
+//! header rewriting, pooling, failover and masking, timeouts, never-twice, streaming both ways, a
+//! WebSocket spliced through, and `pipeline` (the tests of what it must not change run both ways).
 
 mod support;
 
@@ -236,6 +236,19 @@ fn entry(module: &str, nodes: &[String], extra: &str) -> String {
     )
 }
 
+/// Module settings for both ways of keeping upstream connections: pooled, and pipelined.
+const BOTH_WAYS: [&str; 2] = ["", "pipeline = 4"];
+
+/// Module settings, the empty ones left out.
+fn settings(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn dead_node() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
@@ -255,8 +268,14 @@ fn header_values<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn method_path_query_and_body_are_forwarded_unchanged() {
+    for extra in BOTH_WAYS {
+        forwarded_unchanged(extra);
+    }
+}
+
+fn forwarded_unchanged(extra: &str) {
     let up = Upstream::start("a", Behaviour::Echo);
-    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    let proxy = proxy("", &[entry("s1", &[up.url()], extra)]);
     let r = proxy.post("/s1/adduser?name=admin&x=%2F&y", &[], b"{\"a\":1}");
     assert_eq!(r.status, 200, "{}", r.text());
     let echo = r.json();
@@ -279,12 +298,19 @@ fn method_path_query_and_body_are_forwarded_unchanged() {
 
 #[test]
 fn headers_are_rewritten_like_a_proxy() {
+    for extra in BOTH_WAYS {
+        rewritten_like_a_proxy(extra);
+    }
+}
+
+fn rewritten_like_a_proxy(extra: &str) {
     let up = Upstream::start("a", Behaviour::Echo);
+    let with_pass_host = settings(&[extra, "pass_host = true"]);
     let proxy = proxy(
         "",
         &[
-            entry("s1", &[up.url()], ""),
-            entry("s2", &[up.url()], "pass_host = true"),
+            entry("s1", &[up.url()], extra),
+            entry("s2", &[up.url()], &with_pass_host),
         ],
     );
     let r = proxy.get(
@@ -437,12 +463,14 @@ fn a_masked_node_that_answers_is_taken_back() {
 #[test]
 fn no_response_headers_within_timeout_is_504() {
     let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(3)));
-    let proxy = proxy("", &[entry("s1", &[slow.url()], "timeout = 0.5")]);
-    let started = Instant::now();
-    let r = proxy.get("/s1/x", &[]);
-    assert_eq!(r.status, 504);
-    assert_eq!(r.body, server_error_page());
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    for extra in BOTH_WAYS {
+        let proxy = proxy("", &[entry("s1", &[slow.url()], &settings(&["timeout = 0.5", extra]))]);
+        let started = Instant::now();
+        let r = proxy.get("/s1/x", &[]);
+        assert_eq!(r.status, 504, "{extra}");
+        assert_eq!(r.body, server_error_page());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
 }
 
 #[test]
@@ -557,8 +585,14 @@ fn bodies_over_max_body_get_413() {
 
 #[test]
 fn response_bodies_stream_without_waiting_for_the_end() {
+    for extra in BOTH_WAYS {
+        streamed_without_waiting(extra);
+    }
+}
+
+fn streamed_without_waiting(extra: &str) {
     let up = Upstream::start("a", Behaviour::Echo);
-    let proxy = proxy("", &[entry("s1", &[up.url()], "")]);
+    let proxy = proxy("", &[entry("s1", &[up.url()], extra)]);
     let mut stream = TcpStream::connect(proxy.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.write_all(&http("GET", "/s1/trickle", &[], b"")).unwrap();
@@ -666,4 +700,201 @@ async fn websocket_is_spliced_and_outlives_the_response_timeout() {
     assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("again"));
     socket.close(None).await.unwrap();
     drop(proxy);
+}
+
+// ---- pipeline --------------------------------------------------------------------------------------------
+
+/// A raw HTTP/1.1 upstream for the pipelining tests. It reads each connection's requests one after
+/// another and answers each by the last segment of its path, with the bytes written out below.
+struct Scripted {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn start() -> Scripted {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (counted, answered) = (Arc::clone(&connections), Arc::clone(&requests));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answered = Arc::clone(&answered);
+                std::thread::spawn(move || serve_scripted(stream, &answered));
+            }
+        });
+        Scripted {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve_scripted(mut stream: TcpStream, answered: &AtomicUsize) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Requests on a lane have no body: each ends with its head.
+        let end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        buffer.drain(..end);
+        answered.fetch_add(1, Ordering::SeqCst);
+        let mut words = head.split(' ');
+        let method = words.next().unwrap_or_default();
+        let case = words.next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+        let response: &[u8] = match (method, case) {
+            ("HEAD", "length") => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+            (_, "length") => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nlength",
+            (_, "chunked") => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nchu\r\n4;x=y\r\nnked\r\n0\r\nx-sum: 7\r\n\r\n",
+            (_, "hints") => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints",
+            (_, "empty") => b"HTTP/1.1 204 No Content\r\n\r\n",
+            (_, "close") => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose",
+            (_, "garbage") => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        };
+        if stream.write_all(response).is_err() || matches!(case, "close" | "garbage") {
+            // Whatever else this connection carried goes unanswered, as `Connection: close` said.
+            return;
+        }
+    }
+}
+
+/// `count` requests at once, each a `(method, path)` from `make`; the responses in the same order.
+fn concurrent(addr: SocketAddr, count: usize, make: fn(usize) -> (&'static str, String)) -> Vec<support::Response> {
+    let threads: Vec<_> = (0..count)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (method, path) = make(i);
+                support::send_raw(addr, &http(method, &path, &[], b""))
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn pipelined_requests_share_connections_and_each_gets_its_own_response() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let responses = concurrent(proxy.addr, 100, |i| ("GET", format!("/p/item/{i}?n={i}")));
+    for (i, response) in responses.iter().enumerate() {
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        let echo = response.json();
+        assert_eq!(
+            echo["path"],
+            format!("/p/item/{i}"),
+            "request {i} got another's response"
+        );
+        assert_eq!(echo["query"], format!("n={i}"));
+    }
+    assert_eq!(up.requests(), 100);
+    // Never more than 8 on one connection: 100 at once need at least 13, and are given no more.
+    assert!(
+        up.connections() <= 13,
+        "{} connections for 100 requests",
+        up.connections()
+    );
+}
+
+#[test]
+fn pipelined_responses_are_read_in_every_framing() {
+    const CASES: [(&str, &str, u16, &str); 6] = [
+        ("GET", "length", 200, "length"),
+        ("GET", "chunked", 200, "chunked"),
+        ("GET", "hints", 200, "hints"),
+        ("GET", "empty", 204, ""),
+        ("HEAD", "length", 200, ""),
+        ("GET", "close", 200, "close"),
+    ];
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let responses = concurrent(proxy.addr, 60, |i| (CASES[i % 6].0, format!("/p/{}", CASES[i % 6].1)));
+    for (i, response) in responses.iter().enumerate() {
+        let (method, case, status, body) = CASES[i % 6];
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (status, body),
+            "{method} {case} (request {i})"
+        );
+    }
+    if let Some(head) = responses.iter().find(|r| r.status == 200 && r.body.is_empty()) {
+        assert_eq!(
+            head.header("content-length"),
+            Some("6"),
+            "HEAD keeps the length it describes"
+        );
+    }
+    // The ten `close` answers each ended a connection, and what waited behind them went out again.
+    assert_eq!(up.requests.load(Ordering::SeqCst), 60, "each request was answered once");
+    assert!(up.connections.load(Ordering::SeqCst) > 1);
+}
+
+#[test]
+fn a_pipelined_response_that_is_not_http_is_502_and_the_next_request_gets_a_new_connection() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let r = proxy.get("/p/garbage", &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(r.body, server_error_page());
+    assert!(proxy.log().contains("malformed response head"), "{}", proxy.log());
+    let r = proxy.get("/p/length", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "length"));
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_pipelined_get_is_sent_at_most_three_times_then_502() {
+    let up = Upstream::start("drop", Behaviour::DropAfterHead);
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let r = proxy.get("/p/x", &[]);
+    assert_eq!(r.status, 502);
+    std::thread::sleep(Duration::from_millis(100));
+    // GET may be sent again (RFC 9110, 9.2.2): twice more, each time on a new connection.
+    assert_eq!((up.requests(), up.connections()), (3, 3));
+    // A POST never goes on a lane, so never twice.
+    assert_eq!(proxy.post("/p/x", &[], b"{}").status, 502);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(up.requests(), 4);
+}
+
+#[test]
+fn a_client_that_leaves_mid_body_does_not_stall_the_module() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 4")]);
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(&http("GET", &format!("/p/stream?bytes={}", 256 << 20), &[], b""))
+        .unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 64 * 1024];
+    while got < (1 << 20) {
+        got += stream.read(&mut buf).unwrap();
+    }
+    drop(stream);
+    for i in 0..5 {
+        let r = proxy.get(&format!("/p/after/{i}"), &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["path"], format!("/p/after/{i}"));
+    }
+    let download: u64 = 32 << 20;
+    let (status, _, received) = proxy.download(&http("GET", &format!("/p/stream?bytes={download}"), &[], b""), |_| {});
+    assert_eq!((status, received), (200, download));
 }

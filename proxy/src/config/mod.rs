@@ -144,7 +144,8 @@ pub struct Upstream {
     pub max_frame: usize,
     /// Whether backend connections are reused.
     pub keepalive: bool,
-    /// Socket modules: most requests in flight on one backend connection; 0 or 1 sends one at a time.
+    /// Most requests in flight on one backend connection (for HTTP modules, bodyless `GET` and `HEAD`
+    /// only); 0 or 1 sends one at a time.
     pub pipeline: usize,
     /// HTTP modules: send the client's `Host` instead of the upstream's.
     pub pass_host: bool,
@@ -291,18 +292,21 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
     }
 
     #[test]
-    fn pipeline_is_for_kept_socket_connections() {
-        let config =
-            parse("[module]\nmodule_socket = [ { module = \"s\", forward_pass = \"127.0.0.1:1\", pipeline = 16 } ]\n")
-                .unwrap();
-        let Module::Socket(s) = &config.modules["s"] else {
+    fn pipeline_is_for_kept_connections() {
+        let config = parse(concat!(
+            "[module]\n",
+            "module_socket = [ { module = \"s\", forward_pass = \"127.0.0.1:1\", pipeline = 16 } ]\n",
+            "module_http = [ { module = \"h\", proxy_pass = \"http://127.0.0.1:1\", pipeline = 4 } ]\n",
+        ))
+        .unwrap();
+        let (Module::Socket(s), Module::Http(h)) = (&config.modules["s"], &config.modules["h"]) else {
             panic!()
         };
-        assert_eq!(s.pipeline, 16);
+        assert_eq!((s.pipeline, h.pipeline), (16, 4));
         for (entry, needle) in [
             (
-                r#"module_http = [ { module = "h", proxy_pass = "http://127.0.0.1:1", pipeline = 4 } ]"#,
-                "module_http \"h\": pipeline is for module_socket",
+                r#"module_http = [ { module = "h", proxy_pass = "http://127.0.0.1:1", pipeline = 4, keepalive = false } ]"#,
+                "module_http \"h\": pipeline = 4 needs keepalive",
             ),
             (
                 r#"module_socket = [ { module = "s", forward_pass = "127.0.0.1:1", pipeline = 4, keepalive = false } ]"#,

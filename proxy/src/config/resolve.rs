@@ -210,9 +210,6 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         if entry.head.is_some() {
             return Err(format!("module_http {name:?}: head shaping is for module_socket"));
         }
-        if entry.pipeline.is_some() {
-            return Err(format!("module_http {name:?}: pipeline is for module_socket"));
-        }
         urls.into_iter()
             .map(|(u, w)| (u.trim_end_matches('/').to_owned(), w))
             .collect()

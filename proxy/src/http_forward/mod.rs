@@ -4,9 +4,11 @@
 //! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. A connect
 //! failure masks the node and moves the request on (nothing was sent, see [`unsent_body`]); any later
 //! failure masks the node and answers 502 or 504, because the upstream may have acted on the request.
-//! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101.
+//! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101. With `pipeline`,
+//! bodyless `GET` and `HEAD` requests share connections instead (see [`pipeline`]).
 
 pub mod headers;
+pub mod pipeline;
 pub mod pool;
 pub mod unsent_body;
 pub mod upgrade;
@@ -27,6 +29,7 @@ use crate::body::Body;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
 use crate::socket_gateway::ServedBy;
+use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
 
@@ -46,6 +49,18 @@ struct Shared {
     /// Each node as responses name it (`ServedBy`).
     served_by: Vec<Arc<str>>,
     pool: Arc<Pool>,
+    /// With `pipeline`: the connections bodyless `GET` and `HEAD` requests share.
+    lanes: Option<HttpLanes>,
+    /// Each node's `host:port`, for the lanes to connect to.
+    addrs: Vec<String>,
+}
+
+/// An upstream's response head, and where its body comes from.
+enum Answer {
+    /// A connection of its own (pooled, or detached when upgrading), driven by the body until it ends.
+    Own(Response<Incoming>, Option<Lease>),
+    /// A shared connection (`pipeline`), whose lane reads the body.
+    Pipelined(Response<ResponseBody>),
 }
 
 /// Why a forwarded request failed; each maps to one status.
@@ -107,8 +122,18 @@ impl HttpForward {
                 HeaderValue::from_str(&authority).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
             })
             .collect();
+        let lanes = (upstream.pipeline > 1).then(|| {
+            HttpLanes::new(
+                upstream.nodes.len(),
+                upstream.pipeline,
+                upstream.connect_timeout,
+                HttpWire,
+            )
+        });
         HttpForward {
             shared: Arc::new(Shared {
+                addrs: (0..upstream.nodes.len()).map(|node| pool.addr(node)).collect(),
+                lanes,
                 name: name.to_owned(),
                 balancer: Balancer::for_upstream(&upstream, clock),
                 served_by: upstream.nodes.iter().map(|node| Arc::from(node.as_str())).collect(),
@@ -180,6 +205,10 @@ impl Shared {
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
+        let lanes = self
+            .lanes
+            .as_ref()
+            .filter(|_| !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body)));
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -228,16 +257,22 @@ impl Shared {
             // the response body or the upgraded connection ends.
             let in_flight = self.balancer.track(index);
             let exchange = if upgrading {
-                self.timed(self.exchange_detached(index, &mut outgoing, &slot), &slot)
+                // Boxed, being rare, so as not to enlarge every request's future.
+                self.timed(Box::pin(self.exchange_detached(index, &mut outgoing, &slot)), &slot)
+                    .await
+            } else if let Some(lanes) = lanes {
+                self.timed(self.exchange_pipelined(lanes, index, &outgoing), &slot)
                     .await
             } else {
-                self.timed(self.exchange(index, &mut outgoing, &slot), &slot).await
+                // Boxed: a pooled attempt's state is the larger part of this future, which moves several times.
+                self.timed(Box::pin(self.exchange(index, &mut outgoing, &slot)), &slot)
+                    .await
             };
             match exchange {
-                Ok(Ok((response, lease))) => {
+                Ok(Ok(answer)) => {
                     self.balancer.answered(pick);
                     return self
-                        .respond(response, lease, index, client_upgrade, in_flight)
+                        .respond(answer, index, client_upgrade, in_flight)
                         .map_err(|e| (e, Some(served_by.clone())))
                         .map(|mut response| {
                             response.extensions_mut().insert(ServedBy(served_by.clone()));
@@ -293,13 +328,13 @@ impl Shared {
         index: usize,
         outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<Answer, SendError> {
         let mut lease = self.pool.get(index).await.map_err(SendError::Connect)?;
         let mut request = self.build(outgoing, index, slot);
         loop {
             let reused = lease.is_reused();
             match pool::send(lease, request).await {
-                Ok(sent) => return Ok(sent),
+                Ok((response, lease)) => return Ok(Answer::Own(response, lease)),
                 Err((error, Some(unsent))) if reused && !slot.is_taken() => {
                     tracing::debug!(module = self.name, %error, "pooled connection closed before the request; retrying");
                     request = unsent;
@@ -317,13 +352,47 @@ impl Shared {
         index: usize,
         outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<Answer, SendError> {
         let mut sender = self.pool.connect_detached(index).await.map_err(SendError::Connect)?;
         let response = sender
             .send_request(self.build(outgoing, index, slot))
             .await
             .map_err(SendError::Http)?;
-        Ok((response, None))
+        Ok(Answer::Own(response, None))
+    }
+
+    /// One attempt at node `index` on one of its shared connections. A request the upstream turned away
+    /// unread goes out again on another one; so does, twice at most, one whose connection closed before
+    /// its response, which only `GET` and `HEAD` allow (RFC 9110, section 9.2.2).
+    async fn exchange_pipelined(
+        &self,
+        lanes: &HttpLanes,
+        index: usize,
+        outgoing: &Outgoing,
+    ) -> Result<Answer, SendError> {
+        let target = outgoing.target.path_and_query().map_or("/", |target| target.as_str());
+        let host = outgoing.host.as_ref().unwrap_or(&self.hosts[index]);
+        let (mut unanswered, mut turned_away) = (2, 16);
+        loop {
+            // Built for each attempt: cloning it would cost every request an allocation, a retry is rare.
+            let head = Head::new(&outgoing.method, target, host, &outgoing.headers);
+            match lanes.call(index, &self.addrs[index], head).await {
+                Outcome::Response(response) => return Ok(Answer::Pipelined(response)),
+                Outcome::Unsent(Some(error)) => return Err(SendError::Connect(error)),
+                Outcome::Unsent(None) if turned_away > 0 => turned_away -= 1,
+                Outcome::Closed if unanswered > 0 => {
+                    unanswered -= 1;
+                    tracing::debug!(
+                        module = self.name,
+                        "pipelined connection closed before the response; retrying"
+                    );
+                }
+                Outcome::Closed | Outcome::Unsent(None) => {
+                    return Err(SendError::Pipelined("the connection closed before the response".into()));
+                }
+                Outcome::BadResponse(reason) => return Err(SendError::Pipelined(reason)),
+            }
+        }
     }
 
     /// The request to node `index`, once a connection to it is up.
@@ -343,12 +412,16 @@ impl Shared {
     /// The upstream's response as the client gets it; on `101`, the two connections are spliced.
     fn respond(
         &self,
-        mut response: Response<Incoming>,
-        lease: Option<Lease>,
+        answer: Answer,
         index: usize,
         client_upgrade: Option<OnUpgrade>,
         in_flight: InFlight,
     ) -> Result<Response<Body>, ForwardError> {
+        let (mut response, lease) = match answer {
+            Answer::Own(response, lease) => (response, lease),
+            // Its hop-by-hop headers were left out as they were read.
+            Answer::Pipelined(response) => return Ok(response.map(|body| body.holding(in_flight).boxed_unsync())),
+        };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             let Some(client) = client_upgrade else {

@@ -97,6 +97,9 @@ pub enum SendError {
     Connect(#[source] io::Error),
     #[error("client error (SendRequest)")]
     Http(#[source] hyper::Error),
+    /// On a pipelined connection (see [`super::pipeline`]).
+    #[error("{0}")]
+    Pipelined(String),
 }
 
 impl Pool {
@@ -123,12 +126,23 @@ impl Pool {
         })
     }
 
+    /// Node `node`'s `host:port`, as a socket connects to it.
+    pub fn addr(&self, node: usize) -> String {
+        let Target { host, port } = &self.targets[node];
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
     /// A live idle connection to node `node`, or a new one.
     pub async fn get(self: &Arc<Self>, node: usize) -> Result<Lease, io::Error> {
         if let Some(lease) = self.take_idle(node) {
             return Ok(lease);
         }
-        let (sender, connection) = self.connect(node).await?;
+        // Boxed: connecting is the rare case, and its state would otherwise enlarge every request's future.
+        let (sender, connection) = Box::pin(self.connect(node)).await?;
         Ok(Lease {
             pool: Arc::clone(self),
             node,
@@ -140,7 +154,7 @@ impl Pool {
 
     /// A new connection to node `node` whose future runs as a task of its own, with upgrades enabled.
     pub async fn connect_detached(&self, node: usize) -> Result<Sender, io::Error> {
-        let (sender, connection) = self.connect(node).await?;
+        let (sender, connection) = Box::pin(self.connect(node)).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
