@@ -284,7 +284,7 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
     };
     let elapsed = started.elapsed();
     mounted.stats.record(status, elapsed);
-    if !app.config().access_log {
+    if !app.config().access_log || !tracing::enabled!(target: "access", tracing::Level::INFO) {
         return reply;
     }
     tracing::info!(

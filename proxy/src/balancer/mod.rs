@@ -127,6 +127,13 @@ impl Balancer {
     /// ones when every one of them is masked. `None` once every node has been tried.
     pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
         let now = self.now_ms();
+        if self.nodes.len() == 1 {
+            // The usual single node, without building a list of one.
+            return tried.is_empty().then(|| Pick {
+                index: 0,
+                all_masked: self.masked_until_ms[0].load(Ordering::Relaxed) > now,
+            });
+        }
         let candidate = |index: usize| Candidate {
             index,
             weight: self.weights[index],

@@ -163,10 +163,8 @@ async fn turn_away(mut stream: TcpStream) {
 
 async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
     let started = Instant::now();
-    // Copied only for the access line, which is optional.
-    let logged = app
-        .config()
-        .access_log
+    // Copied only for the access line, which is optional, and which the log level may filter out.
+    let logged = (app.config().access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let id = request_context::request_id(request.headers());
     // Upstreams see the id too.
