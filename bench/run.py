@@ -517,19 +517,31 @@ def row_static_large(lab: Lab, row: Row) -> None:
     )
 
 
+def http_module(port: int, pipeline: int = 0) -> str:
+    extra = f", pipeline = {pipeline}" if pipeline else ""
+    return f'module_http = [ {{ module = "api", proxy_pass = "http://127.0.0.1:{port}"{extra} }} ]'
+
+
 def row_http_forward(lab: Lab, row: Row) -> None:
     upstream, uport = lab.backend("hyper")
-    proxy, pport = lab.modproxy(
-        f'module_http = [ {{ module = "api", proxy_pass = "http://127.0.0.1:{uport}" }} ]'
-    )
+    proxy, pport = lab.modproxy(http_module(uport, PIPELINE))
+    one_at_a_time, oport = lab.modproxy(http_module(uport))
     nginx, nport = lab.nginx(NGINX_PROXY, uport)
-    for port in (pport, nport):
+    for port in (pport, oport, nport):
         check_http_get(f"http://127.0.0.1:{port}/api/item")
     row.contestant = Contestant(
-        "modproxy module_http → hyper",
+        f"modproxy module_http → hyper, pipeline = {PIPELINE}",
         proxy,
         [upstream],
         lambda s: wrk(f"http://127.0.0.1:{pport}/api/item", s),
+    )
+    row.variants.append(
+        Contestant(
+            "modproxy module_http → hyper, one request per connection",
+            one_at_a_time,
+            [upstream],
+            lambda s: wrk(f"http://127.0.0.1:{oport}/api/item", s),
+        )
     )
     row.peer = Contestant(
         "nginx proxy_pass → hyper", nginx, [upstream], lambda s: wrk(f"http://127.0.0.1:{nport}/api/item", s)
@@ -778,8 +790,8 @@ def report(rows: list[Row], started: datetime, load_before: str, load_after: str
             "the machine's noise, unlike req/s); for row 2 it is per 100 MB download",
             "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
             "'total' adds its backend",
-            f"- rows 4–6: modproxy runs with `pipeline = {PIPELINE}`, as conf/default.toml sets it for the example SDK "
-            "backends (README: `pipeline`); the same build with one request per backend connection (the default "
+            f"- rows 3–6: modproxy runs with `pipeline = {PIPELINE}` (README: `pipeline`; conf/default.toml sets it "
+            "for the example SDK backends); the same build with one request per backend connection (the default "
             "for other backends) is measured in the same rounds, its ratio in parentheses, for comparison only",
             "",
             table(rows),
