@@ -868,6 +868,7 @@ fn a_pipelined_get_is_sent_at_most_three_times_then_502() {
     std::thread::sleep(Duration::from_millis(100));
     // GET may be sent again (RFC 9110, 9.2.2): twice more, each time on a new connection.
     assert_eq!((up.requests(), up.connections()), (3, 3));
+    assert!(proxy.log().contains("on each of three attempts"), "{}", proxy.log());
     // A POST never goes on a lane, so never twice.
     assert_eq!(proxy.post("/p/x", &[], b"{}").status, 502);
     std::thread::sleep(Duration::from_millis(100));

@@ -72,7 +72,7 @@ enum ForwardError {
     ClientBody(String),
     #[error("no node of module '{module}' is reachable (tried {tried}); start the upstream or check proxy_pass")]
     Unreachable { module: String, tried: String },
-    #[error("upstream {node} failed after the request was sent (not retried): {reason}")]
+    #[error("upstream {node} failed after the request was sent: {reason}")]
     Failed { node: String, reason: String },
     #[error("upstream {node} sent no response headers within {secs} s (upstream.timeout)")]
     Timeout { node: String, secs: f64 },
@@ -387,8 +387,13 @@ impl Shared {
                         "pipelined connection closed before the response; retrying"
                     );
                 }
-                Outcome::Closed | Outcome::Unsent(None) => {
-                    return Err(SendError::Pipelined("the connection closed before the response".into()));
+                Outcome::Closed => {
+                    let reason = "the connection closed before the response, on each of three attempts";
+                    return Err(SendError::Pipelined(reason.into()));
+                }
+                Outcome::Unsent(None) => {
+                    let reason = "every connection closed before the upstream took the request";
+                    return Err(SendError::Pipelined(reason.into()));
                 }
                 Outcome::BadResponse(reason) => return Err(SendError::Pipelined(reason)),
             }
