@@ -429,10 +429,18 @@ fn a_connect_failure_moves_the_request_to_another_node() {
 
 #[test]
 fn every_node_down_is_502_with_the_error_page() {
-    let proxy = proxy("", &[entry("s1", &[dead_node(), dead_node()], "connect_timeout = 1")]);
-    let r = proxy.get("/s1/x", &[]);
-    assert_eq!(r.status, 502);
-    assert_eq!(r.body, server_error_page());
+    for extra in BOTH_WAYS {
+        let settings = settings(&["connect_timeout = 1", extra]);
+        let proxy = proxy("", &[entry("s1", &[dead_node(), dead_node()], &settings)]);
+        let r = proxy.get("/s1/x", &[]);
+        assert_eq!(r.status, 502, "{extra}");
+        assert_eq!(r.body, server_error_page());
+        assert!(
+            proxy.log().contains("no node of module 's1' is reachable"),
+            "{}",
+            proxy.log()
+        );
+    }
 }
 
 /// With its only node masked the module still tries it; once it answers it is taken back, so the
