@@ -748,23 +748,10 @@ impl Scripted {
 }
 
 fn serve_scripted(mut stream: TcpStream, answered: &AtomicUsize) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        // Requests on a lane have no body: each ends with its head.
-        let end = loop {
-            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-        buffer.drain(..end);
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    while let Some((request_line, _)) = support::read_request(&mut reader) {
         answered.fetch_add(1, Ordering::SeqCst);
-        let mut words = head.split(' ');
+        let mut words = request_line.split(' ');
         let method = words.next().unwrap_or_default();
         let case = words.next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
         let response: &[u8] = match (method, case) {

@@ -155,30 +155,10 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
 
 /// HTTP/1.1 keep-alive: reads each request head and its Content-Length body, answers with the port.
 fn serve_http(stream: TcpStream, requests: &AtomicUsize) {
-    use std::io::BufRead;
     let port = stream.local_addr().unwrap().port();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while super::read_request(&mut reader).is_some() {
         requests.fetch_add(1, Ordering::SeqCst);
         let reply = format!("{{\"port\":{port}}}");
         let response = format!(
