@@ -176,6 +176,14 @@ impl<W: Wire> Replies<'_, W> {
         self.writing_done.load(Ordering::Relaxed) && self.waiting.lock().expect("waiting lock").is_empty()
     }
 
+    /// The backend said it reads nothing more from this connection: every request still waiting is
+    /// handed back as never taken, free to go out again.
+    pub fn hand_back_unread(&self) {
+        while let Some((_, outcome)) = self.next() {
+            let _ = outcome.send(W::unsent(None));
+        }
+    }
+
     /// The node the lane connects to, for log lines.
     pub fn node(&self) -> &str {
         self.node

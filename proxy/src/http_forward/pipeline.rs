@@ -176,9 +176,7 @@ impl Wire for HttpWire {
             }
             if !keep_alive {
                 // The upstream reads nothing more from this connection (RFC 9112, section 9.6).
-                while let Some((_, answer)) = replies.next() {
-                    let _ = answer.send(Outcome::Unsent(None));
-                }
+                replies.hand_back_unread();
                 return tracing::debug!(node = replies.node(), "upstream closes this pipelined connection");
             }
             if reading.buffer.is_empty() && reading.buffer.capacity() > KEEP_BUFFER {
@@ -228,44 +226,29 @@ impl Reading<'_> {
 
     /// Passes a body on as it arrives; true if the connection may carry the next response.
     async fn stream(&mut self, framing: Framing, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>) -> bool {
-        let mut chunked = Chunked::Size;
-        let mut remaining = match framing {
-            Framing::Length(length) => length,
-            _ => u64::MAX,
-        };
+        let mut body = BodyDecoder::new(framing);
         loop {
-            let frame = match framing {
-                Framing::Empty => return true,
-                Framing::Length(_) | Framing::UntilClose if remaining == 0 => return true,
-                Framing::Length(_) | Framing::UntilClose => {
-                    let take = remaining.min(self.buffer.len() as u64) as usize;
-                    remaining -= take as u64;
-                    (take > 0).then(|| Frame::data(self.buffer.split_to(take).freeze()))
-                }
-                Framing::Chunked => match chunked.decode(&mut self.buffer) {
-                    Ok(frame) => frame,
-                    Err(reason) => {
-                        let _ = frames.send(Err(reason.clone().into())).await;
-                        tracing::warn!(node = self.node, reason, "bad chunked body on a pipelined connection");
-                        return false;
-                    }
-                },
-            };
-            match frame {
-                Some(frame) => {
+            match body.decode(&mut self.buffer) {
+                Ok(Some(frame)) => {
                     if frames.send(Ok(frame)).await.is_err() {
                         // The client went away mid-body; the rest of it is still on the connection.
                         return false;
                     }
                 }
-                None if chunked.is_done() => return true,
-                None => {
+                Ok(None) if body.is_done() => return true,
+                Ok(None) => {
                     if !self.fill().await {
-                        if !matches!(framing, Framing::UntilClose) {
+                        // A body delimited by the close has simply ended.
+                        if !matches!(body, BodyDecoder::UntilClose) {
                             let _ = frames.send(Err("upstream closed the connection mid-body".into())).await;
                         }
                         return false;
                     }
+                }
+                Err(reason) => {
+                    let _ = frames.send(Err(reason.clone().into())).await;
+                    tracing::warn!(node = self.node, reason, "bad body on a pipelined connection");
+                    return false;
                 }
             }
         }
@@ -423,6 +406,45 @@ impl Framing {
     }
 }
 
+/// Where a streamed body's decoding stands.
+#[derive(Debug)]
+enum BodyDecoder {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+impl BodyDecoder {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyDecoder::Length(0),
+            Framing::Length(length) => BodyDecoder::Length(length),
+            Framing::Chunked => BodyDecoder::Chunked(Chunked::Size),
+            Framing::UntilClose => BodyDecoder::UntilClose,
+        }
+    }
+
+    /// The next frame from `buffer`: `None` when more bytes are needed, or once done.
+    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Frame<Bytes>>, String> {
+        let take = match self {
+            BodyDecoder::Chunked(chunked) => return chunked.decode(buffer),
+            BodyDecoder::Length(remaining) => {
+                let take = (*remaining).min(buffer.len() as u64);
+                *remaining -= take;
+                take as usize
+            }
+            BodyDecoder::UntilClose => buffer.len(),
+        };
+        Ok((take > 0).then(|| Frame::data(buffer.split_to(take).freeze())))
+    }
+
+    /// Whether the body has ended (one delimited by the close ends with the connection).
+    fn is_done(&self) -> bool {
+        matches!(self, BodyDecoder::Length(0) | BodyDecoder::Chunked(Chunked::Done))
+    }
+}
+
 /// Where a chunked body's decoding stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Chunked {
@@ -497,10 +519,6 @@ impl Chunked {
                 Chunked::Done => return Ok(None),
             }
         }
-    }
-
-    fn is_done(&self) -> bool {
-        *self == Chunked::Done
     }
 }
 
@@ -581,7 +599,7 @@ mod tests {
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
-        assert!(chunked.is_done(), "stopped at {chunked:?}");
+        assert_eq!(chunked, Chunked::Done);
         Ok((data, trailers))
     }
 
