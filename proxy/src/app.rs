@@ -1,5 +1,6 @@
-//! [`App`]: everything a request needs, built once from the config, and the routing of each request to
-//! the role that answers it.
+//! [`App`]: everything a request needs, built once from the config, and the one entry every request
+//! passes, HTTP or raw frame: routed to the role that answers it, admitted by its module's policy, counted
+//! in its metrics and written to the access log.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,20 +8,26 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use modproxy_sdk::MethodError;
 
+use crate::access_log::{self, AccessLine, Asked};
 use crate::balancer::{Clock, SystemClock};
 use crate::body::{full, Body};
 use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::{accepts_html, ErrorPages};
+use crate::frame_request::{self, FrameRequest};
 use crate::http_forward::HttpForward;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
-use crate::request_context::RequestContext;
+use crate::request_context::{self, RequestContext, REQUEST_ID};
 use crate::routing::{route, Route};
-use crate::socket_gateway::SocketGateway;
+use crate::socket_gateway::{ServedBy, SocketGateway};
 use crate::static_site::StaticSite;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -61,6 +68,45 @@ pub struct App {
     inner: StaticSite,
     inner_stats: ModuleMetrics,
     modules: HashMap<String, Mounted>,
+}
+
+/// The running configuration, replaced whole by a reload.
+pub type LiveApp = Arc<ArcSwap<App>>;
+
+/// A request as it arrived, whichever protocol it came by: what its answer is counted and logged with.
+struct Arrival<'a> {
+    started: Instant,
+    peer: SocketAddr,
+    id: &'a str,
+}
+
+impl Arrival<'_> {
+    /// Every answer ends here: counted in the answering module's metrics and, when `asked` is given
+    /// (only while the access log is on), written as an access line with the node and size `told` gives.
+    fn answered<'t>(
+        &self,
+        stats: &ModuleMetrics,
+        status: StatusCode,
+        asked: Option<Asked<'_>>,
+        told: impl FnOnce() -> (Option<&'t str>, Option<u64>),
+    ) {
+        let elapsed = self.started.elapsed();
+        stats.record(status, elapsed);
+        if let Some(asked) = asked {
+            let (node, bytes) = told();
+            AccessLine {
+                peer: self.peer,
+                asked,
+                module: &stats.name,
+                node,
+                status,
+                bytes,
+                elapsed,
+                id: self.id,
+            }
+            .write();
+        }
+    }
 }
 
 impl App {
@@ -107,14 +153,96 @@ impl App {
         &self.config
     }
 
-    /// The module configured as `name`, for callers that route by name rather than by URL.
-    pub fn mounted(&self, name: &str) -> Option<&Mounted> {
-        self.modules.get(name)
+    /// Answers one HTTP request: gives it its id (kept from the client when sensible, and seen by
+    /// upstreams too), and counts and logs the answer.
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        // Copied only for the access line, which is optional, and which the log level may filter out.
+        let logged =
+            access_log::enabled(&self.config).then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let id = request_context::request_id(request.headers());
+        request
+            .headers_mut()
+            .insert(REQUEST_ID, request_context::header_value(&id));
+        request.extensions_mut().insert(RequestContext {
+            peer,
+            id: Arc::clone(&id),
+        });
+        let (mut response, stats) = self.respond(request, peer).await;
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, request_context::header_value(&id));
+        let arrival = Arrival { started, peer, id: &id };
+        let asked = logged.as_ref().map(|(method, path)| Asked::Http { method, path });
+        arrival.answered(stats, response.status(), asked, || {
+            let node = response.extensions().get::<ServedBy>().map(|served| &*served.0);
+            (node, access_log::body_size(&response))
+        });
+        response
     }
 
-    /// Answers one request. Returns, with the response, the metrics of the module that answered (whose
-    /// name the access log uses).
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+    /// Answers one raw frame as an HTTP `POST` to the socket module it names would be answered: the
+    /// module's policy, gateway, metrics and access line, with the outcome told in the socket protocol.
+    /// A frame has no headers, so its id is always new.
+    pub async fn handle_frame(&self, request: FrameRequest, peer: SocketAddr) -> Bytes {
+        let started = Instant::now();
+        let FrameRequest {
+            module,
+            method,
+            payload,
+        } = request;
+        let Some(mounted) = self.modules.get(&module) else {
+            return frame_request::refuse(
+                peer,
+                MethodError::new("module_not_found", format!("no module '{module}' is configured")),
+            );
+        };
+        let Role::Socket(gateway) = &mounted.role else {
+            return frame_request::refuse(
+                peer,
+                MethodError::new(
+                    "not_socket_module",
+                    format!("module '{module}' is not a module_socket; raw frames reach socket modules only"),
+                ),
+            );
+        };
+        let context = RequestContext {
+            peer,
+            id: request_context::generate(),
+        };
+        let (reply, status, node) = match mounted.policy.admit(peer.ip()).await {
+            // The slot, if any, is held until the gateway has answered.
+            Ok(_admission) => match gateway.call(payload, &context).await {
+                Ok((reply, node)) => (reply, StatusCode::OK, Some(node)),
+                Err((error, node)) => {
+                    let status = error.status();
+                    (frame_request::error_reply(status, error.to_string()), status, node)
+                }
+            },
+            Err(refusal) => {
+                tracing::warn!(%peer, module, %refusal, "raw frame refused by policy");
+                let status = refusal.status();
+                (frame_request::error_reply(status, refusal.to_string()), status, None)
+            }
+        };
+        let arrival = Arrival {
+            started,
+            peer,
+            id: &context.id,
+        };
+        let asked = access_log::enabled(&self.config).then(|| Asked::Frame {
+            module: &module,
+            method: method.as_deref(),
+        });
+        arrival.answered(&mounted.stats, status, asked, || {
+            (node.as_deref(), u64::try_from(reply.len()).ok())
+        });
+        reply
+    }
+
+    /// Routes an HTTP request to what answers it. Returns, with the response, the metrics of the module
+    /// that answered (whose name the access log uses).
+    async fn respond(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
         let uri = request.uri().clone();
         let max_body = self.config.server.max_body;
         let pages = &self.pages;
@@ -160,8 +288,8 @@ impl App {
     /// The response to a request the module's policy turned away: 429 with `Retry-After`, or 503.
     fn refuse(&self, role: &Role, request: &Request<Incoming>, module: &str, refusal: Refusal) -> Response<Body> {
         let (status, retry_after) = match refusal {
-            Refusal::RateLimited(seconds) => (StatusCode::TOO_MANY_REQUESTS, seconds),
-            Refusal::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+            Refusal::RateLimited(seconds) => (refusal.status(), seconds),
+            Refusal::Busy(_) => (refusal.status(), 1),
         };
         tracing::warn!(module, client = ?request.extensions().get::<RequestContext>().map(|c| c.peer), %refusal, "request refused by policy");
         let mut response = match role {

@@ -1,12 +1,14 @@
 //! Module Proxy: an HTTP server that, per URL module, serves static sites, reverse-proxies HTTP, or turns
 //! a `POST` of JSON into a length-line frame to a TCP backend.
 
+pub mod access_log;
 pub mod activity;
 pub mod app;
 pub mod balancer;
 pub mod body;
 pub mod config;
 pub mod error_response;
+pub mod frame_request;
 pub mod head_shaping;
 pub mod home;
 pub mod http_forward;

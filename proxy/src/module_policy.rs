@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Policy, RateLimit};
@@ -46,6 +46,16 @@ pub enum Refusal {
     /// Every `max_conns` slot stayed busy for `max_conns_wait`.
     #[error("module is at max_conns and no slot freed within {0:.1} s; retry later")]
     Busy(f64),
+}
+
+impl Refusal {
+    /// The status that reports the refusal, to HTTP clients and in raw frames' error codes alike.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 /// Permission to proceed; holds the `max_conns` slot, if any, until dropped.

@@ -3,29 +3,27 @@
 //! payload goes to that module's nodes through the same gateway as an HTTP `POST` (balancer, pool,
 //! timeouts), and the reply frame is the backend's reply. Anything else is handed to hyper untouched.
 //!
+//! Each frame then enters the app by the same door as an HTTP request
+//! ([`App::handle_frame`](crate::app::App::handle_frame)): this file is only the connection, and what a
+//! frame asks is read by [`FrameRequest`].
+//!
 //! Telling the two apart never consumes a byte (the stream is peeked) and never delays HTTP: a request
 //! line starts with a letter, and a length line only with padding or digits, so the first byte that is
 //! neither decides for HTTP at once.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::StatusCode;
 use modproxy_sdk::frame::{parse_length_line, LENGTH_LINE_LEN};
 use modproxy_sdk::{FrameError, LengthLineCodec, MethodError};
-use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Role};
-use crate::module_policy::Refusal as PolicyRefusal;
-use crate::request_context::{self, RequestContext};
-use crate::server::LiveApp;
-use crate::socket_gateway::GatewayError;
+use crate::app::LiveApp;
+use crate::frame_request::{self, FrameRequest};
 
 /// How long the rest of a length line may take once its first bytes have arrived. Clients write the line
 /// and the payload at once, so this only matters on a congested link; an HTTP client never waits on it.
@@ -164,151 +162,15 @@ async fn serve(stream: TcpStream, peer: SocketAddr, live: &LiveApp, max_body: u6
                 return;
             }
         };
-        let app = live.load_full();
-        let reply = answer(&app, payload, peer).await;
+        let reply = match FrameRequest::parse(payload) {
+            Ok(request) => live.load_full().handle_frame(request, peer).await,
+            Err(error) => frame_request::refuse(peer, error),
+        };
         match tokio::time::timeout(IDLE_TIMEOUT, framed.send(reply)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
     }
-}
-
-/// The fields of a request the proxy reads to route it; everything else passes through unread.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    head: RoutingHead<'a>,
-}
-
-#[derive(Deserialize)]
-struct RoutingHead<'a> {
-    #[serde(borrow, default)]
-    module: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-}
-
-/// The reply to one frame: the backend's reply, or an SDK-style error reply.
-async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
-    let started = Instant::now();
-    let (module, method) = match serde_json::from_slice::<Envelope>(&payload) {
-        Ok(Envelope {
-            head: RoutingHead {
-                module: Some(module),
-                method,
-            },
-        }) => (
-            module.into_owned(),
-            method.map_or_else(|| "-".to_owned(), Cow::into_owned),
-        ),
-        Ok(_) => {
-            return refuse(
-                peer,
-                MethodError::bad_request("head.module must name the socket module to call"),
-            )
-        }
-        Err(error) if error.is_data() => {
-            return refuse(
-                peer,
-                MethodError::bad_request(format!(
-                    "the request must be {{\"head\": {{\"module\": \"…\", \"method\": \"…\"}}, \"data\": …}}: {error}"
-                )),
-            )
-        }
-        Err(error) => {
-            return refuse(
-                peer,
-                MethodError::bad_request(format!("the request is not UTF-8 JSON: {error}")),
-            )
-        }
-    };
-    let Some(mounted) = app.mounted(&module) else {
-        return refuse(
-            peer,
-            MethodError::new("module_not_found", format!("no module '{module}' is configured")),
-        );
-    };
-    let Role::Socket(gateway) = &mounted.role else {
-        return refuse(
-            peer,
-            MethodError::new(
-                "not_socket_module",
-                format!("module '{module}' is not a module_socket; raw frames reach socket modules only"),
-            ),
-        );
-    };
-    // The module's policy and head rules hold for raw frames exactly as for HTTP.
-    let context = RequestContext {
-        peer,
-        id: request_context::generate(),
-    };
-    let admitted = mounted.policy.admit(peer.ip()).await;
-    let mut node = None;
-    let outcome = match &admitted {
-        Ok(_) => match gateway.call(payload, &context).await {
-            Ok((reply, served_by)) => {
-                node = Some(served_by);
-                Ok(reply)
-            }
-            Err((error, served_by)) => {
-                node = served_by;
-                Err(Refusal::Gateway(error))
-            }
-        },
-        Err(refusal) => Err(Refusal::Policy(*refusal)),
-    };
-    drop(admitted);
-    let (reply, status) = match outcome {
-        Ok(reply) => (reply, StatusCode::OK),
-        Err(Refusal::Policy(refusal)) => {
-            let (code, status) = match refusal {
-                PolicyRefusal::RateLimited(_) => ("too_many_requests", StatusCode::TOO_MANY_REQUESTS),
-                PolicyRefusal::Busy(_) => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
-            };
-            tracing::warn!(%peer, module, %refusal, "raw frame refused by policy");
-            (
-                Bytes::from(MethodError::new(code, refusal.to_string()).to_reply()),
-                status,
-            )
-        }
-        Err(Refusal::Gateway(error)) => {
-            let status = error.status();
-            let code = match status {
-                StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
-                StatusCode::BAD_REQUEST => "bad_request",
-                _ => "bad_gateway",
-            };
-            let reply = MethodError::new(code, error.to_string()).to_reply();
-            (Bytes::from(reply), status)
-        }
-    };
-    let elapsed = started.elapsed();
-    mounted.stats.record(status, elapsed);
-    if !app.config().access_log || !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        return reply;
-    }
-    tracing::info!(
-        target: "access",
-        "{peer} FRAME /{module} method={method} module={} node={} status={} bytes={} ms={:.2} id={}",
-        mounted.stats.name,
-        node.as_deref().unwrap_or("-"),
-        status.as_u16(),
-        reply.len(),
-        elapsed.as_secs_f64() * 1000.0,
-        context.id,
-    );
-    reply
-}
-
-/// Why a frame that named a socket module got no reply from it.
-enum Refusal {
-    Policy(PolicyRefusal),
-    Gateway(GatewayError),
-}
-
-fn refuse(peer: SocketAddr, error: MethodError) -> Bytes {
-    tracing::warn!(%peer, code = %error.code, message = %error.message, "raw frame refused");
-    Bytes::from(error.to_reply())
 }
 
 #[cfg(test)]

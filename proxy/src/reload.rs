@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::App;
+use crate::app::{App, LiveApp};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::server::LiveApp;
 
 /// Watches for SIGHUP for as long as the returned future runs.
 pub async fn on_sighup(live: LiveApp, metrics: Arc<Metrics>, config_path: PathBuf, home: PathBuf) {

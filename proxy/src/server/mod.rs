@@ -1,5 +1,6 @@
-//! The HTTP listener: accepts connections up to `max_connections`, serves each with hyper, records the
-//! access log and metrics, and shuts down gracefully (stop accepting, let requests in flight finish).
+//! The listener: accepts connections up to `max_connections`, hands raw-frame clients to [`raw_frames`]
+//! and serves the rest with hyper, each request through [`App::handle`], and shuts down gracefully (stop
+//! accepting, let requests in flight finish).
 //!
 //! HTTP/1 connections are served by [`http1_parking`], which frees hyper's buffers while a keep-alive
 //! connection idles; HTTP/2 ones by [`http2_idle`], which bounds how long one may sit idle.
@@ -12,16 +13,11 @@ use http2_idle::serve_auto;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -30,12 +26,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
 use crate::app::App;
-use crate::body::Body;
+use crate::app::LiveApp;
 use crate::metrics::Metrics;
 use crate::raw_frames;
-use crate::request_context::{self, RequestContext};
-use crate::socket_gateway::ServedBy;
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -48,9 +43,6 @@ const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type:
 
 /// What an HTTP/2 client sends first (prior knowledge); anything else is served as HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The running configuration, replaced whole by a reload.
-pub type LiveApp = Arc<ArcSwap<App>>;
 
 /// Serves the current `app` on `listener` until `shutdown` completes.
 pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -99,7 +91,7 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
             let app = app.load_full();
-            async move { Ok::<_, Infallible>(handle(&app, request, peer).await) }
+            async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
         });
         let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
         let header_timeout = server.header_timeout;
@@ -159,64 +151,4 @@ async fn turn_away(mut stream: TcpStream) {
         stream.shutdown().await
     })
     .await;
-}
-
-async fn handle(app: &App, mut request: Request<Incoming>, peer: SocketAddr) -> hyper::Response<Body> {
-    let started = Instant::now();
-    // Copied only for the access line, which is optional, and which the log level may filter out.
-    let logged = (app.config().access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
-        .then(|| (request.method().clone(), request.uri().path().to_owned()));
-    let id = request_context::request_id(request.headers());
-    // Upstreams see the id too.
-    request
-        .headers_mut()
-        .insert(request_context::REQUEST_ID, request_context::header_value(&id));
-    request.extensions_mut().insert(RequestContext {
-        peer,
-        id: Arc::clone(&id),
-    });
-    let (mut response, stats) = app.handle(request, peer).await;
-    response
-        .headers_mut()
-        .insert(request_context::REQUEST_ID, request_context::header_value(&id));
-    let elapsed = started.elapsed();
-    stats.record(response.status(), elapsed);
-    if let Some((method, path)) = logged {
-        access_line(&response, peer, &method, &path, &stats.name, elapsed, &id);
-    }
-    response
-}
-
-/// The access-log line: client, request, module, node, status, size, time and id.
-fn access_line(
-    response: &hyper::Response<Body>,
-    peer: SocketAddr,
-    method: &http::Method,
-    path: &str,
-    module: &str,
-    elapsed: Duration,
-    id: &str,
-) {
-    let node = response.extensions().get::<ServedBy>().map_or("-", |served| &served.0);
-    // Streamed bodies know their size from Content-Length; "-" when nobody knows it up front.
-    let bytes = response
-        .body()
-        .size_hint()
-        .exact()
-        .or_else(|| {
-            response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)?
-                .to_str()
-                .ok()?
-                .parse()
-                .ok()
-        })
-        .map_or_else(|| "-".to_owned(), |n: u64| n.to_string());
-    tracing::info!(
-        target: "access",
-        "{peer} {method} {path} module={module} node={node} status={} bytes={bytes} ms={:.2} id={id}",
-        response.status().as_u16(),
-        elapsed.as_secs_f64() * 1000.0,
-    );
 }
