@@ -1,4 +1,4 @@
-//! A request that came as a raw frame rather than as HTTP (see [`crate::raw_frames`]): it names its module
+//! A request that came as a raw frame rather than as HTTP (`[server] raw_frames`): it names its module
 //! and method in the JSON head instead of a URL path, has no headers, and is answered in the socket
 //! protocol, with SDK-style error replies for what went wrong.
 

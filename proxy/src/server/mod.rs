@@ -1,6 +1,6 @@
 //! The listener: accepts connections up to `max_connections`, hands raw-frame clients to [`raw_frames`]
-//! and serves the rest with hyper, each request through [`App::handle`], and shuts down gracefully (stop
-//! accepting, let requests in flight finish).
+//! and serves the rest with hyper, each request through [`App::handle`](crate::app::App::handle), and
+//! shuts down gracefully (stop accepting, let requests in flight finish).
 //!
 //! HTTP/1 connections are served by [`http1_parking`], which frees hyper's buffers while a keep-alive
 //! connection idles; HTTP/2 ones by [`http2_idle`], which bounds how long one may sit idle.
@@ -26,8 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-#[cfg(doc)]
-use crate::app::App;
 use crate::app::LiveApp;
 use crate::metrics::Metrics;
 use crate::raw_frames;
