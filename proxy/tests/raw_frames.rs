@@ -353,3 +353,29 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
     assert_eq!(refused.code(), Some("too_many_requests"), "{refused}");
     client.call_module("shaped", "x", json!(null)).unwrap();
 }
+
+#[test]
+fn each_frame_counts_in_its_modules_metrics() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let limited = socket_module("limited", &[backend.addr], ", rate_limit = { rate = 0.5, burst = 2 }");
+    let gone = socket_module("gone", &[dead], "");
+    let proxy = Proxy::start("raw_frames = true", &config(&[limited, gone]));
+    let mut client = raw_client(&proxy);
+
+    for _ in 0..2 {
+        client.call_module("limited", "x", json!(null)).unwrap();
+    }
+    client.call_module("limited", "x", json!(null)).unwrap_err();
+    client.call_module("gone", "x", json!(null)).unwrap_err();
+
+    // Counted by the status an HTTP client would have had: 200, 429 and 502.
+    let text = String::from_utf8(proxy.get("/module_proxy_inner_mod/metrics", &[]).body).unwrap();
+    for counted in [
+        r#"modproxy_requests_total{module="limited",class="2xx"} 2"#,
+        r#"modproxy_requests_total{module="limited",class="4xx"} 1"#,
+        r#"modproxy_requests_total{module="gone",class="5xx"} 1"#,
+    ] {
+        assert!(text.contains(counted), "{counted} in\n{text}");
+    }
+}
