@@ -11,6 +11,7 @@ pub mod head_shaping;
 pub mod home;
 pub mod http_forward;
 pub mod lanes;
+pub mod log_text;
 pub mod logging;
 pub mod metrics;
 pub mod module_policy;

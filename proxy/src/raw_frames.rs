@@ -289,7 +289,8 @@ async fn answer(app: &App, payload: Bytes, peer: SocketAddr) -> Bytes {
     }
     tracing::info!(
         target: "access",
-        "{peer} FRAME /{module} method={method} module={} node={} status={} bytes={} ms={:.2} id={}",
+        "{peer} FRAME /{module} method={} module={} node={} status={} bytes={} ms={:.2} id={}",
+        crate::log_text::LogText::word(&method),
         mounted.stats.name,
         node.as_deref().unwrap_or("-"),
         status.as_u16(),
@@ -307,7 +308,7 @@ enum Refusal {
 }
 
 fn refuse(peer: SocketAddr, error: MethodError) -> Bytes {
-    tracing::warn!(%peer, code = %error.code, message = %error.message, "raw frame refused");
+    tracing::warn!(%peer, code = %error.code, message = %crate::log_text::LogText::new(&error.message), "raw frame refused");
     Bytes::from(error.to_reply())
 }
 

@@ -353,3 +353,28 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
     assert_eq!(refused.code(), Some("too_many_requests"), "{refused}");
     client.call_module("shaped", "x", json!(null)).unwrap();
 }
+
+#[test]
+fn client_text_cannot_forge_log_lines() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "raw_frames = true",
+        &config(&[socket_module("s3", &[backend.addr], "")]),
+    );
+    let mut client = raw_client(&proxy);
+    let forged = "\r\nFORGED 127.0.0.1 GET /admin status=200";
+    // A method reaches the access line; an unknown module, the refusal's message.
+    let frames = [
+        json!({ "head": { "module": "s3", "method": format!("add{forged}") }, "data": 1 }),
+        json!({ "head": { "module": format!("nope{forged}"), "method": "add" } }),
+    ];
+    for frame in frames {
+        let _ = client.call_raw(&serde_json::to_vec(&frame).unwrap());
+    }
+    let log = proxy.log();
+    assert!(log.contains("FORGED"), "the requests were logged: {log}");
+    assert!(
+        log.lines().all(|line| !line.starts_with("FORGED")),
+        "a client wrote a line of its own:\n{log}"
+    );
+}

@@ -215,7 +215,8 @@ fn access_line(
         .map_or_else(|| "-".to_owned(), |n: u64| n.to_string());
     tracing::info!(
         target: "access",
-        "{peer} {method} {path} module={module} node={node} status={} bytes={bytes} ms={:.2} id={id}",
+        "{peer} {method} {} module={module} node={node} status={} bytes={bytes} ms={:.2} id={id}",
+        crate::log_text::LogText::word(path),
         response.status().as_u16(),
         elapsed.as_secs_f64() * 1000.0,
     );
