@@ -1,6 +1,7 @@
 //! [`App`]: everything a request needs, built once from the config, and the routing of each request to
 //! the role that answers it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use crate::balancer::{Clock, SystemClock};
@@ -16,12 +17,14 @@ use crate::body::{full, Body};
 use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::http_forward::HttpForward;
+use crate::log_text::LogText;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
 use crate::request_context::RequestContext;
 use crate::routing::{route, Route};
 use crate::socket_gateway::SocketGateway;
 use crate::static_site::StaticSite;
+use crate::url_path;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -114,7 +117,16 @@ impl App {
 
     /// Answers one request. Returns, with the response, the metrics of the module that answered (whose
     /// name the access log uses).
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+        // Routed and forwarded as one path: the upstream never gets one that resolves outside its module.
+        match url_path::normalise(request.uri().path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normal)) => *request.uri_mut() = with_path(request.uri(), &normal),
+            Err(error) => {
+                tracing::debug!(path = %LogText::word(request.uri().path()), %error, "path refused");
+                return (self.pages.page(StatusCode::BAD_REQUEST), &self.root_stats);
+            }
+        }
         let uri = request.uri().clone();
         let max_body = self.config.server.max_body;
         let pages = &self.pages;
@@ -210,4 +222,15 @@ impl App {
         }
         states
     }
+}
+
+/// `uri` with its path replaced by `path` (a normal form of it, so still a valid path).
+fn with_path(uri: &Uri, path: &str) -> Uri {
+    let mut parts = uri.clone().into_parts();
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    parts.path_and_query = Some(path_and_query.parse().expect("a normalised path is a valid path"));
+    Uri::from_parts(parts).expect("only the path changed")
 }

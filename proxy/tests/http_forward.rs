@@ -287,13 +287,45 @@ fn forwarded_unchanged(extra: &str) {
         let r = proxy.send(&http(method, "/s1/a/b/../c%20d?q", &[], b"payload"));
         let echo = r.json();
         assert_eq!(echo["method"], method);
-        assert_eq!(echo["path"], "/s1/a/b/../c%20d", "the path is not normalised");
+        assert_eq!(
+            echo["path"], "/s1/a/c%20d",
+            "dot segments resolved, nothing else changed"
+        );
         assert_eq!(echo["body"], "payload");
     }
     let r = proxy.send(&http("HEAD", "/s1/x", &[], b""));
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     assert!(r.header("content-length").is_some());
+}
+
+#[test]
+fn dot_segments_are_resolved_before_routing_and_forwarding() {
+    let up = Upstream::start("a", Behaviour::Echo);
+    let proxy = proxy("", &[entry("api", &[up.url()], "")]);
+    for path in ["/api/../admin", "/api/%2e%2E/admin", "/api/.%2e/admin?q=1"] {
+        let r = proxy.get(path, &[]);
+        assert_eq!(r.status, 404, "{path} is /admin, which is not module api: {}", r.text());
+    }
+    assert_eq!(up.requests(), 0, "module api was never asked for a path outside it");
+    for (path, forwarded) in [
+        ("/api/a/%2E%2e/b?q=%2e%2e", "/api/b"),
+        ("/other/../api/x/./y", "/api/x/y"),
+        ("/api/a%2Fb/../c", "/api/c"),
+    ] {
+        let echo = proxy.get(path, &[]).json();
+        assert_eq!(echo["path"], forwarded, "{path}");
+    }
+    assert_eq!(proxy.get("/api/a/%2E%2e/b?q=%2e%2e", &[]).json()["query"], "q=%2e%2e");
+    for path in [
+        "/../etc/passwd",
+        "/api/../../admin",
+        "/api/..%2Fadmin",
+        "/api/..%5cadmin",
+    ] {
+        assert_eq!(proxy.get(path, &[]).status, 400, "{path}");
+    }
+    assert_eq!(up.requests(), 4);
 }
 
 #[test]
