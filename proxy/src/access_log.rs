@@ -9,6 +9,7 @@ use http::{header, Method, Response, StatusCode};
 use http_body::Body;
 
 use crate::config::Config;
+use crate::log_text::LogText;
 
 /// What the client asked for, as the line names it. The two protocols ask differently: HTTP by method
 /// and path, a raw frame by module and the method name in its head.
@@ -92,8 +93,14 @@ impl AccessLine<'_> {
 impl fmt::Display for Asked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Asked::Http { method, path } => write!(f, "{method} {path}"),
-            Asked::Frame { module, method } => write!(f, "FRAME /{module} method={}", method.unwrap_or("-")),
+            // The path, module and method are the client's words: escaped so they cannot forge a line.
+            Asked::Http { method, path } => write!(f, "{method} {}", LogText::word(path)),
+            Asked::Frame { module, method } => write!(
+                f,
+                "FRAME /{} method={}",
+                LogText::word(module),
+                LogText::word(method.unwrap_or("-"))
+            ),
         }
     }
 }

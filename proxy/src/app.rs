@@ -2,6 +2,7 @@
 //! passes, HTTP or raw frame: routed to the role that answers it, admitted by its module's policy, counted
 //! in its metrics and written to the access log.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use modproxy_sdk::MethodError;
 
@@ -23,12 +24,14 @@ use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::frame_request::{self, FrameRequest};
 use crate::http_forward::HttpForward;
+use crate::log_text::LogText;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
 use crate::request_context::{self, RequestContext, REQUEST_ID};
 use crate::routing::{route, Route};
 use crate::socket_gateway::{ServedBy, SocketGateway};
 use crate::static_site::StaticSite;
+use crate::url_path;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -220,7 +223,7 @@ impl App {
                 }
             },
             Err(refusal) => {
-                tracing::warn!(%peer, module, %refusal, "raw frame refused by policy");
+                tracing::warn!(%peer, module = %LogText::word(&module), %refusal, "raw frame refused by policy");
                 let status = refusal.status();
                 (frame_request::error_reply(status, refusal.to_string()), status, None)
             }
@@ -242,7 +245,16 @@ impl App {
 
     /// Routes an HTTP request to what answers it. Returns, with the response, the metrics of the module
     /// that answered (whose name the access log uses).
-    async fn respond(&self, request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+    async fn respond(&self, mut request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+        // Routed and forwarded as one path: the upstream never gets one that resolves outside its module.
+        match url_path::normalise(request.uri().path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normal)) => *request.uri_mut() = with_path(request.uri(), &normal),
+            Err(error) => {
+                tracing::debug!(path = %LogText::word(request.uri().path()), %error, "path refused");
+                return (self.pages.page(StatusCode::BAD_REQUEST), &self.root_stats);
+            }
+        }
         let uri = request.uri().clone();
         let max_body = self.config.server.max_body;
         let pages = &self.pages;
@@ -338,4 +350,15 @@ impl App {
         }
         states
     }
+}
+
+/// `uri` with its path replaced by `path` (a normal form of it, so still a valid path).
+fn with_path(uri: &Uri, path: &str) -> Uri {
+    let mut parts = uri.clone().into_parts();
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    parts.path_and_query = Some(path_and_query.parse().expect("a normalised path is a valid path"));
+    Uri::from_parts(parts).expect("only the path changed")
 }

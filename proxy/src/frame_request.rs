@@ -10,6 +10,8 @@ use http::StatusCode;
 use modproxy_sdk::MethodError;
 use serde::Deserialize;
 
+use crate::log_text::LogText;
+
 /// One raw frame, with the fields the proxy routes by read out of its head.
 #[derive(Debug)]
 pub struct FrameRequest {
@@ -80,7 +82,7 @@ pub fn error_reply(status: StatusCode, message: String) -> Bytes {
 
 /// The reply to a frame the proxy turns away itself, before any module answers; logged, not counted.
 pub fn refuse(peer: SocketAddr, error: MethodError) -> Bytes {
-    tracing::warn!(%peer, code = %error.code, message = %error.message, "raw frame refused");
+    tracing::warn!(%peer, code = %error.code, message = %LogText::new(&error.message), "raw frame refused");
     Bytes::from(error.to_reply())
 }
 

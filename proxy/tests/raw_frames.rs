@@ -341,7 +341,7 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
         log.contains(&format!(
             "FRAME /shaped method=x module=shaped node={} status=200 bytes=",
             backend.addr
-        )) && log.contains(id),
+        )),
         "{log}"
     );
 
@@ -378,4 +378,29 @@ fn each_frame_counts_in_its_modules_metrics() {
     ] {
         assert!(text.contains(counted), "{counted} in\n{text}");
     }
+}
+
+#[test]
+fn client_text_cannot_forge_log_lines() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "raw_frames = true",
+        &config(&[socket_module("s3", &[backend.addr], "")]),
+    );
+    let mut client = raw_client(&proxy);
+    let forged = "\r\nFORGED 127.0.0.1 GET /admin status=200";
+    // A method reaches the access line; an unknown module, the refusal's message.
+    let frames = [
+        json!({ "head": { "module": "s3", "method": format!("add{forged}") }, "data": 1 }),
+        json!({ "head": { "module": format!("nope{forged}"), "method": "add" } }),
+    ];
+    for frame in frames {
+        let _ = client.call_raw(&serde_json::to_vec(&frame).unwrap());
+    }
+    let log = proxy.log();
+    assert!(log.contains("FORGED"), "the requests were logged: {log}");
+    assert!(
+        log.lines().all(|line| !line.starts_with("FORGED")),
+        "a client wrote a line of its own:\n{log}"
+    );
 }

@@ -264,42 +264,38 @@ fn a_request_that_a_closing_backend_reset_unread_is_sent_again() {
 
 #[test]
 fn two_hundred_concurrent_requests() {
+    // The closing backend is configured as such (`keepalive = false`). Pooled, its connections raced
+    // the proxy: the backend's close could land after the proxy checked a kept connection and before it
+    // wrote the next request, and an end of stream cannot tell that unread request from one the backend
+    // dropped (502). Configured right, nothing may be lost.
     let go = Backend::start(Style::SpaceKeepAlive);
     let java = Backend::start(Style::ZeroPaddedThenClose);
-    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr, java.addr], "")]));
+    let proxy = Proxy::start(
+        "",
+        &config(&[
+            socket_module("go", &[go.addr], ""),
+            socket_module("java", &[java.addr], ", keepalive = false"),
+        ]),
+    );
     let addr = proxy.addr;
     let threads: Vec<_> = (0..200)
         .map(|i| {
             std::thread::spawn(move || {
                 let body = envelope("add", json!({ "i": i }));
-                let response = send_raw(addr, &http("POST", "/s3/", &[], &body));
+                let module = if i % 2 == 0 { "go" } else { "java" };
+                let response = send_raw(addr, &http("POST", &format!("/{module}/"), &[], &body));
                 (response.status, response.json()["echo"]["data"]["i"].as_i64())
             })
         })
         .collect();
-    let mut lost_to_a_closing_backend = 0;
     for (i, thread) in threads.into_iter().enumerate() {
-        match thread.join().unwrap() {
-            (200, got) => assert_eq!(got, Some(i as i64), "each reply belongs to its request"),
-            // What remains of the race with the closing backend (a reset before the reply is sent again,
-            // see above): its close lands between the proxy's check of the kept connection and its write,
-            // and an end of stream cannot tell an unread request from one the backend dropped: 502.
-            (502, None) => lost_to_a_closing_backend += 1,
-            other => panic!("request {i}: {other:?}"),
-        }
-    }
-    assert!(
-        lost_to_a_closing_backend <= 5,
-        "{lost_to_a_closing_backend} requests lost"
-    );
-    if lost_to_a_closing_backend > 0 {
-        assert!(
-            proxy.log().contains("closed the connection before replying"),
-            "{}",
-            proxy.log()
+        assert_eq!(
+            thread.join().unwrap(),
+            (200, Some(i as i64)),
+            "request {i}: each reply belongs to its request, none lost"
         );
     }
-    assert_eq!(go.requests() + java.requests(), 200 - lost_to_a_closing_backend);
+    assert_eq!((go.requests(), java.requests()), (100, 100));
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -178,11 +179,17 @@ fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
     assert_eq!(head["token"], "Bearer real", "overwritten from the header");
     assert_eq!(head["client_ip"], "127.0.0.1", "the real client address");
     assert_eq!(
-        head["request_id"].as_str(),
-        response.header("x-request-id"),
-        "the request's id"
+        head["request_id"].as_str().map(str::len),
+        Some(32),
+        "a generated id: {head}"
     );
     assert_eq!(response.header("cache-control"), Some("no-store"));
+
+    // The client may name the request for its logs, never the id the backend is told the proxy made.
+    let response = proxy.post("/s3/", &[("X-Request-Id", "trace-42")], body);
+    assert_eq!(response.header("x-request-id"), Some("trace-42"));
+    let id = response.json()["echo"]["head"]["request_id"].clone();
+    assert!(id.as_str().is_some_and(|id| id.len() == 32 && id != "trace-42"), "{id}");
 
     let response = proxy.post("/s3/", &[], body);
     assert_eq!(
@@ -208,5 +215,47 @@ fn request_ids_are_passed_through_or_generated_and_logged() {
     assert!(
         log.contains("id=trace-42") && log.contains(&format!("id={generated}")),
         "{log}"
+    );
+}
+
+/// A socket backend that hands each frame's payload to the test exactly as it arrived, and answers `{}`.
+fn recording_backend() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut line = [0u8; 12];
+            while stream.read_exact(&mut line).is_ok() {
+                let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).unwrap();
+                let _ = sent.send(payload);
+                stream.write_all(b"         2\r\n{}").unwrap();
+            }
+        }
+    });
+    (addr, received)
+}
+
+#[test]
+fn head_rules_rewrite_only_head_and_numbers_arrive_as_sent() {
+    let (backend, received) = recording_backend();
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{backend}\", head = {{ client_ip = \"remote_addr\" }} }}"
+        )),
+    );
+    let before = r#"{"data": {"big": 12345678901234567890123, "long": 0.10000000000000000000001}, "head": "#;
+    let after = r#" , "more" : [1.0, -0e0, 1E+400] }"#;
+    let body = format!(r#"{before}{{"method":"add","n":7.50}}{after}"#);
+    let response = proxy.post("/s3/", &[], body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let got = String::from_utf8(received.recv_timeout(Duration::from_secs(5)).unwrap()).unwrap();
+    assert!(got.starts_with(before) && got.ends_with(after), "the backend got {got}");
+    assert_eq!(
+        &got[before.len()..got.len() - after.len()],
+        r#"{"method":"add","n":7.50,"client_ip":"127.0.0.1"}"#
     );
 }

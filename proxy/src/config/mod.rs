@@ -171,8 +171,8 @@ pub enum HeadSource {
     Header(http::HeaderName),
     /// `"remote_addr"`: the client's IP address.
     RemoteAddr,
-    /// `"generate"`: the request's id (its `X-Request-Id`, passed through or generated).
-    RequestId,
+    /// `"generate"`: an id the proxy makes for this request, never one the client sent.
+    Generated,
 }
 
 /// Per-module traffic policy; every key is off unless set.

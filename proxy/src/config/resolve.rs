@@ -171,7 +171,7 @@ fn head_rules(name: &str, head: &HashMap<String, String>) -> Result<Vec<(String,
             }
             let source = match source.as_str() {
                 "remote_addr" => HeadSource::RemoteAddr,
-                "generate" => HeadSource::RequestId,
+                "generate" => HeadSource::Generated,
                 other => {
                     let header = other.strip_prefix("header:").ok_or(format!(
                         "module_socket {name:?}: head.{field} = {other:?}: use \"header:NAME\", \"remote_addr\" or \"generate\""

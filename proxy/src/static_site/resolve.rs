@@ -82,7 +82,7 @@ fn resolve_blocking(root: &Path, path: &SitePath, index: &[String]) -> Result<(P
         return Err(Resolved::Missing("no such file"));
     };
     if !canonical.starts_with(&root_canonical) {
-        tracing::warn!(path = %requested.display(), target = %canonical.display(), "symlink leads outside the site; refused");
+        tracing::warn!(path = %crate::log_text::LogText::new(requested.display()), target = %canonical.display(), "symlink leads outside the site; refused");
         return Err(Resolved::Missing("symlink leads outside the site"));
     }
     let Ok(meta) = std::fs::metadata(&canonical) else {
@@ -157,7 +157,7 @@ fn inside_regular_file(root_canonical: &Path, requested: PathBuf) -> Result<Opti
         return Ok(None);
     };
     if !canonical.starts_with(root_canonical) {
-        tracing::warn!(path = %requested.display(), target = %canonical.display(), "symlink leads outside the site; refused");
+        tracing::warn!(path = %crate::log_text::LogText::new(requested.display()), target = %canonical.display(), "symlink leads outside the site; refused");
         return Err("symlink leads outside the site");
     }
     match std::fs::metadata(&canonical) {

@@ -2,13 +2,16 @@
 //! serving, pure so that hostile inputs are tested on their own.
 //!
 //! The path is split on `/` *before* percent-decoding, so an encoded slash (`%2F`) can never create a
-//! segment boundary, and each decoded segment must be one plain file name. `.` segments are dropped and
-//! `..` removes the previous segment (as a browser would), but never climbs above the root. Symlinks are
-//! the filesystem's business: see `resolve.rs`.
+//! segment boundary, and each decoded segment must be one plain file name. Dot segments resolve as
+//! `url_path` resolves them for routing (`..` never climbs above the root). Symlinks are the
+//! filesystem's business: see `resolve.rs`.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
+
+use crate::url_path::{self, DotError};
 
 /// Why a request path was refused. Every case is answered with 404: the site has no such file, and the
 /// client learns nothing about the filesystem around it.
@@ -47,11 +50,8 @@ impl SitePath {
     /// Parses `raw`, the still percent-encoded URL path below the site (`/a/b.html`, `/`, or empty
     /// when a `module_html` was requested without anything after its name).
     pub fn parse(raw: &str) -> Result<SitePath, PathError> {
-        let mut segments: Vec<String> = Vec::new();
         for encoded in raw.split('/') {
-            let decoded = percent_decode_str(encoded)
-                .decode_utf8()
-                .map_err(|_| PathError::NotUtf8)?;
+            let decoded = decode(encoded)?;
             if decoded.contains('\0') {
                 return Err(PathError::Nul);
             }
@@ -61,23 +61,32 @@ impl SitePath {
             if decoded.contains('/') {
                 return Err(PathError::EncodedSlash);
             }
-            match &*decoded {
-                "" | "." => {}
-                ".." => {
-                    segments.pop().ok_or(PathError::EscapesRoot)?;
-                }
-                name => {
-                    let mut components = Path::new(name).components();
-                    match (components.next(), components.next()) {
-                        (Some(Component::Normal(only)), None) if only == name => segments.push(name.to_owned()),
-                        _ => return Err(PathError::NotAName),
-                    }
-                }
+        }
+        // Dot segments resolve as for routing: one implementation, in `url_path`.
+        let rooted: Cow<str> = if raw.is_empty() || raw.starts_with('/') {
+            Cow::Borrowed(raw)
+        } else {
+            Cow::Owned(format!("/{raw}"))
+        };
+        let normal = url_path::normalise(&rooted).map_err(|error| match error {
+            DotError::AboveRoot => PathError::EscapesRoot,
+            DotError::HiddenDots => PathError::EncodedSlash,
+        })?;
+        let mut segments: Vec<String> = Vec::new();
+        for encoded in normal.split('/') {
+            let name = decode(encoded)?;
+            if name.is_empty() {
+                continue;
+            }
+            let mut components = Path::new(&*name).components();
+            match (components.next(), components.next()) {
+                (Some(Component::Normal(only)), None) if only == &*name => segments.push(name.into_owned()),
+                _ => return Err(PathError::NotAName),
             }
         }
         Ok(SitePath {
             segments,
-            trailing_slash: raw.ends_with('/'),
+            trailing_slash: normal.ends_with('/'),
         })
     }
 
@@ -85,6 +94,13 @@ impl SitePath {
     pub fn relative(&self) -> PathBuf {
         self.segments.iter().collect()
     }
+}
+
+/// One segment, percent-decoded.
+fn decode(encoded: &str) -> Result<Cow<'_, str>, PathError> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| PathError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -118,7 +134,7 @@ mod tests {
         assert_eq!(ok("/a/./b"), (names(&["a", "b"]), false));
         assert_eq!(ok("/a/../b"), (names(&["b"]), false));
         assert_eq!(ok("/a/%2e%2E/b"), (names(&["b"]), false));
-        assert_eq!(ok("/a/.."), (names(&[]), false));
+        assert_eq!(ok("/a/.."), (names(&[]), true), "as a URL resolves it: a directory");
         assert_eq!(ok("/..."), (names(&["..."]), false), "three dots is a file name");
     }
 
