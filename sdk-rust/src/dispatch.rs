@@ -128,11 +128,19 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// A backend of its own design that would answer any method, `_ping` included.
+    struct AnswersEverything;
+
+    impl Backend for AnswersEverything {
+        async fn handle(&self, _request: Request) -> HandlerResult {
+            Ok(json!("shadowed"))
+        }
+    }
+
     #[tokio::test]
-    async fn ping_is_answered_before_routing() {
-        let router = Router::new().handler("_ping", |_: Request| async { Ok(json!("shadowed")) });
+    async fn ping_is_answered_before_the_backend() {
         let payload = Request::new(PING_METHOD, Value::Null).to_vec();
-        assert_eq!(dispatch(&router, &payload).await, br#"{"pong":true}"#);
+        assert_eq!(dispatch(&AnswersEverything, &payload).await, br#"{"pong":true}"#);
     }
 
     #[tokio::test]

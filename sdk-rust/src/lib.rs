@@ -70,5 +70,5 @@ pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHand
 pub use envelope::{Head, Request};
 pub use error::MethodError;
 pub use frame::FrameError;
-pub use router::Router;
+pub use router::{RegisterError, Router};
 pub use server::{serve, Server};
