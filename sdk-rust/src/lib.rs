@@ -65,7 +65,7 @@ pub mod router;
 pub mod server;
 
 pub use client::{BlockingClient, Client, ClientError};
-pub use codec::LengthLineCodec;
+pub use codec::{decode_stream, DecodedStream, LengthLineCodec, StreamDecoder};
 pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
 pub use envelope::{Head, Request};
 pub use error::MethodError;

@@ -1,16 +1,14 @@
 //! The shared length-line vectors (`tests/vectors/*.json`, format in its README) against every reader
-//! this crate has: the tokio codec fed in every chunking, the blocking `read_frame`, and a real server.
+//! this crate has: the stream decoder fed in every chunking, the blocking `read_frame`, and a real server.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use modproxy_sdk::frame::{read_frame, DEFAULT_MAX_FRAME};
-use modproxy_sdk::{LengthLineCodec, Router, Server};
+use modproxy_sdk::{decode_stream, Router, Server};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::Decoder;
 
 #[derive(Debug, Deserialize)]
 struct Vector {
@@ -64,37 +62,12 @@ fn vectors() -> Vec<(String, Vector)> {
     vectors
 }
 
-/// Feeds `chunks` to a fresh codec as a socket would deliver them, then signals end of stream.
+/// Feeds `chunks` to a fresh decoder as a socket would deliver them, then signals end of stream.
 fn decode_chunks(max_frame: usize, chunks: &[&[u8]]) -> Outcome {
-    let mut codec = LengthLineCodec::new(max_frame);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame.to_vec()),
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        frames,
-                        error: Some(e.kind().to_owned()),
-                    }
-                }
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame.to_vec()),
-            Ok(None) => return Outcome { frames, error: None },
-            Err(e) => {
-                return Outcome {
-                    frames,
-                    error: Some(e.kind().to_owned()),
-                }
-            }
-        }
+    let decoded = decode_stream(max_frame, chunks);
+    Outcome {
+        frames: decoded.frames.iter().map(|frame| frame.to_vec()).collect(),
+        error: decoded.error.map(|e| e.kind().to_owned()),
     }
 }
 
