@@ -23,7 +23,8 @@ class _MethodSpec(Protocol):
 def check_method_name(name: str, registered: Container[str]) -> None:
     """Raises ``ValueError`` unless ``name`` may be registered beside ``registered``.
 
-    The core's rules: not empty, not beginning with ``_`` (reserved for the protocol), each name once.
+    The core's rules: not empty, not beginning with ``_`` (reserved for the protocol), and each
+    name once.
     """
 
 def serve(
