@@ -61,6 +61,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod pipeline;
 pub mod router;
 pub mod server;
 
