@@ -31,7 +31,11 @@ export interface ListenOptions {
 /** A backend: register methods, then `listen`; the process stays alive until `close()`. */
 export declare class Backend {
   constructor();
-  /** Registers `fn` under `name` (before `listen`). Returns the backend, so calls chain. */
+  /**
+   * Registers `fn` under `name` (before `listen`). Returns the backend, so calls chain. Throws an `Error`
+   * if `name` is empty, begins with `_` (reserved for the protocol: `_ping`, `_pipeline`, ...) or is
+   * already registered.
+   */
   method<Data = any, Reply = unknown>(name: string, fn: Handler<Data, Reply>): this;
   /** Binds `"host:port"` (port 0 picks a free one) and serves; resolves once bound. */
   listen(addr: string, options?: ListenOptions): Promise<BoundAddress>;

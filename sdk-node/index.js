@@ -140,10 +140,13 @@ class Backend {
   #listening = null;
   #stopped = null;
 
-  /** Registers `fn` under `name`. Returns the backend, so calls chain. */
+  /**
+   * Registers `fn` under `name`. Returns the backend, so calls chain. Throws an Error if the name is
+   * empty, begins with `_` (reserved for the protocol) or is already registered: the core's rules.
+   */
   method(name, fn) {
-    if (typeof name !== 'string' || name === '') {
-      throw new TypeError('Backend.method: name must be a non-empty string');
+    if (typeof name !== 'string') {
+      throw new TypeError('Backend.method: name must be a string');
     }
     if (typeof fn !== 'function') {
       throw new TypeError(`Backend.method('${name}'): the handler must be a function`);

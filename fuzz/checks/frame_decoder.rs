@@ -3,7 +3,7 @@
 //! Input layout: 4 bytes of `max_frame` (little-endian u32), 1 byte of chunk size (0 = all at once),
 //! then the bytes on the wire. Checked for every input:
 //! - no panic, and no frame larger than `max_frame`;
-//! - the chunked `LengthLineCodec`, the codec fed everything at once, and the blocking `read_frame` agree
+//! - the core's `StreamDecoder` fed in chunks, fed everything at once, and the blocking `read_frame` agree
 //!   on the frames and on whether (and why) the stream fails;
 //! - the decoder's buffer never grows towards an announced length that has not arrived;
 //! - `parse_length_line` on the first 12 bytes agrees with a naive reading of the spec.
@@ -11,46 +11,33 @@
 //! Shared by the fuzz target and by the replay tests of the normal suite (`#[path]` includes), so
 //! both check exactly the same things.
 
-use bytes::BytesMut;
 use modproxy_sdk::frame::{parse_length_line, read_frame, LENGTH_LINE_LEN};
-use modproxy_sdk::LengthLineCodec;
-use tokio_util::codec::Decoder;
+use modproxy_sdk::StreamDecoder;
 
 /// What a reader made of a whole stream: the frames, then the error kind that ended it (if any).
 type Outcome = (Vec<Vec<u8>>, Option<&'static str>);
 
 fn codec_outcome(wire: &[u8], max_frame: usize, chunk: usize) -> Outcome {
-    let mut codec = LengthLineCodec::new(max_frame);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
+    let mut decoder = StreamDecoder::new(max_frame);
     let chunk = if chunk == 0 { wire.len().max(1) } else { chunk };
     for (fed, piece) in wire.chunks(chunk).enumerate() {
-        buf.extend_from_slice(piece);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    assert!(frame.len() <= max_frame, "frame of {} > max {max_frame}", frame.len());
-                    frames.push(frame.to_vec());
-                }
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e.kind())),
-            }
+        if !decoder.feed(piece) {
+            break;
         }
         // Reserving ahead is capped: the buffer stays near what actually arrived.
         let arrived = (fed + 1) * chunk;
         assert!(
-            buf.capacity() <= 4 * (arrived + 64 * 1024 + LENGTH_LINE_LEN),
+            decoder.buffered_capacity() <= 4 * (arrived + 64 * 1024 + LENGTH_LINE_LEN),
             "capacity {} after {arrived} bytes",
-            buf.capacity()
+            decoder.buffered_capacity()
         );
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame.to_vec()),
-            Ok(None) => return (frames, None),
-            Err(e) => return (frames, Some(e.kind())),
-        }
+    let decoded = decoder.finish();
+    for frame in &decoded.frames {
+        assert!(frame.len() <= max_frame, "frame of {} > max {max_frame}", frame.len());
     }
+    let frames = decoded.frames.iter().map(|frame| frame.to_vec()).collect();
+    (frames, decoded.error.map(|e| e.kind()))
 }
 
 fn blocking_outcome(mut wire: &[u8], max_frame: usize) -> Outcome {

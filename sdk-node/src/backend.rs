@@ -103,9 +103,11 @@ impl NativeBackend {
                 "cannot register '{name}': register every method before listen()"
             )));
         }
+        // The core's naming rules (not empty, no leading `_`, each name once); JavaScript gets an Error.
         let handler = JsHandler::new(name.clone(), handler);
-        lock(&self.router).insert(name, Arc::new(handler));
-        Ok(())
+        lock(&self.router)
+            .try_insert(name, Arc::new(handler))
+            .map_err(|refused| napi::Error::from_reason(refused.to_string()))
     }
 
     /// Binds `addr` (`host:port`) and starts serving; resolves once bound, rejects if binding fails.

@@ -1,12 +1,10 @@
 //! `decodeFrames`: the core's length-line decoder, exposed so that JavaScript tests and tools check the
 //! wire format against the one implementation rather than a second one written in JavaScript.
 
-use bytes::BytesMut;
+use modproxy_sdk::decode_stream;
 use modproxy_sdk::frame::DEFAULT_MAX_FRAME;
-use modproxy_sdk::LengthLineCodec;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use tokio_util::codec::Decoder;
 
 /// Why decoding stopped.
 #[napi(object)]
@@ -29,33 +27,18 @@ pub struct DecodedFrames {
 /// Feeds `chunks` to one decoder as successive reads, then ends the stream.
 #[napi(js_name = "decodeFrames")]
 pub fn decode_frames(chunks: Vec<Buffer>, max_frame: Option<i64>) -> napi::Result<DecodedFrames> {
-    let mut codec = LengthLineCodec::new(max_frame_or_default(max_frame)?);
-    let mut buffer = BytesMut::new();
-    let mut frames = Vec::new();
-    let fail = |error: modproxy_sdk::FrameError, frames: Vec<Buffer>| DecodedFrames {
-        frames,
-        error: Some(FrameFailure {
+    let decoded = decode_stream(max_frame_or_default(max_frame)?, &chunks);
+    Ok(DecodedFrames {
+        frames: decoded
+            .frames
+            .iter()
+            .map(|frame| Buffer::from(frame.to_vec()))
+            .collect(),
+        error: decoded.error.map(|error| FrameFailure {
             kind: error.kind().to_owned(),
             message: error.to_string(),
         }),
-    };
-    for chunk in &chunks {
-        buffer.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => frames.push(Buffer::from(frame.to_vec())),
-                Ok(None) => break,
-                Err(error) => return Ok(fail(error, frames)),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buffer) {
-            Ok(Some(frame)) => frames.push(Buffer::from(frame.to_vec())),
-            Ok(None) => return Ok(DecodedFrames { frames, error: None }),
-            Err(error) => return Ok(fail(error, frames)),
-        }
-    }
+    })
 }
 
 /// The `maxFrame` option as the core wants it: absent means the default, negative is an error.

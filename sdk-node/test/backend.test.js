@@ -299,9 +299,21 @@ describe('lifecycle errors', () => {
 
   test('bad registrations are TypeErrors', () => {
     const backend = new Backend();
-    assert.throws(() => backend.method('', () => 1), TypeError);
+    assert.throws(() => backend.method(7, () => 1), TypeError);
     assert.throws(() => backend.method('x', 'not a function'), TypeError);
     assert.throws(() => new MethodError('', 'message'), TypeError);
+  });
+
+  test('empty, reserved and duplicate names are refused by the core', () => {
+    const backend = new Backend().method('x', () => 1);
+    for (const [name, message] of [
+      ['', /must not be empty/],
+      ['_ping', /'_ping' begins with '_', which is reserved for the protocol/],
+      ['_pipeline', /reserved for the protocol/],
+      ['x', /'x' is already registered/],
+    ]) {
+      assert.throws(() => backend.method(name, () => 2), { name: 'Error', message }, JSON.stringify(name));
+    }
   });
 
   test('close() right after listen() waits for the bind, then closes', async () => {

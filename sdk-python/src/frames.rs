@@ -1,13 +1,11 @@
 //! `decode_frames`: the core's length-line decoder, exposed so that Python tests can check the shared
 //! test vectors against the one implementation of the wire format. The SDK itself never frames in Python.
 
-use bytes::BytesMut;
 use modproxy_sdk::frame::DEFAULT_MAX_FRAME;
-use modproxy_sdk::{FrameError, LengthLineCodec};
+use modproxy_sdk::{decode_stream, FrameError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokio_util::codec::Decoder;
 
 /// Decodes `data` as a stream of frames, fed to the decoder `chunk_size` bytes at a time (all at once when
 /// 0), and ends the stream after the last byte.
@@ -23,33 +21,10 @@ pub fn decode_frames<'py>(
     chunk_size: usize,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Option<&'static str>)> {
     let chunk_size = if chunk_size == 0 { data.len().max(1) } else { chunk_size };
-    let (frames, error) = decode(data, max_frame, chunk_size);
-    if let Some(FrameError::Io(io)) = &error {
+    let decoded = decode_stream(max_frame, data.chunks(chunk_size));
+    if let Some(FrameError::Io(io)) = &decoded.error {
         return Err(PyValueError::new_err(format!("unexpected i/o error: {io}")));
     }
-    let frames = frames.iter().map(|frame| PyBytes::new(py, frame)).collect();
-    Ok((frames, error.map(|error| error.kind())))
-}
-
-fn decode(data: &[u8], max_frame: usize, chunk_size: usize) -> (Vec<bytes::Bytes>, Option<FrameError>) {
-    let mut codec = LengthLineCodec::new(max_frame);
-    let mut buffer = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in data.chunks(chunk_size) {
-        buffer.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(error) => return (frames, Some(error)),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buffer) {
-            Ok(Some(frame)) => frames.push(frame),
-            Ok(None) => return (frames, None),
-            Err(error) => return (frames, Some(error)),
-        }
-    }
+    let frames = decoded.frames.iter().map(|frame| PyBytes::new(py, frame)).collect();
+    Ok((frames, decoded.error.map(|error| error.kind())))
 }

@@ -19,7 +19,7 @@ mod _native {
     #[pymodule_export]
     use crate::frames::decode_frames;
     #[pymodule_export]
-    use crate::serving::{serve, serve_async};
+    use crate::serving::{check_method_name, serve, serve_async};
 
     /// Largest request payload accepted by default (64 MiB).
     #[pymodule_export]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use modproxy_sdk::frame::DEFAULT_MAX_FRAME;
 use modproxy_sdk::{Router, Server};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
 use tokio::runtime::Runtime;
@@ -94,7 +94,8 @@ pub fn serve_async<'py>(
     })
 }
 
-/// Builds the router. `async def` handlers need `event_loop`.
+/// Builds the router. `async def` handlers need `event_loop`. The names were checked at registration
+/// ([`check_method_name`]); the router checks them again, and would say so as a `ValueError`.
 fn router(methods: Vec<MethodSpec>, event_loop: Option<&TaskLocals>) -> PyResult<Router> {
     let mut router = Router::new();
     for spec in methods {
@@ -108,7 +109,10 @@ fn router(methods: Vec<MethodSpec>, event_loop: Option<&TaskLocals>) -> PyResult
                 )))
             }
         };
-        router.insert(spec.name.clone(), Arc::new(PyHandler::new(spec, locals)));
+        let name = spec.name.clone();
+        router
+            .try_insert(name, Arc::new(PyHandler::new(spec, locals)))
+            .map_err(|refused| PyValueError::new_err(refused.to_string()))?;
     }
     Ok(router)
 }
@@ -157,4 +161,13 @@ impl Drop for StopOnDrop {
             let _ = stop.send(());
         }
     }
+}
+
+/// Raises `ValueError` unless `name` may be registered beside the names in `registered`: the core's rules
+/// (not empty, no leading `_`, each name once), so that Python refuses a name when it is registered rather
+/// than when serving starts.
+#[pyfunction]
+pub fn check_method_name(name: &str, registered: &Bound<'_, PyAny>) -> PyResult<()> {
+    modproxy_sdk::router::check_method_name(name, registered.contains(name)?)
+        .map_err(|refused| PyValueError::new_err(refused.to_string()))
 }

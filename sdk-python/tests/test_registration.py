@@ -82,18 +82,28 @@ def test_a_handler_must_take_data_or_data_and_head(handler):
         Backend().method(handler, name="bad")
 
 
-def test_ping_is_reserved_and_names_must_not_be_empty():
-    with pytest.raises(ValueError, match="built in"):
-        Backend().method(name="_ping")(lambda data: data)
-    with pytest.raises(ValueError, match="empty"):
-        Backend().method(name="")(lambda data: data)
-
-
-def test_a_later_registration_replaces_an_earlier_one():
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("_ping", "reserved for the protocol"),
+        ("_pipeline", "reserved for the protocol"),
+        ("_mine", "reserved for the protocol"),
+        ("", "must not be empty"),
+    ],
+)
+def test_empty_and_reserved_names_are_refused(name, needle):
     app = Backend()
-    app.method(name="x")(lambda data: 1)
-    second = app.method(name="x")(lambda data, head: 2)
-    assert app._methods["x"].func is second
+    with pytest.raises(ValueError, match=needle):
+        app.method(name=name)(lambda data: data)
+    assert app.methods == []
+
+
+def test_a_name_is_registered_once():
+    app = Backend()
+    first = app.method(name="x")(lambda data: 1)
+    with pytest.raises(ValueError, match="'x' is already registered"):
+        app.method(name="x")(lambda data, head: 2)
+    assert app._methods["x"].func is first
 
 
 def test_method_error_carries_code_and_message():

@@ -116,6 +116,100 @@ impl<T: AsRef<[u8]>> Encoder<T> for LengthLineCodec {
     }
 }
 
+/// What a decoder made of a whole stream: the payloads in order, and the error that ended it, if any.
+#[derive(Debug)]
+pub struct DecodedStream {
+    /// Payloads delivered before the end or the error.
+    pub frames: Vec<Bytes>,
+    /// `None` when the stream ended cleanly after its last frame.
+    pub error: Option<FrameError>,
+}
+
+/// A decoder fed a stream a read at a time, as a socket delivers it, and then told the stream ended.
+/// Tests, tools and the bindings' `decode_frames` use it to decode exactly as a connection does.
+///
+/// ```
+/// use modproxy_sdk::codec::StreamDecoder;
+///
+/// let mut decoder = StreamDecoder::new(100);
+/// decoder.feed(b"         2\r\n{}      ");
+/// decoder.feed(b"   1\r");
+/// let decoded = decoder.finish();
+/// assert_eq!(decoded.frames, ["{}"]);
+/// assert_eq!(decoded.error.unwrap().kind(), "truncated");
+/// ```
+#[derive(Debug)]
+pub struct StreamDecoder {
+    codec: LengthLineCodec,
+    buffer: BytesMut,
+    decoded: DecodedStream,
+}
+
+impl StreamDecoder {
+    /// A decoder that refuses payloads larger than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        StreamDecoder {
+            codec: LengthLineCodec::new(max_frame),
+            buffer: BytesMut::new(),
+            decoded: DecodedStream {
+                frames: Vec::new(),
+                error: None,
+            },
+        }
+    }
+
+    /// Feeds one read and takes every frame it completes. Once the stream has failed, further reads are
+    /// ignored; whether it still reads on.
+    pub fn feed(&mut self, read: &[u8]) -> bool {
+        if self.decoded.error.is_some() {
+            return false;
+        }
+        self.buffer.extend_from_slice(read);
+        loop {
+            match self.codec.decode(&mut self.buffer) {
+                Ok(Some(frame)) => self.decoded.frames.push(frame),
+                Ok(None) => return true,
+                Err(error) => {
+                    self.decoded.error = Some(error);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// What the decoder holds for frames still arriving, in bytes of capacity (a bound to check).
+    pub fn buffered_capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
+    /// Ends the stream: takes any last frame, and says whether it ended inside one.
+    pub fn finish(mut self) -> DecodedStream {
+        while self.decoded.error.is_none() {
+            match self.codec.decode_eof(&mut self.buffer) {
+                Ok(Some(frame)) => self.decoded.frames.push(frame),
+                Ok(None) => break,
+                Err(error) => self.decoded.error = Some(error),
+            }
+        }
+        self.decoded
+    }
+}
+
+/// Decodes a stream delivered as `reads`, then ended: [`StreamDecoder`] in one call.
+pub fn decode_stream<I>(max_frame: usize, reads: I) -> DecodedStream
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut decoder = StreamDecoder::new(max_frame);
+    for read in reads {
+        if !decoder.feed(read.as_ref()) {
+            break;
+        }
+    }
+    decoder.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +230,15 @@ mod tests {
         let mut buf = BytesMut::from(&b"9999999999\r\n"[..]);
         assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
         assert!(buf.capacity() < 1024, "no allocation of the announced size");
+    }
+
+    #[test]
+    fn a_stream_decoder_stops_at_the_first_error() {
+        let decoded = decode_stream(100, [&b"         1\r\na"[..], b"        x1\r\n", b"         1\r\nb"]);
+        assert_eq!(decoded.frames, ["a"]);
+        assert_eq!(decoded.error.unwrap().kind(), "bad_digit");
+        let clean = decode_stream(100, [&b"         1\r"[..], b"\na"]);
+        assert_eq!((clean.frames.len(), clean.error.is_none()), (1, true));
     }
 
     #[test]

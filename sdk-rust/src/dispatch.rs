@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::envelope::Request;
 use crate::error::MethodError;
+use crate::pipeline::PIPELINE_METHOD;
 
 /// A boxed, sendable future, the return type of [`Handler::call`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -74,6 +75,7 @@ where
 pub const PING_METHOD: &str = "_ping";
 
 /// Turns one request payload into one reply payload: decode, answer `_ping`, call the backend, encode.
+/// `_pipeline` reaches it only when it is not a connection's first frame, and is refused.
 /// Never fails: every problem becomes an error reply.
 pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
     let request = match Request::from_slice(payload) {
@@ -82,6 +84,14 @@ pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
     };
     if request.head.method == PING_METHOD {
         return br#"{"pong":true}"#.to_vec();
+    }
+    if request.head.method == PIPELINE_METHOD {
+        // The server answers it as a connection's first frame; anywhere else it would change the meaning
+        // of replies already owed.
+        return MethodError::bad_request(format!(
+            "'{PIPELINE_METHOD}' is accepted only as the first frame of a connection"
+        ))
+        .to_reply();
     }
     let method = request.head.method.clone();
     // `handle` is called inside the caught future: a backend may panic before it returns its future.
@@ -128,11 +138,19 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// A backend of its own design that would answer any method, `_ping` included.
+    struct AnswersEverything;
+
+    impl Backend for AnswersEverything {
+        async fn handle(&self, _request: Request) -> HandlerResult {
+            Ok(json!("shadowed"))
+        }
+    }
+
     #[tokio::test]
-    async fn ping_is_answered_before_routing() {
-        let router = Router::new().handler("_ping", |_: Request| async { Ok(json!("shadowed")) });
+    async fn ping_is_answered_before_the_backend() {
         let payload = Request::new(PING_METHOD, Value::Null).to_vec();
-        assert_eq!(dispatch(&router, &payload).await, br#"{"pong":true}"#);
+        assert_eq!(dispatch(&AnswersEverything, &payload).await, br#"{"pong":true}"#);
     }
 
     #[tokio::test]

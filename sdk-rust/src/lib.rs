@@ -61,14 +61,15 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod pipeline;
 pub mod router;
 pub mod server;
 
 pub use client::{BlockingClient, Client, ClientError};
-pub use codec::LengthLineCodec;
+pub use codec::{decode_stream, DecodedStream, LengthLineCodec, StreamDecoder};
 pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
 pub use envelope::{Head, Request};
 pub use error::MethodError;
 pub use frame::FrameError;
-pub use router::Router;
+pub use router::{RegisterError, Router};
 pub use server::{serve, Server};

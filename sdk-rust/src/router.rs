@@ -15,6 +15,10 @@ use crate::error::MethodError;
 
 /// Maps `head.method` to a handler.
 ///
+/// Each name takes one handler; names that are empty or begin with `_` (reserved for the protocol:
+/// `_ping`, `_pipeline`, ...) are refused. The builder methods panic on such a name, as a bad route is a
+/// programming error; the `try_` forms return a [`RegisterError`] instead.
+///
 /// ```
 /// use modproxy_sdk::{MethodError, Router};
 /// use serde::Deserialize;
@@ -25,6 +29,9 @@ use crate::error::MethodError;
 /// let router = Router::new()
 ///     .method("add", |args: Add| async move { Ok::<_, MethodError>(args.a + args.b) });
 /// assert!(router.has_method("add"));
+///
+/// let refused = Router::new().try_handler("_ping", |_: modproxy_sdk::Request| async { Ok(().into()) });
+/// assert!(matches!(refused, Err(modproxy_sdk::RegisterError::Reserved(_))));
 /// ```
 #[derive(Clone, Default)]
 pub struct Router {
@@ -39,6 +46,10 @@ impl Router {
 
     /// Registers a typed handler that takes `data`. `data` that does not deserialise into `T` gets a
     /// `bad_request` reply naming the problem.
+    ///
+    /// # Panics
+    ///
+    /// If `name` may not be registered (see [`Router::try_method`]).
     pub fn method<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
@@ -46,11 +57,38 @@ impl Router {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
     {
-        self.method_with_head(name, move |data: T, _head: Head| handler(data))
+        registered(self.try_method(name, handler))
+    }
+
+    /// Registers a typed handler that takes `data`, or says why `name` may not be registered.
+    pub fn try_method<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Result<Self, RegisterError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        self.try_method_with_head(name, move |data: T, _head: Head| handler(data))
     }
 
     /// Registers a typed handler that takes `data` and the request's `head`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` may not be registered (see [`Router::try_method`]).
     pub fn method_with_head<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(T, Head) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        registered(self.try_method_with_head(name, handler))
+    }
+
+    /// Registers a typed handler that takes `data` and the request's `head`, or says why `name` may not be
+    /// registered.
+    pub fn try_method_with_head<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Result<Self, RegisterError>
     where
         T: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
@@ -63,19 +101,31 @@ impl Router {
             handler,
             types: PhantomData,
         };
-        self.handler(name, typed)
+        self.try_handler(name, typed)
     }
 
-    /// Registers a type-erased handler that receives the whole request. This is what the language
-    /// bindings use.
-    pub fn handler(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
-        self.insert(name, Arc::new(handler));
-        self
+    /// Registers a type-erased handler that receives the whole request.
+    ///
+    /// # Panics
+    ///
+    /// If `name` may not be registered (see [`Router::try_method`]).
+    pub fn handler(self, name: impl Into<String>, handler: impl Handler) -> Self {
+        registered(self.try_handler(name, handler))
     }
 
-    /// Registers a handler in place; replaces any handler of the same name.
-    pub fn insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) {
-        self.handlers.insert(name.into(), handler);
+    /// Registers a type-erased handler, or says why `name` may not be registered.
+    pub fn try_handler(mut self, name: impl Into<String>, handler: impl Handler) -> Result<Self, RegisterError> {
+        self.try_insert(name, Arc::new(handler))?;
+        Ok(self)
+    }
+
+    /// Registers a handler in place, or says why `name` may not be registered. This is what the language
+    /// bindings use; they hand the error on as their own (`ValueError`, a thrown `Error`).
+    pub fn try_insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) -> Result<(), RegisterError> {
+        let name = name.into();
+        check_method_name(&name, self.handlers.contains_key(&name))?;
+        self.handlers.insert(name, handler);
+        Ok(())
     }
 
     /// Whether a handler is registered under `name`.
@@ -110,6 +160,47 @@ impl Backend for Router {
         };
         async move { reply?.await }
     }
+}
+
+/// Why a method name may not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is the empty string.
+    #[error("a method name must not be empty")]
+    Empty,
+    /// The name begins with `_`, which the protocol keeps for itself.
+    #[error(
+        "method name '{0}' begins with '_', which is reserved for the protocol (_ping, _pipeline, ...); \
+         choose a name without the leading underscore"
+    )]
+    Reserved(String),
+    /// A handler is already registered under the name.
+    #[error("a method named '{0}' is already registered; register each name once")]
+    Duplicate(String),
+}
+
+/// Whether `name` may be registered, given whether a handler is `already_registered` under it. The one
+/// place the naming rules live: [`Router`] asks it, and so does a binding that keeps its own registry
+/// until it serves.
+pub fn check_method_name(name: &str, already_registered: bool) -> Result<(), RegisterError> {
+    if name.is_empty() {
+        Err(RegisterError::Empty)
+    } else if name.starts_with(RESERVED_PREFIX) {
+        Err(RegisterError::Reserved(name.to_owned()))
+    } else if already_registered {
+        Err(RegisterError::Duplicate(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Method names beginning with this are the protocol's own.
+pub const RESERVED_PREFIX: char = '_';
+
+/// The router a builder method returns, or the registration error as a panic.
+#[track_caller]
+fn registered(router: Result<Router, RegisterError>) -> Router {
+    router.unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// `data` as the handler's type. A handler that takes a [`serde_json::Value`] gets the parsed value as it
@@ -177,14 +268,52 @@ mod tests {
     use serde_json::{json, Value};
 
     #[tokio::test]
-    async fn insert_replaces_and_methods_are_sorted() {
-        let mut router = Router::new()
+    async fn methods_are_sorted() {
+        let router = Router::new()
             .method("b", |_: Value| async { Ok::<_, MethodError>(1) })
             .method("a", |_: Value| async { Ok::<_, MethodError>(2) });
-        router.insert("b", Arc::new(|_: Request| async { Ok(json!("replaced")) }));
         assert_eq!(router.methods(), ["a", "b"]);
-        let reply = router.handle(Request::new("b", Value::Null)).await.unwrap();
-        assert_eq!(reply, json!("replaced"));
+        assert_eq!(router.handle(Request::new("b", Value::Null)).await.unwrap(), json!(1));
+    }
+
+    #[test]
+    fn empty_reserved_and_duplicate_names_are_refused() {
+        let echo = || |request: Request| async move { Ok(request.data) };
+        let router = Router::new().handler("echo", echo());
+        let cases = [
+            ("", RegisterError::Empty),
+            ("_ping", RegisterError::Reserved("_ping".into())),
+            ("_pipeline", RegisterError::Reserved("_pipeline".into())),
+            ("_anything", RegisterError::Reserved("_anything".into())),
+            ("echo", RegisterError::Duplicate("echo".into())),
+        ];
+        for (name, expected) in cases {
+            let refused = router.clone().try_handler(name, echo()).unwrap_err();
+            assert_eq!(refused, expected, "{name:?}");
+        }
+        let mut in_place = router.clone();
+        assert!(in_place.try_insert("echo", Arc::new(echo())).is_err());
+        assert!(in_place.try_insert("not_reserved_", Arc::new(echo())).is_ok());
+        assert_eq!(in_place.methods(), ["echo", "not_reserved_"]);
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let message = check_method_name("_ping", false).unwrap_err().to_string();
+        assert!(message.contains("'_ping'") && message.contains("reserved"), "{message}");
+        let message = check_method_name("add", true).unwrap_err().to_string();
+        assert!(
+            message.contains("'add'") && message.contains("already registered"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "already registered")]
+    fn the_builder_panics_on_a_duplicate() {
+        let _ = Router::new()
+            .method("a", |_: Value| async { Ok::<_, MethodError>(1) })
+            .method("a", |_: Value| async { Ok::<_, MethodError>(2) });
     }
 
     #[tokio::test]

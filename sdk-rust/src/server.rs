@@ -3,8 +3,10 @@
 //! Every connection runs in its own task and carries any number of request/reply pairs, so a slow handler
 //! holds up only its own connection. A peer may also send frames before the replies to earlier ones have
 //! come (the proxy's `pipeline`): up to [`MAX_PIPELINED`] of them are answered concurrently, and replied to
-//! in the order they arrived, since that is how the peer tells the replies apart. A frame that breaks the
-//! protocol gets a `bad_request` reply, after the replies owed before it, and ends that connection only.
+//! in the order they arrived. A peer whose first frame is `_pipeline` gets `{"pipeline":1}`, and then every
+//! reply in the sequenced envelope `{"seq":S,"reply":R}` ([`crate::pipeline`]), so that it can check which
+//! request each reply answers; other connections get bare replies. A frame that breaks the protocol gets a
+//! `bad_request` reply, after the replies owed before it, and ends that connection only.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -27,6 +29,7 @@ use crate::codec::LengthLineCodec;
 use crate::dispatch::{dispatch, Backend};
 use crate::error::MethodError;
 use crate::frame::{FrameError, DEFAULT_MAX_FRAME};
+use crate::pipeline::{self, Sequenced, PIPELINE_ACCEPTED};
 
 /// How long a connection may sit idle between frames before the server closes it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -174,6 +177,16 @@ struct Connection<B> {
     stop: CancellationToken,
 }
 
+/// How a connection writes its replies: bare, or (after `_pipeline`) in the envelope numbered by request.
+#[derive(Debug, Clone, Copy)]
+enum Replies {
+    Bare,
+    /// Replies go out in request order, so the next one answers request `next`.
+    Sequenced {
+        next: u64,
+    },
+}
+
 /// What the connection loop waits for.
 enum Event {
     Frame(Option<Result<Bytes, FrameError>>),
@@ -199,6 +212,9 @@ impl<B: Backend> Connection<B> {
         // behind `solo` wait here, and their replies wait in `held` until `solo`'s reply is out.
         let mut answering = FuturesOrdered::new();
         let mut held = VecDeque::new();
+        // Only the first frame may ask for sequenced replies: later, replies would already be owed bare.
+        let mut first_frame = true;
+        let mut replies = Replies::Bare;
         // Set once no more frames are read (end of stream, a bad frame, shutdown): the requests in hand are
         // still answered, then the connection closes, after `farewell` if a bad frame needs an answer.
         let mut reading = true;
@@ -248,12 +264,27 @@ impl<B: Backend> Connection<B> {
             } else {
                 next.await
             };
+            let negotiating = first_frame
+                && matches!(&event, Some(Event::Frame(Some(Ok(payload)))) if pipeline::is_negotiation(payload));
+            if matches!(event, Some(Event::Frame(_))) {
+                first_frame = false;
+            }
             match event {
                 None => break,
+                Some(Event::Frame(Some(Ok(_)))) if negotiating => {
+                    // Nothing else is in hand: this is the connection's first frame.
+                    let accepted = [PIPELINE_ACCEPTED.to_vec()];
+                    if !queue_replies(&mut framed, &mut replies, accepted, self.idle_timeout, peer).await {
+                        return;
+                    }
+                    replies = Replies::Sequenced { next: 1 };
+                    unflushed = true;
+                    active = Instant::now();
+                }
                 Some(Event::Solo(reply)) => {
                     solo.set(None);
-                    let replies = std::iter::once(reply).chain(held.drain(..));
-                    if !queue_replies(&mut framed, replies, self.idle_timeout, peer).await {
+                    let ready = std::iter::once(reply).chain(held.drain(..));
+                    if !queue_replies(&mut framed, &mut replies, ready, self.idle_timeout, peer).await {
                         return;
                     }
                     unflushed = true;
@@ -261,7 +292,7 @@ impl<B: Backend> Connection<B> {
                 }
                 Some(Event::Reply(reply)) if solo.is_some() => held.push_back(reply),
                 Some(Event::Reply(reply)) => {
-                    if !queue_replies(&mut framed, [reply], self.idle_timeout, peer).await {
+                    if !queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
                         return;
                     }
                     unflushed = true;
@@ -274,7 +305,7 @@ impl<B: Backend> Connection<B> {
                     let polled = poll_fn(|cx| Poll::Ready(solo.as_mut().as_pin_mut().map(|answer| answer.poll(cx))));
                     if let Some(Poll::Ready(reply)) = polled.await {
                         solo.set(None);
-                        if !queue_replies(&mut framed, [reply], self.idle_timeout, peer).await {
+                        if !queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
                             return;
                         }
                         active = Instant::now();
@@ -306,22 +337,34 @@ impl<B: Backend> Connection<B> {
             }
         }
         if let Some(reply) = farewell {
-            let _ = write_within(framed.send(reply), self.idle_timeout, peer).await;
+            // Numbered as the request the bad frame would have been.
+            if queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
+                let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
+            }
         } else if unflushed {
             let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
         }
     }
 }
 
-/// Buffers replies for the next write.
+/// Buffers replies, given in request order, for the next write: bare, or numbered in their envelopes.
 async fn queue_replies(
     framed: &mut Framed<TcpStream, LengthLineCodec>,
-    replies: impl IntoIterator<Item = Vec<u8>>,
+    replies: &mut Replies,
+    ready: impl IntoIterator<Item = Vec<u8>>,
     limit: Duration,
     peer: SocketAddr,
 ) -> bool {
-    for reply in replies {
-        if !write_within(framed.feed(reply), limit, peer).await {
+    for reply in ready {
+        let queued = match replies {
+            Replies::Bare => write_within(framed.feed(reply), limit, peer).await,
+            Replies::Sequenced { next } => {
+                let seq = *next;
+                *next += 1;
+                write_within(framed.feed(Sequenced { seq, reply }), limit, peer).await
+            }
+        };
+        if !queued {
             return false;
         }
     }

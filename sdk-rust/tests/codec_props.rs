@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use modproxy_sdk::frame::{length_line, parse_length_line, read_frame, write_frame, LENGTH_LINE_LEN, MAX_ENCODABLE};
-use modproxy_sdk::LengthLineCodec;
+use modproxy_sdk::{decode_stream, LengthLineCodec};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -20,19 +20,11 @@ fn encode_all(payloads: &[Vec<u8>]) -> Vec<u8> {
 
 /// Decodes a stream delivered in `chunks`; `Err` carries the error kind.
 fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Bytes>, &'static str> {
-    let mut codec = LengthLineCodec::new(MAX_FRAME);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        while let Some(frame) = codec.decode(&mut buf).map_err(|e| e.kind())? {
-            frames.push(frame);
-        }
+    let decoded = decode_stream(MAX_FRAME, chunks);
+    match decoded.error {
+        None => Ok(decoded.frames),
+        Some(error) => Err(error.kind()),
     }
-    while let Some(frame) = codec.decode_eof(&mut buf).map_err(|e| e.kind())? {
-        frames.push(frame);
-    }
-    Ok(frames)
 }
 
 /// Cuts `bytes` at the given sizes (cycled), as a socket might deliver them.

@@ -1,5 +1,6 @@
 //! The server over real TCP on 127.0.0.1: concurrency, framing as TCP really delivers it, every error
-//! reply of DESIGN.md, the `Backend` trait, idle timeout and graceful shutdown.
+//! reply of DESIGN.md, the `Backend` trait, idle timeout, graceful shutdown, and pipelining negotiation
+//! with its sequenced replies.
 
 use std::future::Future;
 use std::io;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use modproxy_sdk::pipeline::{self, Sequenced};
 use modproxy_sdk::{Backend, Client, HandlerResult, Head, LengthLineCodec, MethodError, Request, Router, Server};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -745,5 +747,153 @@ async fn garbage_oversized_and_half_closed_peers_do_not_disturb_other_connection
     let took = twenty_fresh_connections(&server, 20).await;
     assert!(took < Duration::from_secs(5), "20 connections took {took:?}");
     assert!(!hanging.is_finished());
+    server.stop().await;
+}
+
+// Pipelining negotiation and the sequenced reply envelope (`modproxy_sdk::pipeline`).
+
+/// What a connection is sent in each pipelining test: a mix of replies, errors and the built-in `_ping`.
+fn mixed_requests() -> Vec<Vec<u8>> {
+    vec![
+        request("echo", json!({"zeta": 1, "alpha": [1, 2]})),
+        request("refuse", Value::Null),
+        request("_ping", Value::Null),
+        request("nope", Value::Null),
+        request("add", json!({"a": 2, "b": 3})),
+        b"not json".to_vec(),
+        request("panic", Value::Null),
+    ]
+}
+
+/// Sends `requests` in one write and reads one reply payload per request.
+async fn replies_to(conn: &mut Framed<TcpStream, LengthLineCodec>, requests: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let wire: Vec<u8> = requests.iter().flat_map(|payload| frame(payload)).collect();
+    conn.get_mut().write_all(&wire).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in requests {
+        replies.push(within(conn.next()).await.unwrap().unwrap().to_vec());
+    }
+    replies
+}
+
+#[tokio::test]
+async fn pipeline_is_accepted_then_every_reply_is_enveloped_with_its_request_number() {
+    let server = Running::router(demo_router()).await;
+    let requests = mixed_requests();
+
+    let mut bare = server.raw().await;
+    let bare_replies = replies_to(&mut bare, &requests).await;
+    // A connection that never asks keeps its replies byte for byte as they always were.
+    assert_eq!(bare_replies[0], br#"{"zeta":1,"alpha":[1,2]}"#);
+    assert_eq!(
+        bare_replies[1],
+        br#"{"error":{"code":"not_found","message":"no todo 7"}}"#
+    );
+    assert_eq!(bare_replies[2], br#"{"pong":true}"#);
+    assert_eq!(bare_replies[4], b"5");
+
+    let mut sequenced = server.raw().await;
+    sequenced.send(pipeline::negotiation_request(8)).await.unwrap();
+    let accepted = within(sequenced.next()).await.unwrap().unwrap();
+    assert_eq!(&accepted[..], br#"{"pipeline":1}"#);
+    let enveloped = replies_to(&mut sequenced, &requests).await;
+    for (n, (got, bare)) in enveloped.iter().zip(&bare_replies).enumerate() {
+        let expected = [format!(r#"{{"seq":{},"reply":"#, n + 1).as_bytes(), bare, b"}"].concat();
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(&expected),
+            "reply {}",
+            n + 1
+        );
+    }
+    // Numbering goes on across writes.
+    let more = replies_to(&mut sequenced, &[request("echo", json!("late"))]).await;
+    assert_eq!(more[0], br#"{"seq":8,"reply":"late"}"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_sent_with_the_negotiation_are_numbered_in_order_however_they_finish() {
+    // Each "meet" waits for the other two to be in progress at the same time as itself.
+    let meeting = Arc::new(tokio::sync::Barrier::new(3));
+    let router = demo_router().method("meet", move |data: Value| {
+        let meeting = Arc::clone(&meeting);
+        async move {
+            meeting.wait().await;
+            Ok::<_, MethodError>(data)
+        }
+    });
+    let server = Running::router(router).await;
+    let mut conn = server.raw().await;
+    let requests = [
+        pipeline::negotiation_request(4),
+        request("meet", json!("first")),
+        request("echo", json!("quick")),
+        request("meet", json!("second")),
+        request("meet", json!("third")),
+    ];
+    let replies = replies_to(&mut conn, &requests).await;
+    let opened: Vec<(u64, &[u8])> = replies[1..]
+        .iter()
+        .map(|reply| Sequenced::open(reply).map(|s| (s.seq, s.reply)).expect("an envelope"))
+        .collect();
+    assert_eq!(replies[0], br#"{"pipeline":1}"#);
+    assert_eq!(
+        opened,
+        [
+            (1, &br#""first""#[..]),
+            (2, br#""quick""#),
+            (3, br#""second""#),
+            (4, br#""third""#)
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipeline_is_only_a_first_frame() {
+    let server = Running::router(demo_router()).await;
+    let mut late = server.raw().await;
+    let replies = replies_to(
+        &mut late,
+        &[request("echo", json!(1)), pipeline::negotiation_request(4)],
+    )
+    .await;
+    assert_eq!(replies[0], b"1");
+    let refused: Value = serde_json::from_slice(&replies[1]).unwrap();
+    assert_eq!(refused["error"]["code"], "bad_request", "{refused}");
+    assert_eq!(
+        replies_to(&mut late, &[request("echo", json!(2))]).await[0],
+        b"2",
+        "still bare"
+    );
+
+    let mut twice = server.raw().await;
+    let again = pipeline::negotiation_request(4);
+    let replies = replies_to(&mut twice, &[again.clone(), again]).await;
+    let second = Sequenced::open(&replies[1]).expect("an envelope");
+    assert_eq!(second.seq, 1);
+    assert!(String::from_utf8_lossy(second.reply).contains("bad_request"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_frame_on_a_sequenced_connection_gets_the_next_number_then_the_connection_closes() {
+    let server = Running::router(demo_router()).await;
+    let mut conn = server.raw().await;
+    let mut wire = frame(&pipeline::negotiation_request(4));
+    wire.extend(frame(&request("echo", json!(1))));
+    wire.extend(b"hello worl\r\n{}");
+    conn.get_mut().write_all(&wire).await.unwrap();
+    assert_eq!(&within(conn.next()).await.unwrap().unwrap()[..], br#"{"pipeline":1}"#);
+    assert_eq!(
+        &within(conn.next()).await.unwrap().unwrap()[..],
+        br#"{"seq":1,"reply":1}"#
+    );
+    let farewell = within(conn.next()).await.unwrap().unwrap();
+    let farewell = Sequenced::open(&farewell).expect("an envelope");
+    assert_eq!(farewell.seq, 2);
+    assert!(String::from_utf8_lossy(farewell.reply).contains("bad frame"));
+    assert!(within(conn.next()).await.is_none(), "then the connection is closed");
     server.stop().await;
 }

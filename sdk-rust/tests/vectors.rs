@@ -1,16 +1,15 @@
 //! The shared length-line vectors (`tests/vectors/*.json`, format in its README) against every reader
-//! this crate has: the tokio codec fed in every chunking, the blocking `read_frame`, and a real server.
+//! this crate has: the stream decoder fed in every chunking, the blocking `read_frame`, and a real server.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use modproxy_sdk::frame::{read_frame, DEFAULT_MAX_FRAME};
-use modproxy_sdk::{LengthLineCodec, Router, Server};
+use modproxy_sdk::pipeline::Sequenced;
+use modproxy_sdk::{decode_stream, Router, Server};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::Decoder;
 
 #[derive(Debug, Deserialize)]
 struct Vector {
@@ -64,37 +63,12 @@ fn vectors() -> Vec<(String, Vector)> {
     vectors
 }
 
-/// Feeds `chunks` to a fresh codec as a socket would deliver them, then signals end of stream.
+/// Feeds `chunks` to a fresh decoder as a socket would deliver them, then signals end of stream.
 fn decode_chunks(max_frame: usize, chunks: &[&[u8]]) -> Outcome {
-    let mut codec = LengthLineCodec::new(max_frame);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame.to_vec()),
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome {
-                        frames,
-                        error: Some(e.kind().to_owned()),
-                    }
-                }
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame.to_vec()),
-            Ok(None) => return Outcome { frames, error: None },
-            Err(e) => {
-                return Outcome {
-                    frames,
-                    error: Some(e.kind().to_owned()),
-                }
-            }
-        }
+    let decoded = decode_stream(max_frame, chunks);
+    Outcome {
+        frames: decoded.frames.iter().map(|frame| frame.to_vec()).collect(),
+        error: decoded.error.map(|e| e.kind().to_owned()),
     }
 }
 
@@ -228,4 +202,38 @@ async fn server_answers_every_vector_frame_and_closes_on_errors() {
         let _ = stop.send(());
         serving.await.unwrap().unwrap();
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvelopeVector {
+    description: String,
+    payload: String,
+    seq: Option<u64>,
+    reply: Option<String>,
+}
+
+/// The sequenced reply envelopes in `tests/vectors/envelope/`: opened by slicing, and written back byte
+/// for byte.
+#[test]
+fn envelope_vectors_open_and_seal() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/envelope");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/vectors/envelope exists") {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: EnvelopeVector = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_name().unwrap().to_string_lossy();
+        let opened = Sequenced::open(v.payload.as_bytes()).map(|s| (s.seq, s.reply.to_vec()));
+        let expected = v.seq.zip(v.reply.as_ref().map(|r| r.as_bytes().to_vec()));
+        assert_eq!(opened, expected, "{name}: {}", v.description);
+        if let Some((seq, reply)) = expected {
+            assert_eq!(
+                Sequenced { seq, reply }.to_vec(),
+                v.payload.as_bytes(),
+                "{name}: written back"
+            );
+        }
+        count += 1;
+    }
+    assert!(count >= 10, "only {count} envelope vectors in {}", dir.display());
 }

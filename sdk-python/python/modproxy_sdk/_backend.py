@@ -24,7 +24,6 @@ Handler = Callable[..., Any]
 
 H = TypeVar("H", bound=Handler)
 
-_PING = "_ping"
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -40,12 +39,6 @@ class _Method:
     @classmethod
     def inspect(cls, name: str, func: Handler) -> _Method:
         """Reads once, at registration, how the function wants to be called."""
-        if not name:
-            raise ValueError("a method name must not be empty")
-        if name == _PING:
-            raise ValueError(
-                f"{_PING!r} is built in (it answers health probes) and cannot be replaced"
-            )
         if not callable(func):
             raise TypeError(f"method {name!r}: expected a function, got {type(func).__name__}")
         return cls(name, func, _takes_head(name, func), _is_async(func))
@@ -85,12 +78,15 @@ class Backend:
         Use bare (``@app.method``) or with a name (``@app.method(name="user.get")``). The
         function is returned unchanged. It is called with ``data`` or with ``(data, head)``,
         depending on how many positional parameters it takes; ``data`` and ``head`` are plain
-        JSON values (``dict``, ``list``, ``str``, ...). A later registration under the same name
-        replaces the earlier one.
+        JSON values (``dict``, ``list``, ``str``, ...).
+
+        Raises ``ValueError`` if the name is empty, begins with ``_`` (reserved for the
+        protocol: ``_ping``, ``_pipeline``, ...) or is already registered.
         """
 
         def register(func: H) -> H:
             method_name = name if name is not None else getattr(func, "__name__", "")
+            _native.check_method_name(method_name, self._methods)
             self._methods[method_name] = _Method.inspect(method_name, func)
             return func
 

@@ -1,10 +1,10 @@
 """Stubs for ``modproxy_sdk._native``, the Rust core (pyo3); checked by mypy.stubtest."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import Any, Final, Protocol
 
-__all__ = ["DEFAULT_MAX_FRAME", "decode_frames", "serve", "serve_async"]
+__all__ = ["DEFAULT_MAX_FRAME", "check_method_name", "decode_frames", "serve", "serve_async"]
 
 DEFAULT_MAX_FRAME: Final[int]
 
@@ -19,6 +19,13 @@ class _MethodSpec(Protocol):
     def takes_head(self) -> bool: ...
     @property
     def is_async(self) -> bool: ...
+
+def check_method_name(name: str, registered: Container[str]) -> None:
+    """Raises ``ValueError`` unless ``name`` may be registered beside ``registered``.
+
+    The core's rules: not empty, not beginning with ``_`` (reserved for the protocol), and each
+    name once.
+    """
 
 def serve(
     addr: str,
