@@ -20,7 +20,7 @@ const DIGIT_COLUMNS: usize = LENGTH_LINE_LEN - 2;
 /// Largest length the ten columns can hold.
 pub const MAX_ENCODABLE: usize = 9_999_999_999;
 
-/// Default upper bound on one frame's payload (64 MiB), as in DESIGN.md's `max_frame`.
+/// Default upper bound on one frame's payload (64 MiB): the proxy's `max_frame` default (docs/PROTOCOL.md).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// Why a frame could not be read or written.

@@ -491,7 +491,7 @@ fn causes<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (
     std::iter::successors(Some(error), |&e| e.source())
 }
 
-/// An error and its causes on one line (hyper-util's own message is only "client error (Connect)").
+/// An error and its causes on one line: the outer message alone rarely says what went wrong.
 fn chain(error: &(dyn StdError + 'static)) -> String {
     causes(error).map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }

@@ -2,8 +2,8 @@
 //! the request that holds it.
 //!
 //! hyper's HTTP/1 client connection is a future that must be polled for anything to happen on the
-//! socket. hyper-util's pooled client spawns it as a task of its own, so every request crossed tasks
-//! twice (the request over a channel to the connection's task, the response back) and paid for the
+//! socket. Spawned as a task of its own (as a pooled client does), every request would cross tasks
+//! twice (the request over a channel to the connection's task, the response back) and pay for the
 //! pool's checkout bookkeeping. Here the request's own task polls the connection: while waiting for the
 //! response head ([`send`]) and then from the response body ([`UpstreamBody`]), which gives the
 //! connection back to its node's idle stack once the body has ended. A connection nobody polls notices
@@ -93,9 +93,9 @@ pub struct Lease {
 /// Why no response head came back.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("client error (Connect)")]
+    #[error("could not connect")]
     Connect(#[source] io::Error),
-    #[error("client error (SendRequest)")]
+    #[error("the HTTP/1.1 exchange failed")]
     Http(#[source] hyper::Error),
     /// On a pipelined connection (see [`super::pipeline`]).
     #[error("{0}")]

@@ -1,6 +1,6 @@
 //! A request body that can move on to another node as long as nothing of it was sent.
 //!
-//! hyper-util's client consumes the request, so after a connect failure the body would be gone. The
+//! hyper's `send_request` consumes the request, so after a connect failure the body would be gone. The
 //! body therefore sits in a shared slot; each attempt gets an [`UnsentBody`] that takes it out on the
 //! first poll, which only happens once a connection is up and the request head written. If the slot
 //! is still full after a failed attempt, not one byte of the body left the proxy.
