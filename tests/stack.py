@@ -121,13 +121,8 @@ def backend_command(lang: str, addr: str, profile: str = "debug") -> list[str]:
 
 
 def quiet_spawn(_name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    """Starts ``argv`` with its output thrown away."""
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """Starts ``argv`` with stdout thrown away; stderr is shared, for a failing test to show."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def launch(
@@ -136,10 +131,11 @@ def launch(
     port: int,
     spawn: Spawn = quiet_spawn,
     log: Callable[[], str] = lambda: "",
+    timeout: float = 20,
 ) -> subprocess.Popen[bytes]:
     """Starts a server with ``spawn`` and waits until it answers on ``port``."""
     proc = spawn(name, argv)
-    wait_listening(port, proc, name, log=log)
+    wait_listening(port, proc, name, timeout, log)
     return proc
 
 
@@ -150,12 +146,13 @@ def launch_proxy(
     spawn: Spawn = quiet_spawn,
     name: str = "modproxy",
     log: Callable[[], str] = lambda: "",
+    timeout: float = 20,
 ) -> subprocess.Popen[bytes]:
     """Starts ``modproxy`` on ``home`` (see ``write_home``) and waits until it answers on ``port``."""
     binary = proxy_binary(profile)
     if not binary.exists():
         raise RuntimeError(f"{binary} is missing: run `cargo build --workspace` first")
-    return launch(name, [str(binary), "--home", str(home)], port, spawn, log)
+    return launch(name, [str(binary), "--home", str(home)], port, spawn, log, timeout)
 
 
 class Stack:
@@ -215,8 +212,13 @@ class Stack:
         self.close()
 
 
-def _exit_status(code: int) -> dict[str, object]:
-    """An exit code as Node reports one: ``code`` or, when a signal ended it, ``signal``."""
+def _obey(stack: Stack, line: str) -> dict[str, object]:
+    """Carries out ``stop NAME [SIGNAL]``; the answer is the exit as Node reports one."""
+    words = line.split()
+    if len(words) not in (2, 3) or words[0] != "stop" or words[1] not in stack.procs:
+        return {"error": f"not understood: {line.strip()}"}
+    sig = signal.Signals[f"SIG{words[2]}"] if len(words) == 3 else signal.SIGTERM
+    code = stack.stop(words[1], sig)
     if code < 0:
         return {"code": None, "signal": signal.Signals(-code).name}
     return {"code": code, "signal": None}
@@ -231,60 +233,23 @@ def main() -> int:
         metavar="LANG=MODULE",
         help="an example and the module it serves",
     )
-    parser.add_argument(
-        "--settings",
-        default="",
-        help="settings for every module entry, e.g. 'pipeline = 16'",
-    )
+    parser.add_argument("--settings", default="", help="for every module entry")
     parser.add_argument("--server", default="", help="lines for [server]")
     parser.add_argument("--profile", default="debug")
     args = parser.parse_args()
     modules = dict(pair.split("=", 1) for pair in args.module)
     with tempfile.TemporaryDirectory(prefix="modproxy-stack-") as tmp:
+        home = Path(tmp) / "home"
         try:
-            stack = Stack(
-                Path(tmp) / "home", modules, args.settings, args.server, args.profile
-            )
-        except RuntimeError as error:
+            stack = Stack(home, modules, args.settings, args.server, args.profile)
+        except (RuntimeError, ValueError) as error:
             print(json.dumps({"error": str(error)}), flush=True)
             return 1
         with stack:
-            print(
-                json.dumps(
-                    {
-                        "url": stack.url,
-                        "home": str(stack.home),
-                        "ports": stack.backend_ports,
-                    }
-                ),
-                flush=True,
-            )
+            ready = {"url": stack.url, "home": str(home), "ports": stack.backend_ports}
+            print(json.dumps(ready), flush=True)
             for line in sys.stdin:
-                words = line.split()
-                if (
-                    len(words) in (2, 3)
-                    and words[0] == "stop"
-                    and words[1] in stack.procs
-                ):
-                    sig = (
-                        signal.Signals[f"SIG{words[2]}"]
-                        if len(words) == 3
-                        else signal.SIGTERM
-                    )
-                    print(
-                        json.dumps(
-                            {
-                                "stopped": words[1],
-                                **_exit_status(stack.stop(words[1], sig)),
-                            }
-                        ),
-                        flush=True,
-                    )
-                else:
-                    print(
-                        json.dumps({"error": f"not understood: {line.strip()}"}),
-                        flush=True,
-                    )
+                print(json.dumps(_obey(stack, line)), flush=True)
     return 0
 
 
