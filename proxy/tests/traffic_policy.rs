@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::config::config;
 use support::socket_backend::{envelope, Backend, Style};
 use support::{http, send_raw, Proxy};
 
@@ -19,7 +20,7 @@ fn weighted(nodes: &[(SocketAddr, u32)]) -> String {
 }
 
 fn socket(entry: &str) -> String {
-    format!("[module]\nmodule_socket = [ {entry} ]\n")
+    config(&[entry.to_owned()])
 }
 
 fn spread(balance: &str) -> (usize, usize) {
