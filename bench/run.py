@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -36,6 +35,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# tests/stack.py: how every harness writes modproxy's HOME, starts a server and waits until it answers.
+import stack
+from stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -114,27 +118,6 @@ class Processes:
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(
-    port: int, procs: Processes, name: str, proc: subprocess.Popen[bytes], timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{procs.log_tail(name)}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s:\n{procs.log_tail(name)}")
 
 
 # --- memory ----------------------------------------------------------------------------------------
@@ -334,30 +317,23 @@ class Lab:
 
     def server(self, base: str, argv: list[str], port: int) -> subprocess.Popen[bytes]:
         name = self._name(base)
-        proc = self.procs.start(name, argv)
-        wait_port(port, self.procs, name, proc)
-        return proc
+        return stack.launch(name, argv, port, self.procs.start, lambda: self.procs.log_tail(name), timeout=30)
 
     def modproxy(self, module_toml: str = "") -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        home = self.work / f"modproxy-{port}"
-        (home / "conf").mkdir(parents=True)
-        shutil.copytree(ROOT / "html", home / "html")
-        (home / "conf" / "default.toml").write_text(
-            textwrap.dedent(f"""\
-                [server]
-                port = {port}
-                listen = "127.0.0.1"
-                root_path = "{self.site}"
-
-                [module]
-                {module_toml}
-
-                [log]
-                level = "{LOG_LEVEL}"
-                """)
+        home = stack.write_home(
+            self.work / f"modproxy-{port}",
+            port,
+            modules=module_toml,
+            server=f'root_path = "{self.site}"',
+            more=f'[log]\nlevel = "{LOG_LEVEL}"\n',
         )
-        proc = self.server("modproxy", [str(RELEASE / "modproxy"), "--home", str(home)], port)
+        name = self._name("modproxy")
+
+        def log() -> str:
+            return self.procs.log_tail(name)
+
+        proc = stack.launch_proxy(home, port, "release", self.procs.start, name, log, timeout=30)
         return proc, port
 
     def nginx(self, locations: str, upstream_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:

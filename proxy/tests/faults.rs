@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, http_config, http_module, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{http, send_raw, Proxy};
 
 const CLIENTS: usize = 8;
@@ -32,13 +33,7 @@ fn killing_one_of_three_socket_nodes_under_load() {
 fn killing_one_of_three_http_upstreams_under_load() {
     let nodes: Vec<Backend> = (0..3).map(|_| Backend::start(Style::Http)).collect();
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
-    let proxy = Proxy::start(
-        "",
-        &format!(
-            "[module]\nmodule_http = [ {{ module = \"api\", proxy_pass = \"{}\", fail_timeout = 1 }} ]\n",
-            urls.join(", ")
-        ),
-    );
+    let proxy = Proxy::start("", &http_config(&[http_module("api", &urls, "fail_timeout = 1")]));
     kill_one_of_three_under_load("http", &proxy, "/api/x", &nodes, Style::Http);
 }
 

@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{parse_response, Proxy};
 
 fn still_serves(proxy: &Proxy) {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, Proxy};
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use modproxy_sdk::frame::{read_frame, write_frame};
 use modproxy_sdk::{BlockingClient, Client};
 use serde_json::{json, Value};
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, http_module, modules, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, http, send_raw, Proxy};
 
 fn raw_client(proxy: &Proxy) -> BlockingClient {
@@ -137,14 +138,13 @@ fn every_failure_is_an_error_reply_and_the_connection_lives_on() {
     let live = Backend::start(Style::SpaceKeepAlive);
     let hang = Backend::start(Style::Hang);
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let modules = config(&[
-        socket_module("live", &[live.addr], ""),
-        socket_module("hang", &[hang.addr], ", timeout = 0.5"),
-        socket_module("dead", &[dead], ""),
-    ]);
-    let modules = modules.replace(
-        "module_socket",
-        "module_http = [ { module = \"web\", proxy_pass = \"http://127.0.0.1:1\" } ]\nmodule_socket",
+    let modules = modules(
+        &[
+            socket_module("live", &[live.addr], ""),
+            socket_module("hang", &[hang.addr], ", timeout = 0.5"),
+            socket_module("dead", &[dead], ""),
+        ],
+        &[http_module("web", &["http://127.0.0.1:1"], "")],
     );
     let proxy = Proxy::start("raw_frames = true", &modules);
     let mut client = raw_client(&proxy);

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::socket_backend::{envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, Proxy};
 
 const CLIENTS: usize = 4;
@@ -223,11 +224,10 @@ fn descriptors_and_memory_return_to_where_they_were_after_100k_mixed_requests() 
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let proxy = Proxy::start(
         &format!("max_body = {MAX_BODY}"),
-        &format!(
-            "[module]\nmodule_socket = [\n{},\n{}\n]\n",
+        &config(&[
             socket_module("echo", &[backend.addr], ""),
-            socket_module("dead", &[dead], ", connect_timeout = 1")
-        ),
+            socket_module("dead", &[dead], ", connect_timeout = 1"),
+        ]),
     );
     let pid = proxy.pid();
 

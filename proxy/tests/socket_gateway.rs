@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, http, send_raw, Proxy};
 
 #[test]

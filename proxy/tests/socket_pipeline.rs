@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use serde_json::json;
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, http, send_raw, Proxy};
 
 /// `count` requests at once, each carrying its number; returns (status, the number echoed back) for each.

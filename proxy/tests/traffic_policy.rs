@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::config::config;
 use support::socket_backend::{envelope, Backend, Style};
 use support::{http, send_raw, Proxy};
 
@@ -20,7 +21,7 @@ fn weighted(nodes: &[(SocketAddr, u32)]) -> String {
 }
 
 fn socket(entry: &str) -> String {
-    format!("[module]\nmodule_socket = [ {entry} ]\n")
+    config(&[entry.to_owned()])
 }
 
 fn spread(balance: &str) -> (usize, usize) {

@@ -6,67 +6,26 @@ Needs ``target/debug/modproxy`` (``cargo build -p modproxy``; ``make test-python
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import REPO
-from wire import free_port, wait_until_listening
 
-PROXY = REPO / "target" / "debug" / "modproxy"
-APP = REPO / "examples" / "python-backend" / "app.py"
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+sys.path.insert(0, str(REPO / "tests"))
+from stack import Stack, proxy_binary
 
 
 @pytest.fixture
-def proxy_url(tmp_path: Path):
-    if not PROXY.is_file():
-        pytest.fail(
-            f"{PROXY} is missing: build it with `cargo build -p modproxy` (make test-python does)"
-        )
-    backend_addr = ("127.0.0.1", free_port())
-    port = free_port()
-    home = tmp_path / "home"
-    (home / "conf").mkdir(parents=True)
-    if (REPO / "html").is_dir():
-        shutil.copytree(REPO / "html", home / "html")
-    else:
-        (home / "html").mkdir()
-    (home / "conf" / "default.toml").write_text(
-        f"""
-[server]
-port = {port}
-listen = "127.0.0.1"
-root_path = "html"
-
-[module]
-module_socket = [{{ module = "py", forward_pass = "{backend_addr[0]}:{backend_addr[1]}" }}]
-""",
-        encoding="utf-8",
-    )
-    backend = subprocess.Popen([sys.executable, str(APP), f"{backend_addr[0]}:{backend_addr[1]}"])
-    proxy = subprocess.Popen([str(PROXY), "--home", str(home)])
-    try:
-        wait_until_listening(backend_addr)
-        wait_until_listening(("127.0.0.1", port))
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proxy)
-        stop(backend)
+def proxy_url(tmp_path: Path) -> Iterator[str]:
+    binary = proxy_binary()
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: run `cargo build -p modproxy` (make test-python does)")
+    with Stack(tmp_path / "home", {"python": "py"}, server='root_path = "html"') as stack:
+        yield stack.url
 
 
 def post(url: str, body: bytes) -> tuple[int, bytes, str]:

@@ -1,6 +1,8 @@
 //! Test harness: the real `modproxy` binary on a free port with a temporary HOME, and raw HTTP over TCP.
 #![allow(dead_code)]
 
+pub mod config;
+pub mod http_upstream;
 pub mod socket_backend;
 
 use std::io::{BufRead, Read, Write};

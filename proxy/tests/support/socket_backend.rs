@@ -171,20 +171,6 @@ fn serve_http(stream: TcpStream, requests: &AtomicUsize) {
     }
 }
 
-/// One `module_socket` entry.
-pub fn socket_module(name: &str, nodes: &[SocketAddr], extra: &str) -> String {
-    let nodes: Vec<String> = nodes.iter().map(|a| a.to_string()).collect();
-    format!(
-        "{{ module = \"{name}\", forward_pass = \"{}\"{extra} }}",
-        nodes.join(", ")
-    )
-}
-
-/// A `[module]` section of socket modules.
-pub fn config(modules: &[String]) -> String {
-    format!("[module]\nmodule_socket = [\n{}\n]\n", modules.join(",\n"))
-}
-
 /// A request payload.
 pub fn envelope(method: &str, data: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({ "head": { "method": method, "token": "t0" }, "data": data })).unwrap()
