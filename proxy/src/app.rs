@@ -20,7 +20,7 @@ use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
 use crate::request_context::RequestContext;
 use crate::routing::{route, Route};
-use crate::socket_gateway::SocketGateway;
+use crate::socket_forward::SocketGateway;
 use crate::static_site::StaticSite;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -28,7 +28,7 @@ use crate::balancer::{Balancer, Clock, InFlight};
 use crate::body::Body;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
-use crate::socket_gateway::ServedBy;
+use crate::socket_forward::ServedBy;
 use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;

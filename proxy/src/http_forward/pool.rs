@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use super::unsent_body::UnsentBody;
 use crate::balancer::InFlight;
 use crate::body::BoxError;
-use crate::socket_pool::MAX_IDLE_PER_NODE;
+use crate::socket_forward::pool::MAX_IDLE_PER_NODE;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);

@@ -1,5 +1,11 @@
 //! `module_socket`: a browser's `POST` of JSON becomes one length-line frame to a backend node, and the
 //! backend's reply frame becomes the HTTP response, byte for byte.
+//!
+//! The socket side of the pair with [`crate::http_forward`]: this file is the gateway, [`pool`] keeps
+//! connections that carry one request at a time, [`pipeline`] the shared ones (`pipeline = N`).
+
+pub mod pipeline;
+pub mod pool;
 
 use std::io;
 use std::sync::Arc;
@@ -17,8 +23,8 @@ use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::request_context::{generate, RequestContext};
-use crate::socket_pipeline::{FrameWire, Outcome, Pipelines};
-use crate::socket_pool::{Connection, SocketPool};
+use pipeline::{FrameWire, Outcome, Pipelines};
+use pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
 #[derive(Debug, Clone)]
