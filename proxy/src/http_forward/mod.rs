@@ -101,17 +101,19 @@ struct Outgoing {
     /// The request target in origin form (`/path?query`).
     target: Uri,
     /// Already rewritten for the upstream (see [`headers::upstream_request_headers`]) but for `Host`,
-    /// which depends on the node. Moved into the one request a forward builds: it is built only once a
+    /// which depends on the node (see [`Outgoing::host_for`]). Moved into the one request a forward builds: it is built only once a
     /// connection is up, and a request that was built is either sent again as it is or not at all.
     headers: http::HeaderMap,
-    /// The `Host` every node is sent (`pass_host` and the client named one); otherwise each node's own.
-    host: Option<HeaderValue>,
+    /// The host the client asked for, if it named one.
+    client_host: Option<HeaderValue>,
+    /// Whether that host is passed on (`pass_host`).
+    pass_host: bool,
 }
 
 impl Outgoing {
-    /// The `Host` node `node` is sent: the one place that decides it.
+    /// The `Host` `node` is sent.
     fn host_for<'a>(&'a self, node: &'a Node) -> &'a HeaderValue {
-        self.host.as_ref().unwrap_or(node.host_header())
+        headers::upstream_host(self.client_host.as_ref(), self.pass_host, node.host_header())
     }
 }
 
@@ -208,18 +210,10 @@ impl Shared {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let host = client_host.clone().filter(|_| self.upstream.pass_host);
         let mut outgoing = Outgoing {
-            headers: headers::upstream_request_headers(
-                parts.headers,
-                upgrading,
-                peer.ip(),
-                client_host,
-                // Replaced by `Outgoing::host_for` once the node is known.
-                HeaderValue::from_static("localhost"),
-                self.upstream.pass_host,
-            ),
-            host,
+            headers: headers::upstream_request_headers(parts.headers, upgrading, peer.ip(), client_host.as_ref()),
+            client_host,
+            pass_host: self.upstream.pass_host,
             target: origin_form(parts.uri),
             method: parts.method,
         };
