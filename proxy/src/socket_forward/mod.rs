@@ -223,10 +223,7 @@ impl SocketGateway {
     }
 
     async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), Failure> {
-        // A payload a length line cannot announce is the client's, not a node's, fault.
-        if let Err(FrameError::TooLarge { len, max }) = length_line(payload.len()) {
-            return Err((GatewayError::FrameTooLarge { len, max }, None));
-        }
+        fits_a_frame(payload.len()).map_err(|e| (e, None))?;
         let mut request = SocketRequest { gateway: self, payload };
         // A POST may have been acted on: never sent twice unless the backend provably did not read it.
         match attempts::run(&self.balancer, &self.name, false, &mut request).await {
@@ -322,6 +319,14 @@ impl SocketGateway {
     }
 }
 
+/// Refuses a payload that a length line cannot announce: the client's fault, not a node's (413).
+fn fits_a_frame(len: usize) -> Result<(), GatewayError> {
+    match length_line(len) {
+        Err(FrameError::TooLarge { len, max }) => Err(GatewayError::FrameTooLarge { len, max }),
+        _ => Ok(()),
+    }
+}
+
 /// What one try at a node yields.
 type Tried = Result<Bytes, Miss<GatewayError>>;
 
@@ -403,4 +408,16 @@ where
     let text = std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| GatewayError::NotJson(e.to_string()))?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_no_length_line_can_announce_is_refused_as_too_large() {
+        assert!(fits_a_frame(modproxy_sdk::frame::MAX_ENCODABLE).is_ok());
+        let error = fits_a_frame(modproxy_sdk::frame::MAX_ENCODABLE + 1).unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    }
 }
