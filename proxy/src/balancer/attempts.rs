@@ -2,7 +2,13 @@
 //! what happened whether to send it again, move on to another node, or answer.
 //!
 //! The decision is [`decide`], a pure function; [`run`] is its only caller. What a try *is* (a pooled
-//! connection, a lane, a bare connect) belongs to the module, behind [`Attempt`].
+//! connection, a lane, a bare connect) belongs to the module, behind [`Attempt`]. README's section on
+//! errors gives the same table for users.
+//!
+//! New cases come in as new [`Event`]s or inputs to [`decide`]: a lane closed because its oldest reply is
+//! overdue (unsent requests move on, written ones are answered), or a node whose other connections still
+//! answer. Masking ([`Decision::mask`]) is apart from what happens to the request ([`Then`]), so a failure
+//! can be answered without masking its node.
 
 use std::fmt::Display;
 

@@ -1,9 +1,10 @@
 //! `module_http`: reverse proxy to upstream HTTP servers.
 //!
 //! The request goes to a node chosen by the module's [`Balancer`] over a keep-alive connection from
-//! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. A connect
-//! failure masks the node and moves the request on (nothing was sent, see [`unsent_body`]); any later
-//! failure masks the node and answers 502 or 504, because the upstream may have acted on the request.
+//! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. Whether a
+//! failed try moves on, goes out again or is answered 502 or 504 is decided in
+//! [`crate::balancer::attempts`]: a connect failure moves the request on (nothing was sent, see
+//! [`unsent_body`]); a later failure is answered, because the upstream may have acted on the request.
 //! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101. With `pipeline`,
 //! bodyless `GET` and `HEAD` requests share connections instead (see [`pipeline`]).
 
