@@ -51,7 +51,7 @@ type Sender = http1::SendRequest<RequestBody>;
 
 /// The idle connections of one module's nodes.
 pub struct Pool {
-    idle: Vec<Mutex<Vec<Idle>>>,
+    idle: Vec<Mutex<Vec<IdleConnection>>>,
     keepalive: bool,
     connect_timeout: Duration,
     builder: http1::Builder,
@@ -67,7 +67,8 @@ impl fmt::Debug for Pool {
     }
 }
 
-struct Idle {
+/// A connection waiting in a node's idle stack, and since when.
+struct IdleConnection {
     sender: Sender,
     connection: Connection,
     since: Instant,
@@ -170,7 +171,7 @@ impl Pool {
         if !self.keepalive {
             return;
         }
-        let mut idle = Idle {
+        let mut idle = IdleConnection {
             sender,
             connection,
             since: Instant::now(),
@@ -224,7 +225,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Idle {
+impl IdleConnection {
     /// Whether the connection is open and ready for a request.
     fn is_usable(&mut self) -> bool {
         !self.poll_closed() && self.sender.is_ready()
