@@ -297,7 +297,7 @@ impl Shared {
         node: &Node,
         outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-        unsent: &mut Option<Request<RequestBody>>,
+        unsent: &mut Option<Box<Request<RequestBody>>>,
         max_body: u64,
     ) -> Tried {
         let lease = match self.pool.get(index, node.address()).await {
@@ -305,14 +305,14 @@ impl Shared {
             Err(error) => return Err(self.connect_failed(node, &SendError::Connect(error), slot, max_body)),
         };
         let request = match unsent.take() {
-            Some(request) => request,
+            Some(request) => *request,
             None => self.build(outgoing, node, slot),
         };
         let reused = lease.is_reused();
         match pool::send(lease, request).await {
             Ok((response, lease)) => Ok(Answer::Own(response, lease)),
             Err((error, Some(request))) if reused && !slot.is_taken() => {
-                *unsent = Some(request);
+                *unsent = Some(Box::new(request));
                 let reason = chain(&SendError::Http(error));
                 let error = ForwardError::Failed {
                     node: node.name().clone(),
@@ -485,8 +485,9 @@ struct HttpRequest<'a> {
     lanes: Option<&'a HttpLanes>,
     upgrading: bool,
     max_body: u64,
-    /// A request built for a node that a kept connection closed before taking.
-    unsent: Option<Request<RequestBody>>,
+    /// A request built for a node that a kept connection closed before taking. Boxed: it is rare, and
+    /// this lives in every request's future.
+    unsent: Option<Box<Request<RequestBody>>>,
 }
 
 impl Attempt for HttpRequest<'_> {
