@@ -29,7 +29,7 @@ use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
 use crate::request_context::{self, RequestContext, REQUEST_ID};
 use crate::routing::{route, Route};
-use crate::socket_gateway::{ServedBy, SocketGateway};
+use crate::socket_forward::{ServedBy, SocketGateway};
 use crate::static_site::StaticSite;
 use crate::url_path;
 
@@ -335,14 +335,14 @@ impl App {
         let mut states = Vec::new();
         for (name, mounted) in &self.modules {
             let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &mounted.role {
-                Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.pooled(i))),
+                Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.open_connections(i))),
                 Role::Http(forward) => (forward.balancer(), &|_| None),
                 Role::Html(_) => continue,
             };
             for (index, node) in balancer.nodes().iter().enumerate() {
                 states.push(NodeState {
                     module: name.clone(),
-                    node: node.clone(),
+                    node: node.name().to_string(),
                     up: !balancer.is_masked(index),
                     pooled: pooled(index),
                 });

@@ -9,7 +9,7 @@
 //! request therefore joins the oldest lane that has room, and a lane never holds more than N.
 //!
 //! What goes on the wire is a [`Wire`]'s business: length-line frames for socket modules
-//! ([`crate::socket_pipeline`]), HTTP/1.1 for HTTP modules ([`crate::http_forward::pipeline`]).
+//! ([`crate::socket_forward::pipeline`]), HTTP/1.1 for HTTP modules ([`crate::http_forward::pipeline`]).
 
 use std::collections::VecDeque;
 use std::future::Future;

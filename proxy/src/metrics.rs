@@ -277,7 +277,7 @@ impl Metrics {
             for (index, node) in balancer.nodes().iter().enumerate() {
                 let labels = StreamNodeLabels {
                     listen: listen.clone(),
-                    node: node.clone(),
+                    node: node.name().to_string(),
                 };
                 self.stream_node_up
                     .get_or_create(&labels)

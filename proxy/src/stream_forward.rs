@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::Activity;
-use crate::balancer::{Balancer, SystemClock};
+use crate::balancer::attempts::{self, Attempt, Event, Miss};
+use crate::balancer::{Balancer, Node, SystemClock};
 use crate::config::StreamConfig;
 use crate::metrics::{Metrics, StreamMetrics};
 
@@ -69,13 +70,14 @@ pub async fn serve(listeners: Vec<StreamListener>, metrics: &Metrics, shutdown: 
     let tracker = TaskTracker::new();
     for StreamListener { config, listener } in listeners {
         let balancer = Arc::new(Balancer::new(
-            config.nodes.clone(),
+            Node::list(&config.nodes, &[]),
             config.fail_timeout,
             Arc::new(SystemClock::default()),
         ));
         let listen = config.listen.to_string();
         metrics.watch_stream_nodes(&listen, Arc::clone(&balancer));
         let forward = Arc::new(Forward {
+            listen: listen.clone(),
             balancer,
             metrics: metrics.stream(&listen),
             config,
@@ -111,6 +113,8 @@ async fn accept(forward: Arc<Forward>, listener: TcpListener, tracker: TaskTrack
 /// One `[[stream]]` at run time.
 struct Forward {
     config: StreamConfig,
+    /// The listen address, naming the stream in log lines.
+    listen: String,
     balancer: Arc<Balancer>,
     metrics: StreamMetrics,
 }
@@ -128,51 +132,36 @@ impl Forward {
         };
         let _ = client.set_nodelay(true);
         self.metrics.open.inc();
-        let outcome = self.join(client, node).await;
+        let session = self.join(client, node).await;
         self.metrics.open.dec();
-        let (up, down) = (outcome.up, outcome.down);
-        let ended = match &outcome.end {
+        let (up, down) = (session.up, session.down);
+        let ended = match &session.end {
             End::Closed => "closed".to_owned(),
-            End::Idle => format!("idle for {} s", self.config.idle_timeout.as_secs_f64()),
+            End::IdleTimeout => format!("idle for {} s", self.config.idle_timeout.as_secs_f64()),
             End::Error(error) => format!("error: {error}"),
         };
         tracing::info!(
             target: "access",
             "{peer} STREAM {listen} node={} up={up} down={down} ms={:.2} end={ended}",
-            self.balancer.node(index),
+            self.balancer.node(index).name(),
             started.elapsed().as_secs_f64() * 1000.0,
         );
     }
 
     /// A connection to a healthy node, trying each node at most once; `None` when none accepts.
     async fn connect(&self) -> Option<(TcpStream, usize)> {
-        let mut tried = Vec::with_capacity(self.config.nodes.len());
-        while let Some(pick) = self.balancer.pick(&tried) {
-            tried.push(pick.index);
-            let node = self.balancer.node(pick.index);
-            if pick.all_masked {
-                tracing::warn!(listen = %self.config.listen, node, "every stream node is masked; trying a masked one");
-            }
-            let error = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(node)).await {
-                Ok(Ok(stream)) => {
-                    self.balancer.answered(pick);
-                    let _ = stream.set_nodelay(true);
-                    return Some((stream, pick.index));
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!(
-                    "no connection within {:?} (connect_timeout)",
-                    self.config.connect_timeout
-                ),
-            };
-            tracing::warn!(listen = %self.config.listen, node, %error, "stream connect failed; node masked");
-            self.balancer.mark_failed(pick.index);
+        let mut connect = Connect {
+            timeout: self.config.connect_timeout,
+        };
+        // Nothing is sent before the connection is up, so only refused connects come back, and move on.
+        match attempts::run(&self.balancer, &self.listen, false, &mut connect).await {
+            Ok(answered) => Some((answered.answer, answered.index)),
+            Err(_) => None,
         }
-        None
     }
 
     /// Copies both ways until both directions have ended, an error, or `idle_timeout` without a byte.
-    async fn join(&self, client: TcpStream, node: TcpStream) -> Outcome {
+    async fn join(&self, client: TcpStream, node: TcpStream) -> Session {
         let activity = Arc::new(Activity::default());
         let mut client = Metered::new(client, self.metrics.bytes_up.clone(), Arc::clone(&activity));
         let mut node = Metered::new(node, self.metrics.bytes_down.clone(), Arc::clone(&activity));
@@ -183,9 +172,9 @@ impl Forward {
                     Err(error) => End::Error(error),
                 }
             }
-            () = activity.idle_for(self.config.idle_timeout) => End::Idle,
+            () = activity.idle_for(self.config.idle_timeout) => End::IdleTimeout,
         };
-        Outcome {
+        Session {
             up: client.count,
             down: node.count,
             end,
@@ -193,7 +182,8 @@ impl Forward {
     }
 }
 
-struct Outcome {
+/// A joined connection once it ended: the bytes each way and how it ended.
+struct Session {
     up: u64,
     down: u64,
     end: End,
@@ -201,8 +191,31 @@ struct Outcome {
 
 enum End {
     Closed,
-    Idle,
+    IdleTimeout,
     Error(io::Error),
+}
+
+/// Connecting to a stream node: the whole of a stream's attempt.
+struct Connect {
+    timeout: Duration,
+}
+
+impl Attempt for Connect {
+    type Answer = TcpStream;
+    type Error = String;
+    const KIND: &'static str = "stream ";
+
+    async fn attempt(&mut self, _index: usize, node: &Node, _resend: bool) -> Result<TcpStream, Miss<String>> {
+        let error = match tokio::time::timeout(self.timeout, TcpStream::connect(node.address())).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no connection within {:?} (connect_timeout)", self.timeout),
+        };
+        Err(Miss::new(Event::Refused, false, error))
+    }
 }
 
 /// A stream that counts the bytes read from it and notes every read and write as activity.

@@ -270,7 +270,7 @@ fn a_slow_http2_request_outlives_the_idle_bound() {
 #[test]
 fn backend_pools_are_bounded_per_node() {
     // 300 requests in flight at once need 300 backend connections; afterwards the pool keeps at most
-    // 256 of them idle (socket_pool's MAX_IDLE_PER_NODE) and closes the rest.
+    // 256 of them idle (socket_forward::pool's MAX_IDLE_PER_NODE) and closes the rest.
     // Each reply takes 2 s, so all 300 overlap even when threads start slowly on a loaded machine.
     let slow = Backend::start(Style::Slow(Duration::from_secs(2)));
     let proxy = Proxy::start("", &config(&[socket_module("s3", &[slow.addr], "")]));

@@ -203,6 +203,14 @@ fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
         response.status, 400,
         "an envelope that is not an object cannot be shaped"
     );
+    let message = response.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("head rules"),
+        "the message names the head rules: {message}"
+    );
 }
 
 #[test]

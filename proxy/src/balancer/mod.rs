@@ -4,6 +4,8 @@
 //! (masking) and the requests in flight per node. The mechanism (connecting, retrying) lives in the modules
 //! that use it. Failure state is atomics, shared by every worker thread.
 
+pub mod attempts;
+pub mod node;
 pub mod selection;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Upstream;
+pub use node::Node;
 use selection::{Candidate, Selection, WeightedRandom};
 
 /// A source of time, injectable so masking can be tested without sleeping.
@@ -37,8 +40,7 @@ impl Clock for SystemClock {
 
 /// The nodes of one module and which of them are masked.
 pub struct Balancer {
-    nodes: Vec<String>,
-    weights: Vec<u32>,
+    nodes: Vec<Node>,
     in_flight: Arc<[AtomicUsize]>,
     selection: Box<dyn Selection>,
     /// Per node: the clock reading (in ms) until which it is masked; 0 = healthy.
@@ -63,12 +65,11 @@ pub struct Pick {
 }
 
 impl Balancer {
-    /// A balancer over `nodes`, random and unweighted, that masks a failed node for `fail_timeout`.
-    pub fn new(nodes: Vec<String>, fail_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
+    /// A balancer over `nodes`, weighted random, that masks a failed node for `fail_timeout`.
+    pub fn new(nodes: Vec<Node>, fail_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
         Balancer {
             masked_until_ms: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
             in_flight: nodes.iter().map(|_| AtomicUsize::new(0)).collect(),
-            weights: vec![1; nodes.len()],
             selection: Box::new(WeightedRandom),
             nodes,
             fail_timeout,
@@ -78,8 +79,8 @@ impl Balancer {
 
     /// The balancer an upstream's config describes: its nodes, weights, policy and fail_timeout.
     pub fn for_upstream(upstream: &Upstream, clock: Arc<dyn Clock>) -> Self {
-        let mut balancer = Balancer::new(upstream.nodes.clone(), upstream.fail_timeout, clock);
-        balancer.weights.clone_from(&upstream.weights);
+        let nodes = Node::list(&upstream.nodes, &upstream.weights);
+        let mut balancer = Balancer::new(nodes, upstream.fail_timeout, clock);
         balancer.selection = selection::policy(upstream.balance);
         balancer
     }
@@ -94,13 +95,13 @@ impl Balancer {
         }
     }
 
-    /// The node addresses, in config order.
-    pub fn nodes(&self) -> &[String] {
+    /// The nodes, in config order.
+    pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
 
-    /// The address of node `index`.
-    pub fn node(&self, index: usize) -> &str {
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> &Node {
         &self.nodes[index]
     }
 
@@ -136,7 +137,7 @@ impl Balancer {
         }
         let candidate = |index: usize| Candidate {
             index,
-            weight: self.weights[index],
+            weight: self.nodes[index].weight(),
             in_flight: self.in_flight[index].load(Ordering::Relaxed),
         };
         let untried = (0..self.nodes.len()).filter(|i| !tried.contains(i));
@@ -201,7 +202,9 @@ mod tests {
 
     fn balancer(n: usize) -> (Balancer, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
-        let nodes = (0..n).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect();
+        let nodes = (0..n)
+            .map(|i| Node::new(&format!("127.0.0.1:{}", 1000 + i), 1))
+            .collect();
         (Balancer::new(nodes, Duration::from_secs(60), clock.clone()), clock)
     }
 
@@ -268,7 +271,11 @@ mod tests {
     #[test]
     fn in_flight_requests_steer_least_conn() {
         let clock = Arc::new(ManualClock::default());
-        let mut b = Balancer::new(vec!["a:1".into(), "b:1".into()], Duration::from_secs(1), clock);
+        let mut b = Balancer::new(
+            vec![Node::new("a:1", 1), Node::new("b:1", 1)],
+            Duration::from_secs(1),
+            clock,
+        );
         b.selection = selection::policy(crate::config::Balance::LeastConn);
         let busy = b.track(0);
         for _ in 0..50 {

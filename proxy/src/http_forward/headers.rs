@@ -142,14 +142,12 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
 /// The request headers as the upstream should see them.
 ///
 /// `client_host` is the host the client asked for (its `Host` header, or the URL's authority for
-/// HTTP/2), `upstream_host` the node's `host:port`.
+/// HTTP/2). `Host` itself depends on the node and is set once it is chosen (see [`upstream_host`]).
 pub fn upstream_request_headers(
     mut headers: HeaderMap,
     upgrading: bool,
     peer: IpAddr,
-    client_host: Option<HeaderValue>,
-    upstream_host: HeaderValue,
-    pass_host: bool,
+    client_host: Option<&HeaderValue>,
 ) -> HeaderMap {
     let forwarded_for = forwarded_for(&headers, peer);
     // Both framings at once is how requests are smuggled; the body was read as chunked, so a
@@ -163,15 +161,23 @@ pub fn upstream_request_headers(
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.remove(X_FORWARDED_HOST);
-    if let Some(host) = &client_host {
+    if let Some(host) = client_host {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    let host = match client_host {
-        Some(client) if pass_host => client,
-        _ => upstream_host,
-    };
-    headers.insert(header::HOST, host);
     headers
+}
+
+/// The `Host` a node is sent: the client's with `pass_host` (when it named one), otherwise the node's
+/// own `host:port`.
+pub fn upstream_host<'a>(
+    client_host: Option<&'a HeaderValue>,
+    pass_host: bool,
+    node_host: &'a HeaderValue,
+) -> &'a HeaderValue {
+    match client_host {
+        Some(client) if pass_host => client,
+        _ => node_host,
+    }
 }
 
 #[cfg(test)]
@@ -281,19 +287,22 @@ mod tests {
         ]);
         let host = Some(HeaderValue::from_static("example.com"));
         let upstream = HeaderValue::from_static("127.0.0.1:8081");
-        let out = upstream_request_headers(client.clone(), false, peer, host.clone(), upstream.clone(), false);
-        assert_eq!(out["host"], "127.0.0.1:8081");
+        let out = upstream_request_headers(client, false, peer, host.as_ref());
+        assert_eq!(upstream_host(host.as_ref(), false, &upstream), "127.0.0.1:8081");
         assert_eq!(out["x-forwarded-host"], "example.com");
         assert_eq!(out["x-forwarded-proto"], "http");
         assert_eq!(out["x-forwarded-for"], "9.9.9.9, 127.0.0.1");
         assert!(!out.contains_key("connection"));
-        let out = upstream_request_headers(client, false, peer, host, upstream.clone(), true);
-        assert_eq!(out["host"], "example.com");
+        assert_eq!(upstream_host(host.as_ref(), true, &upstream), "example.com");
         let both = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
-        let out = upstream_request_headers(both, false, peer, None, upstream.clone(), false);
+        let out = upstream_request_headers(both, false, peer, None);
         assert!(!out.contains_key("content-length") && !out.contains_key("transfer-encoding"));
-        let out = upstream_request_headers(HeaderMap::new(), false, peer, None, upstream, true);
-        assert_eq!(out["host"], "127.0.0.1:8081", "no client host to pass: the upstream's");
+        let out = upstream_request_headers(HeaderMap::new(), false, peer, None);
+        assert_eq!(
+            upstream_host(None, true, &upstream),
+            "127.0.0.1:8081",
+            "no client host to pass: the upstream's"
+        );
         assert!(!out.contains_key("x-forwarded-host"));
     }
 }

@@ -1,9 +1,10 @@
 //! `module_http`: reverse proxy to upstream HTTP servers.
 //!
 //! The request goes to a node chosen by the module's [`Balancer`] over a keep-alive connection from
-//! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. A connect
-//! failure masks the node and moves the request on (nothing was sent, see [`unsent_body`]); any later
-//! failure masks the node and answers 502 or 504, because the upstream may have acted on the request.
+//! that node's idle stack (see [`pool`]), path and query unchanged, bodies streamed both ways. Whether a
+//! failed try moves on, goes out again or is answered 502 or 504 is decided in
+//! [`crate::balancer::attempts`]: a connect failure moves the request on (nothing was sent, see
+//! [`unsent_body`]); a later failure is answered, because the upstream may have acted on the request.
 //! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101. With `pipeline`,
 //! bodyless `GET` and `HEAD` requests share connections instead (see [`pipeline`]).
 
@@ -24,11 +25,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::balancer::{Balancer, Clock, InFlight};
+use crate::balancer::attempts::{self, Answered, Attempt, Event, Miss, Unanswered};
+use crate::balancer::{Balancer, Clock, InFlight, Node};
 use crate::body::Body;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
-use crate::socket_gateway::ServedBy;
+use crate::socket_forward::ServedBy;
 use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
@@ -43,16 +45,11 @@ pub struct HttpForward {
 struct Shared {
     name: String,
     upstream: Upstream,
+    /// The nodes (address, `Host`, name) and their health.
     balancer: Balancer,
-    /// Each node's `host:port`, the `Host` the upstream is sent unless `pass_host`.
-    hosts: Vec<HeaderValue>,
-    /// Each node as responses name it (`ServedBy`).
-    served_by: Vec<Arc<str>>,
     pool: Arc<Pool>,
     /// With `pipeline`: the connections bodyless `GET` and `HEAD` requests share.
     lanes: Option<HttpLanes>,
-    /// Each node's `host:port`, for the lanes to connect to.
-    addrs: Vec<String>,
 }
 
 /// An upstream's response head, and where its body comes from.
@@ -70,14 +67,18 @@ enum ForwardError {
     BodyTooLarge(u64),
     #[error("could not read the request body from the client: {0}")]
     ClientBody(String),
+    #[error("could not connect to upstream {node}: {reason}")]
+    Connect { node: Arc<str>, reason: String },
     #[error("no node of module '{module}' is reachable (tried {tried}); start the upstream or check proxy_pass")]
     Unreachable { module: String, tried: String },
     #[error("upstream {node} failed after the request was sent: {reason}")]
-    Failed { node: String, reason: String },
+    Failed { node: Arc<str>, reason: String },
+    #[error("upstream {node} failed after the request was sent: the connection closed before the response, on each of {} attempts", spelled(*.attempts))]
+    Unanswered { node: Arc<str>, attempts: u8 },
     #[error("upstream {node} sent no response headers within {secs} s (upstream.timeout)")]
-    Timeout { node: String, secs: f64 },
+    Timeout { node: Arc<str>, secs: f64 },
     #[error("upstream {node} switched protocols without being asked to")]
-    UnexpectedUpgrade { node: String },
+    UnexpectedUpgrade { node: Arc<str> },
 }
 
 impl ForwardError {
@@ -85,9 +86,11 @@ impl ForwardError {
         match self {
             ForwardError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ForwardError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            ForwardError::Unreachable { .. } | ForwardError::Failed { .. } | ForwardError::UnexpectedUpgrade { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ForwardError::Connect { .. }
+            | ForwardError::Unreachable { .. }
+            | ForwardError::Failed { .. }
+            | ForwardError::Unanswered { .. }
+            | ForwardError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -99,29 +102,26 @@ struct Outgoing {
     /// The request target in origin form (`/path?query`).
     target: Uri,
     /// Already rewritten for the upstream (see [`headers::upstream_request_headers`]) but for `Host`,
-    /// which depends on the node. Moved into the one request a forward builds: it is built only once a
+    /// which depends on the node (see [`Outgoing::host_for`]). Moved into the one request a forward builds: it is built only once a
     /// connection is up, and a request that was built is either sent again as it is or not at all.
     headers: http::HeaderMap,
-    /// The `Host` every node is sent (`pass_host` and the client named one); otherwise each node's own.
-    host: Option<HeaderValue>,
+    /// The host the client asked for, if it named one.
+    client_host: Option<HeaderValue>,
+    /// Whether that host is passed on (`pass_host`).
+    pass_host: bool,
+}
+
+impl Outgoing {
+    /// The `Host` `node` is sent.
+    fn host_for<'a>(&'a self, node: &'a Node) -> &'a HeaderValue {
+        headers::upstream_host(self.client_host.as_ref(), self.pass_host, node.host_header())
+    }
 }
 
 impl HttpForward {
     /// The forwarder for module `name`.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
-        let pool = Pool::new(&upstream.nodes, upstream.keepalive, upstream.connect_timeout);
-        let hosts = upstream
-            .nodes
-            .iter()
-            .map(|node| {
-                let authority = node
-                    .parse::<Uri>()
-                    .ok()
-                    .and_then(|uri| uri.authority().map(|a| a.as_str().to_owned()))
-                    .unwrap_or_default();
-                HeaderValue::from_str(&authority).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
-            })
-            .collect();
+        let pool = Pool::new(upstream.nodes.len(), upstream.keepalive, upstream.connect_timeout);
         let lanes = (upstream.pipeline > 1).then(|| {
             HttpLanes::new(
                 upstream.nodes.len(),
@@ -132,13 +132,10 @@ impl HttpForward {
         });
         HttpForward {
             shared: Arc::new(Shared {
-                addrs: (0..upstream.nodes.len()).map(|node| pool.addr(node)).collect(),
                 lanes,
                 name: name.to_owned(),
                 balancer: Balancer::for_upstream(&upstream, clock),
-                served_by: upstream.nodes.iter().map(|node| Arc::from(node.as_str())).collect(),
                 upstream,
-                hosts,
                 pool,
             }),
         }
@@ -205,95 +202,66 @@ impl Shared {
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let lanes = self
-            .lanes
-            .as_ref()
-            .filter(|_| !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body)));
+        // Only a bodyless GET or HEAD may go out twice (RFC 9110, section 9.2.2), and only those share lanes.
+        let may_resend = !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body));
+        let lanes = self.lanes.as_ref().filter(|_| may_resend);
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let host = client_host.clone().filter(|_| self.upstream.pass_host);
         let mut outgoing = Outgoing {
-            headers: headers::upstream_request_headers(
-                parts.headers,
-                upgrading,
-                peer.ip(),
-                client_host,
-                // Replaced by each node's own in `build` unless `host` is set.
-                self.hosts
-                    .first()
-                    .cloned()
-                    .unwrap_or(HeaderValue::from_static("localhost")),
-                self.upstream.pass_host,
-            ),
-            host,
+            headers: headers::upstream_request_headers(parts.headers, upgrading, peer.ip(), client_host.as_ref()),
+            client_host,
+            pass_host: self.upstream.pass_host,
             target: origin_form(parts.uri),
             method: parts.method,
         };
         let slot = BodySlot::new(Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)));
-        let mut tried = Vec::with_capacity(self.balancer.nodes().len());
-        loop {
-            let Some(pick) = self.balancer.pick(&tried) else {
-                let tried: Vec<&str> = tried.iter().map(|&i| self.balancer.node(i)).collect();
-                return Err((
-                    ForwardError::Unreachable {
-                        module: self.name.clone(),
-                        tried: tried.join(", "),
+        let mut request = HttpRequest {
+            shared: self,
+            outgoing: &mut outgoing,
+            slot: &slot,
+            lanes,
+            upgrading,
+            max_body,
+            unsent: None,
+        };
+        let node_name = |index: usize| self.balancer.node(index).name().clone();
+        match attempts::run(&self.balancer, &self.name, may_resend, &mut request).await {
+            Ok(Answered {
+                answer,
+                index,
+                in_flight,
+            }) => {
+                let served_by = node_name(index);
+                // The in-flight count lasts until the response body or the upgraded connection ends.
+                match self.respond(answer, index, client_upgrade, in_flight) {
+                    Ok(mut response) => {
+                        response.extensions_mut().insert(ServedBy(served_by));
+                        Ok(response)
+                    }
+                    Err(error) => Err((error, Some(served_by))),
+                }
+            }
+            Err(Unanswered::Failed { error, index, resends }) => {
+                let error = match error {
+                    ForwardError::Unanswered { node, .. } => ForwardError::Unanswered {
+                        node,
+                        attempts: resends.unanswered + 1,
                     },
-                    None,
-                ));
-            };
-            if pick.all_masked {
-                tracing::warn!(module = self.name, "every node is masked; trying a masked one");
+                    error => error,
+                };
+                Err((error, Some(node_name(index))))
             }
-            tried.push(pick.index);
-            let index = pick.index;
-            let node = self.balancer.node(index);
-            let served_by = &self.served_by[index];
-            // Counted from the pick, so requests arriving together see each other (least_conn), and until
-            // the response body or the upgraded connection ends.
-            let in_flight = self.balancer.track(index);
-            let exchange = if upgrading {
-                // Boxed, being rare, so as not to enlarge every request's future.
-                self.timed(Box::pin(self.exchange_detached(index, &mut outgoing, &slot)), &slot)
-                    .await
-            } else if let Some(lanes) = lanes {
-                self.timed(self.exchange_pipelined(lanes, index, &outgoing), &slot)
-                    .await
-            } else {
-                // Boxed: a pooled attempt's state is the larger part of this future, which moves several times.
-                self.timed(Box::pin(self.exchange(index, &mut outgoing, &slot)), &slot)
-                    .await
-            };
-            match exchange {
-                Ok(Ok(answer)) => {
-                    self.balancer.answered(pick);
-                    return self
-                        .respond(answer, index, client_upgrade, in_flight)
-                        .map_err(|e| (e, Some(served_by.clone())))
-                        .map(|mut response| {
-                            response.extensions_mut().insert(ServedBy(served_by.clone()));
-                            response
-                        });
-                }
-                // Nothing was sent: the request may go on to another node.
-                Ok(Err(error @ SendError::Connect(_))) if !slot.is_taken() => {
-                    tracing::warn!(module = self.name, node, error = %chain(&error), "connect failed; node masked");
-                    self.balancer.mark_failed(index);
-                }
-                Ok(Err(error)) => return Err((self.classify(index, &error, max_body), Some(served_by.clone()))),
-                Err(Elapsed) => {
-                    self.balancer.mark_failed(index);
-                    let error = ForwardError::Timeout {
-                        node: node.to_owned(),
-                        secs: self.upstream.timeout.as_secs_f64(),
-                    };
-                    return Err((error, Some(served_by.clone())));
-                }
-            }
+            Err(Unanswered::NoNode(tried)) => Err((
+                ForwardError::Unreachable {
+                    module: self.name.clone(),
+                    tried: attempts::describe(&self.balancer, &tried),
+                },
+                None,
+            )),
         }
     }
 
@@ -320,95 +288,107 @@ impl Shared {
         }
     }
 
-    /// One attempt at node `index` over a pooled connection, driven by this task. A request that a
-    /// reused connection closed before taking goes out again on another connection: not one byte of it
+    /// One try at node `index` over a pooled connection, driven by this task. A request that a reused
+    /// connection closed before taking is kept in `unsent`, to go out again as it is: not one byte of it
     /// was sent.
     async fn exchange(
         &self,
         index: usize,
+        node: &Node,
         outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<Answer, SendError> {
-        let mut lease = self.pool.get(index).await.map_err(SendError::Connect)?;
-        let mut request = self.build(outgoing, index, slot);
-        loop {
-            let reused = lease.is_reused();
-            match pool::send(lease, request).await {
-                Ok((response, lease)) => return Ok(Answer::Own(response, lease)),
-                Err((error, Some(unsent))) if reused && !slot.is_taken() => {
-                    tracing::debug!(module = self.name, %error, "pooled connection closed before the request; retrying");
-                    request = unsent;
-                    lease = self.pool.get(index).await.map_err(SendError::Connect)?;
-                }
-                Err((error, _)) => return Err(SendError::Http(error)),
+        unsent: &mut Option<Box<Request<RequestBody>>>,
+        max_body: u64,
+    ) -> Tried {
+        let lease = match self.pool.get(index, node.address()).await {
+            Ok(lease) => lease,
+            Err(error) => return Err(self.connect_failed(node, &SendError::Connect(error), slot, max_body)),
+        };
+        let request = match unsent.take() {
+            Some(request) => *request,
+            None => self.build(outgoing, node, slot),
+        };
+        let reused = lease.is_reused();
+        match pool::send(lease, request).await {
+            Ok((response, lease)) => Ok(Answer::Own(response, lease)),
+            Err((error, Some(request))) if reused && !slot.is_taken() => {
+                *unsent = Some(Box::new(request));
+                let reason = chain(&SendError::Http(error));
+                let error = ForwardError::Failed {
+                    node: node.name().clone(),
+                    reason,
+                };
+                Err(Miss::new(Event::Unsent, reused, error))
             }
+            Err((error, _)) => Err(self.classify(node, reused, &SendError::Http(error), max_body)),
         }
     }
 
-    /// One attempt at node `index` that asks to switch protocols: on a new connection that runs as its
-    /// own task, so it can outlive the request once upgraded.
+    /// One try at node `index` that asks to switch protocols: on a new connection that runs as its own
+    /// task, so it can outlive the request once upgraded.
     async fn exchange_detached(
         &self,
-        index: usize,
+        node: &Node,
         outgoing: &mut Outgoing,
         slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<Answer, SendError> {
-        let mut sender = self.pool.connect_detached(index).await.map_err(SendError::Connect)?;
-        let response = sender
-            .send_request(self.build(outgoing, index, slot))
-            .await
-            .map_err(SendError::Http)?;
-        Ok(Answer::Own(response, None))
-    }
-
-    /// One attempt at node `index` on one of its shared connections. A request the upstream turned away
-    /// unread goes out again on another one; so does, twice at most, one whose connection closed before
-    /// its response, which only `GET` and `HEAD` allow (RFC 9110, section 9.2.2).
-    async fn exchange_pipelined(
-        &self,
-        lanes: &HttpLanes,
-        index: usize,
-        outgoing: &Outgoing,
-    ) -> Result<Answer, SendError> {
-        let target = outgoing.target.path_and_query().map_or("/", |target| target.as_str());
-        let host = outgoing.host.as_ref().unwrap_or(&self.hosts[index]);
-        let (mut unanswered, mut turned_away) = (2, 16);
-        loop {
-            // Built for each attempt: cloning it would cost every request an allocation, a retry is rare.
-            let head = Head::new(&outgoing.method, target, host, &outgoing.headers);
-            match lanes.call(index, &self.addrs[index], head).await {
-                Outcome::Response(response) => return Ok(Answer::Pipelined(response)),
-                Outcome::Unsent(Some(error)) => return Err(SendError::Connect(error)),
-                Outcome::Unsent(None) if turned_away > 0 => turned_away -= 1,
-                Outcome::Closed if unanswered > 0 => {
-                    unanswered -= 1;
-                    tracing::debug!(
-                        module = self.name,
-                        "pipelined connection closed before the response; retrying"
-                    );
-                }
-                Outcome::Closed => {
-                    let reason = "the connection closed before the response, on each of three attempts";
-                    return Err(SendError::Pipelined(reason.into()));
-                }
-                Outcome::Unsent(None) => {
-                    let reason = "every connection closed before the upstream took the request";
-                    return Err(SendError::Pipelined(reason.into()));
-                }
-                Outcome::BadResponse(reason) => return Err(SendError::Pipelined(reason)),
-            }
+        max_body: u64,
+    ) -> Tried {
+        let mut sender = match self.pool.connect_detached(node.address()).await {
+            Ok(sender) => sender,
+            Err(error) => return Err(self.connect_failed(node, &SendError::Connect(error), slot, max_body)),
+        };
+        match sender.send_request(self.build(outgoing, node, slot)).await {
+            Ok(response) => Ok(Answer::Own(response, None)),
+            Err(error) => Err(self.classify(node, false, &SendError::Http(error), max_body)),
         }
     }
 
-    /// The request to node `index`, once a connection to it is up.
-    fn build(&self, outgoing: &mut Outgoing, index: usize, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
+    /// One try at node `index` on one of its shared connections. A lane is a kept connection: a request
+    /// it closed on unwritten, or the upstream turned away unread, may go out again; so may one whose
+    /// connection closed before its response, since only `GET` and `HEAD` take lanes.
+    async fn exchange_pipelined(&self, lanes: &HttpLanes, index: usize, node: &Node, outgoing: &Outgoing) -> Tried {
+        let target = outgoing.target.path_and_query().map_or("/", |target| target.as_str());
+        // Built for each try: cloning it would cost every request an allocation, a resend is rare.
+        let head = Head::new(&outgoing.method, target, outgoing.host_for(node), &outgoing.headers);
+        let name = || node.name().clone();
+        Err(match lanes.call(index, node.address(), head).await {
+            Outcome::Response(response) => return Ok(Answer::Pipelined(response)),
+            Outcome::Unsent(Some(error)) => Miss::new(
+                Event::Refused,
+                false,
+                ForwardError::Connect {
+                    node: name(),
+                    reason: error.to_string(),
+                },
+            ),
+            Outcome::Unsent(None) => {
+                let reason = "every connection closed before the upstream took the request".to_owned();
+                Miss::new(Event::Unsent, true, ForwardError::Failed { node: name(), reason })
+            }
+            // The count of attempts is filled in if this is the one the client is answered with.
+            Outcome::Closed => Miss::new(
+                Event::Unanswered,
+                true,
+                ForwardError::Unanswered {
+                    node: name(),
+                    attempts: 1,
+                },
+            ),
+            Outcome::BadResponse(reason) => {
+                Miss::new(Event::Failed, true, ForwardError::Failed { node: name(), reason })
+            }
+        })
+    }
+
+    /// The request to `node`, once a connection to it is up.
+    fn build(&self, outgoing: &mut Outgoing, node: &Node, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
         let mut request = Request::new(slot.attempt());
         *request.method_mut() = outgoing.method.clone();
         *request.uri_mut() = outgoing.target.clone();
         // Upstreams are spoken to in HTTP/1.1 whatever the client used.
         *request.version_mut() = Version::HTTP_11;
+        let host = outgoing.host_for(node).clone();
         let mut headers = std::mem::take(&mut outgoing.headers);
-        let host = outgoing.host.clone().unwrap_or_else(|| self.hosts[index].clone());
         headers.insert(header::HOST, host);
         *request.headers_mut() = headers;
         request
@@ -432,13 +412,13 @@ impl Shared {
             let Some(client) = client_upgrade else {
                 self.balancer.mark_failed(index);
                 return Err(ForwardError::UnexpectedUpgrade {
-                    node: self.balancer.node(index).to_owned(),
+                    node: self.balancer.node(index).name().clone(),
                 });
             };
             let upstream = hyper::upgrade::on(&mut response);
             let splice = upgrade::splice(
                 self.name.clone(),
-                self.balancer.node(index).to_owned(),
+                self.balancer.node(index).name().to_string(),
                 client,
                 upstream,
             );
@@ -454,21 +434,108 @@ impl Shared {
         Ok(response.map(|body| UpstreamBody::new(body, lease, in_flight).boxed_unsync()))
     }
 
+    /// A connect that failed: nothing was sent unless an earlier try already took the body.
+    fn connect_failed(
+        &self,
+        node: &Node,
+        error: &SendError,
+        slot: &BodySlot<Limited<Incoming>>,
+        max_body: u64,
+    ) -> Miss<ForwardError> {
+        if slot.is_taken() {
+            return self.classify(node, false, error, max_body);
+        }
+        let reason = chain(error);
+        Miss::new(
+            Event::Refused,
+            false,
+            ForwardError::Connect {
+                node: node.name().clone(),
+                reason,
+            },
+        )
+    }
+
     /// An error after the request may have been sent. The client's own body failing is not the
-    /// upstream's fault and does not mask it.
-    fn classify(&self, index: usize, error: &SendError, max_body: u64) -> ForwardError {
+    /// upstream's fault.
+    fn classify(&self, node: &Node, reused: bool, error: &SendError, max_body: u64) -> Miss<ForwardError> {
         if causes(error).any(|cause| cause.is::<LengthLimitError>()) {
-            return ForwardError::BodyTooLarge(max_body);
+            return Miss::new(Event::ClientFailed, reused, ForwardError::BodyTooLarge(max_body));
         }
         if causes(error).any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user)) {
-            return ForwardError::ClientBody(chain(error));
+            return Miss::new(Event::ClientFailed, reused, ForwardError::ClientBody(chain(error)));
         }
-        self.balancer.mark_failed(index);
-        ForwardError::Failed {
-            node: self.balancer.node(index).to_owned(),
+        let error = ForwardError::Failed {
+            node: node.name().clone(),
             reason: chain(error),
-        }
+        };
+        Miss::new(Event::Failed, reused, error)
     }
+}
+
+/// What one try at a node yields.
+type Tried = Result<Answer, Miss<ForwardError>>;
+
+/// One HTTP request going through the attempt loop.
+struct HttpRequest<'a> {
+    shared: &'a Shared,
+    outgoing: &'a mut Outgoing,
+    slot: &'a BodySlot<Limited<Incoming>>,
+    /// With `pipeline`, for a request that may share a connection.
+    lanes: Option<&'a HttpLanes>,
+    upgrading: bool,
+    max_body: u64,
+    /// A request built for a node that a kept connection closed before taking. Boxed: it is rare, and
+    /// this lives in every request's future.
+    unsent: Option<Box<Request<RequestBody>>>,
+}
+
+impl Attempt for HttpRequest<'_> {
+    type Answer = Answer;
+    type Error = ForwardError;
+
+    async fn attempt(&mut self, index: usize, node: &Node, resend: bool) -> Tried {
+        let shared = self.shared;
+        if !resend {
+            // A request built for the node before: its headers go back, to be built again with this one's `Host`.
+            if let Some(request) = self.unsent.take() {
+                self.outgoing.headers = request.into_parts().0.headers;
+            }
+        }
+        let (outgoing, slot) = (&mut *self.outgoing, self.slot);
+        let tried = if self.upgrading {
+            // Boxed, being rare, so as not to enlarge every request's future.
+            shared
+                .timed(
+                    Box::pin(shared.exchange_detached(node, outgoing, slot, self.max_body)),
+                    slot,
+                )
+                .await
+        } else if let Some(lanes) = self.lanes {
+            shared
+                .timed(shared.exchange_pipelined(lanes, index, node, outgoing), slot)
+                .await
+        } else {
+            // Boxed: a pooled try's state is the larger part of this future, which moves several times.
+            let exchange = shared.exchange(index, node, outgoing, slot, &mut self.unsent, self.max_body);
+            shared.timed(Box::pin(exchange), slot).await
+        };
+        tried.unwrap_or_else(|Elapsed| {
+            let error = ForwardError::Timeout {
+                node: node.name().clone(),
+                secs: shared.upstream.timeout.as_secs_f64(),
+            };
+            Err(Miss::new(Event::TimedOut, false, error))
+        })
+    }
+}
+
+/// A count of attempts in words, as error messages give it.
+fn spelled(count: u8) -> String {
+    const WORDS: [&str; 4] = ["no", "one", "two", "three"];
+    WORDS
+        .get(usize::from(count))
+        .map_or_else(|| count.to_string(), |word| (*word).to_owned())
 }
 
 /// The target of `uri` in origin form (`/path?query`), as an upstream is sent it.

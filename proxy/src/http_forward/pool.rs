@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use super::unsent_body::UnsentBody;
 use crate::balancer::InFlight;
 use crate::body::BoxError;
-use crate::socket_pool::MAX_IDLE_PER_NODE;
+use crate::socket_forward::pool::MAX_IDLE_PER_NODE;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -51,8 +51,7 @@ type Sender = http1::SendRequest<RequestBody>;
 
 /// The idle connections of one module's nodes.
 pub struct Pool {
-    targets: Vec<Target>,
-    idle: Vec<Mutex<Vec<Idle>>>,
+    idle: Vec<Mutex<Vec<IdleConnection>>>,
     keepalive: bool,
     connect_timeout: Duration,
     builder: http1::Builder,
@@ -62,20 +61,14 @@ pub struct Pool {
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("targets", &self.targets)
+            .field("nodes", &self.idle.len())
             .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
 
-/// Where a node's connections go.
-#[derive(Debug)]
-struct Target {
-    host: String,
-    port: u16,
-}
-
-struct Idle {
+/// A connection waiting in a node's idle stack, and since when.
+struct IdleConnection {
     sender: Sender,
     connection: Connection,
     since: Instant,
@@ -103,22 +96,10 @@ pub enum SendError {
 }
 
 impl Pool {
-    /// A pool for `nodes` (each `http://host[:port]`).
-    pub fn new(nodes: &[String], keepalive: bool, connect_timeout: Duration) -> Arc<Pool> {
-        let targets = nodes
-            .iter()
-            .map(|node| {
-                let uri = node.parse::<Uri>().ok();
-                let host = uri.as_ref().and_then(Uri::host).unwrap_or("localhost");
-                Target {
-                    host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                    port: uri.as_ref().and_then(Uri::port_u16).unwrap_or(80),
-                }
-            })
-            .collect();
+    /// A pool for `node_count` nodes.
+    pub fn new(node_count: usize, keepalive: bool, connect_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
-            targets,
-            idle: nodes.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            idle: (0..node_count).map(|_| Mutex::new(Vec::new())).collect(),
             keepalive,
             connect_timeout,
             builder: http1::Builder::new(),
@@ -126,23 +107,13 @@ impl Pool {
         })
     }
 
-    /// Node `node`'s `host:port`, as a socket connects to it.
-    pub fn addr(&self, node: usize) -> String {
-        let Target { host, port } = &self.targets[node];
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
-    }
-
-    /// A live idle connection to node `node`, or a new one.
-    pub async fn get(self: &Arc<Self>, node: usize) -> Result<Lease, io::Error> {
+    /// A live idle connection to node `node`, or a new one to `addr` (its `host:port`).
+    pub async fn get(self: &Arc<Self>, node: usize, addr: &str) -> Result<Lease, io::Error> {
         if let Some(lease) = self.take_idle(node) {
             return Ok(lease);
         }
         // Boxed: connecting is the rare case, and its state would otherwise enlarge every request's future.
-        let (sender, connection) = Box::pin(self.connect(node)).await?;
+        let (sender, connection) = Box::pin(self.connect(addr)).await?;
         Ok(Lease {
             pool: Arc::clone(self),
             node,
@@ -152,9 +123,10 @@ impl Pool {
         })
     }
 
-    /// A new connection to node `node` whose future runs as a task of its own, with upgrades enabled.
-    pub async fn connect_detached(&self, node: usize) -> Result<Sender, io::Error> {
-        let (sender, connection) = Box::pin(self.connect(node)).await?;
+    /// A new connection to `addr` (a node's `host:port`) whose future runs as a task of its own, with
+    /// upgrades enabled.
+    pub async fn connect_detached(&self, addr: &str) -> Result<Sender, io::Error> {
+        let (sender, connection) = Box::pin(self.connect(addr)).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -165,15 +137,11 @@ impl Pool {
 
     async fn connect(
         &self,
-        node: usize,
+        addr: &str,
     ) -> Result<(Sender, http1::Connection<TokioIo<TcpStream>, RequestBody>), io::Error> {
-        let target = &self.targets[node];
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         self.builder
             .handshake(TokioIo::new(stream))
@@ -203,7 +171,7 @@ impl Pool {
         if !self.keepalive {
             return;
         }
-        let mut idle = Idle {
+        let mut idle = IdleConnection {
             sender,
             connection,
             since: Instant::now(),
@@ -257,7 +225,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Idle {
+impl IdleConnection {
     /// Whether the connection is open and ready for a request.
     fn is_usable(&mut self) -> bool {
         !self.poll_closed() && self.sender.is_ready()
@@ -398,7 +366,7 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{Balancer, SystemClock};
+    use crate::balancer::{Balancer, Node, SystemClock};
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use std::convert::Infallible;
@@ -453,13 +421,13 @@ mod tests {
     /// One exchange over `pool` to node 0; the body is read to its end, as the server would.
     /// A pool for `up` alone, and the balancer that [`exchange`] reports to.
     fn pool_for(up: &Upstream, keepalive: bool) -> (Balancer, Arc<Pool>) {
-        let nodes = vec![up.url.clone()];
-        let balancer = Balancer::new(nodes.clone(), Duration::from_secs(1), Arc::new(SystemClock::default()));
-        (balancer, Pool::new(&nodes, keepalive, Duration::from_secs(1)))
+        let nodes = vec![Node::new(&up.url, 1)];
+        let balancer = Balancer::new(nodes, Duration::from_secs(1), Arc::new(SystemClock::default()));
+        (balancer, Pool::new(1, keepalive, Duration::from_secs(1)))
     }
 
     async fn exchange(pool: &Arc<Pool>, balancer: &Balancer, body: Incoming) -> (bool, Bytes) {
-        let lease = pool.get(0).await.unwrap();
+        let lease = pool.get(0, balancer.node(0).address()).await.unwrap();
         let reused = lease.is_reused();
         let slot = super::super::unsent_body::BodySlot::new(Limited::new(body, 1024));
         let (response, lease) = send(lease, request(&slot)).await.map_err(|(e, _)| e).unwrap();
@@ -538,10 +506,11 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_capped_per_node() {
         let up = upstream().await;
-        let pool = Pool::new(std::slice::from_ref(&up.url), true, Duration::from_secs(1));
+        let pool = Pool::new(1, true, Duration::from_secs(1));
+        let addr = Node::new(&up.url, 1).address().to_owned();
         let mut leases = Vec::new();
         for _ in 0..MAX_IDLE_PER_NODE + 5 {
-            leases.push(pool.get(0).await.unwrap());
+            leases.push(pool.get(0, &addr).await.unwrap());
         }
         for lease in leases {
             pool.put(lease.node, lease.sender, lease.connection);

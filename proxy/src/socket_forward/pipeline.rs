@@ -21,7 +21,7 @@ pub type Pipelines = Lanes<FrameWire>;
 
 /// What became of a request handed to a lane.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum FrameOutcome {
     /// The backend's reply.
     Reply(Bytes),
     /// The backend broke the wire format where this request's reply should be.
@@ -50,19 +50,20 @@ impl FrameWire {
 impl Wire for FrameWire {
     type Request = Bytes;
     type Expect = ();
-    type Outcome = Outcome;
+    type Outcome = FrameOutcome;
 
-    fn encode(&mut self, payload: Bytes, out: &mut BytesMut) -> Result<(), Outcome> {
-        // A payload too long for a length line (10 digits) cannot be framed; its caller hears so.
-        self.codec.encode(&payload, out).map_err(Outcome::BadReply)
+    fn encode(&mut self, payload: Bytes, out: &mut BytesMut) -> Result<(), FrameOutcome> {
+        // A payload too long for a length line (10 digits) cannot be framed; the gateway refuses one (413)
+        // before it gets here.
+        self.codec.encode(&payload, out).map_err(FrameOutcome::BadReply)
     }
 
-    fn unsent(error: Option<io::Error>) -> Outcome {
-        Outcome::Unsent(error)
+    fn unsent(error: Option<io::Error>) -> FrameOutcome {
+        FrameOutcome::Unsent(error)
     }
 
-    fn closed() -> Outcome {
-        Outcome::Closed
+    fn closed() -> FrameOutcome {
+        FrameOutcome::Closed
     }
 
     async fn read_replies(&mut self, reader: &mut OwnedReadHalf, replies: &Replies<'_, Self>) {
@@ -75,9 +76,9 @@ impl Wire for FrameWire {
             }
             loop {
                 let outcome = match self.codec.decode(&mut buffer) {
-                    Ok(Some(reply)) => Outcome::Reply(reply),
+                    Ok(Some(reply)) => FrameOutcome::Reply(reply),
                     Ok(None) => break,
-                    Err(error) => Outcome::BadReply(error),
+                    Err(error) => FrameOutcome::BadReply(error),
                 };
                 let Some(((), waiter)) = replies.next() else {
                     return tracing::warn!(
@@ -85,7 +86,7 @@ impl Wire for FrameWire {
                         "backend sent a reply nobody asked for; connection closed"
                     );
                 };
-                let broken = matches!(outcome, Outcome::BadReply(_));
+                let broken = matches!(outcome, FrameOutcome::BadReply(_));
                 let _ = waiter.send(outcome);
                 if broken {
                     return;

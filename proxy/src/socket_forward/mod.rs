@@ -1,5 +1,11 @@
 //! `module_socket`: a browser's `POST` of JSON becomes one length-line frame to a backend node, and the
 //! backend's reply frame becomes the HTTP response, byte for byte.
+//!
+//! The socket side of the pair with [`crate::http_forward`]: this file is the gateway, [`pool`] keeps
+//! connections that carry one request at a time, [`pipeline`] the shared ones (`pipeline = N`).
+
+pub mod pipeline;
+pub mod pool;
 
 use std::io;
 use std::sync::Arc;
@@ -9,16 +15,18 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use modproxy_sdk::frame::length_line;
 use modproxy_sdk::FrameError;
 
-use crate::balancer::{Balancer, Clock};
+use crate::balancer::attempts::{self, Attempt, Event, Miss, Unanswered};
+use crate::balancer::{Balancer, Clock, Node};
 use crate::body::{full, Body, BoxError};
 use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::request_context::{generate, RequestContext};
-use crate::socket_pipeline::{FrameWire, Outcome, Pipelines};
-use crate::socket_pool::{Connection, SocketPool};
+use pipeline::{FrameOutcome, FrameWire, Pipelines};
+use pool::{Connection, SocketPool};
 
 /// Which backend node answered, for the access log (a response extension).
 #[derive(Debug, Clone)]
@@ -54,23 +62,20 @@ pub enum GatewayError {
     BodyUnreadable(BoxError),
     #[error("request body is not UTF-8 JSON: {0}")]
     NotJson(String),
+    #[error("the module's head rules cannot be applied to this request: {0}")]
+    HeadRule(String),
+    #[error("request of {len} bytes is too large for one frame (a length line holds at most {max})")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("could not connect to backend {node}: {source}")]
+    Connect { node: Arc<str>, source: io::Error },
     #[error("no node of module '{module}' is reachable (tried {tried}); start a backend or check forward_pass")]
     Unreachable { module: String, tried: String },
     #[error("backend {node} sent a bad reply: {source}")]
-    BadReply { node: String, source: FrameError },
+    BadReply { node: Arc<str>, source: FrameError },
     #[error("backend {node} closed the connection before replying")]
-    ClosedBeforeReply { node: String },
+    ClosedBeforeReply { node: Arc<str> },
     #[error("backend {node} did not reply within {secs} s (upstream.timeout)")]
-    Timeout { node: String, secs: f64 },
-}
-
-/// Why one node did not answer a request.
-enum Attempt {
-    /// The backend never got the request: connecting failed (`Some`), or a kept connection closed before
-    /// the request was written or read (`None`).
-    Unsent(Option<io::Error>),
-    /// It may have reached the backend, so it goes nowhere else.
-    Failed(GatewayError),
+    Timeout { node: Arc<str>, secs: f64 },
 }
 
 impl GatewayError {
@@ -78,15 +83,21 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BodyUnreadable(_) | GatewayError::NotJson(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Unreachable { .. }
+            GatewayError::BodyTooLarge(_) | GatewayError::FrameTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyUnreadable(_) | GatewayError::NotJson(_) | GatewayError::HeadRule(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::Connect { .. }
+            | GatewayError::Unreachable { .. }
             | GatewayError::BadReply { .. }
             | GatewayError::ClosedBeforeReply { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
+
+/// A request that failed, and the node it was tried at last (for the access log).
+type Failure = (GatewayError, Option<Arc<str>>);
 
 impl SocketGateway {
     /// The gateway for module `name`.
@@ -121,8 +132,8 @@ impl SocketGateway {
         &self.balancer
     }
 
-    /// Idle pooled connections to node `index`, or, for a pipelined module, its open connections.
-    pub fn pooled(&self, index: usize) -> usize {
+    /// Connections held open to node `index`: the idle pooled ones, or, for a pipelined module, its lanes.
+    pub fn open_connections(&self, index: usize) -> usize {
         match &self.connections {
             Connections::Pooled(pool) => pool.idle_count(index),
             Connections::Pipelined(pipelines) => pipelines.open(index),
@@ -168,11 +179,7 @@ impl SocketGateway {
         }
     }
 
-    async fn exchange<B>(
-        &self,
-        request: Request<B>,
-        max_body: u64,
-    ) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)>
+    async fn exchange<B>(&self, request: Request<B>, max_body: u64) -> Result<(Bytes, Arc<str>), Failure>
     where
         B: HttpBody<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -193,7 +200,7 @@ impl SocketGateway {
             .map_err(|e| (e, None))?;
         if let Some((context, headers)) = shaping {
             payload = head_shaping::shape(&payload, &self.upstream.head, &headers, &context)
-                .map_err(|e| (GatewayError::NotJson(e), None))?;
+                .map_err(|e| (GatewayError::HeadRule(e), None))?;
         }
         self.forward(&payload).await
     }
@@ -203,89 +210,62 @@ impl SocketGateway {
     /// `head` rules apply as for HTTP, with no request headers: a `header:` field is removed, so such a
     /// caller can never supply it. Either way comes with the node that was tried last, for the
     /// access log.
-    pub async fn call(
-        &self,
-        payload: Bytes,
-        context: &RequestContext,
-    ) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
+    pub async fn call(&self, payload: Bytes, context: &RequestContext) -> Result<(Bytes, Arc<str>), Failure> {
         let payload = if self.upstream.head.is_empty() {
             payload
         } else {
             head_shaping::shape(&payload, &self.upstream.head, &http::HeaderMap::new(), context)
-                .map_err(|e| (GatewayError::NotJson(e), None))?
+                .map_err(|e| (GatewayError::HeadRule(e), None))?
         };
         self.forward(&payload).await.inspect_err(|(error, _)| {
             tracing::error!(module = self.name, %error, "socket request failed");
         })
     }
 
-    async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), (GatewayError, Option<Arc<str>>)> {
-        let mut tried = Vec::with_capacity(self.balancer.nodes().len());
-        // How often a request may find a kept connection closed before the backend read it.
-        let mut unread_retries = 2;
-        loop {
-            let Some(pick) = self.balancer.pick(&tried) else {
-                let tried = self.describe(&tried);
-                return Err((
-                    GatewayError::Unreachable {
-                        module: self.name.clone(),
-                        tried,
-                    },
-                    None,
-                ));
-            };
-            if pick.all_masked {
-                tracing::warn!(module = self.name, "every node is masked; trying a masked one");
+    async fn forward(&self, payload: &Bytes) -> Result<(Bytes, Arc<str>), Failure> {
+        fits_a_frame(payload.len()).map_err(|e| (e, None))?;
+        let mut request = SocketRequest { gateway: self, payload };
+        // A POST may have been acted on: never sent twice unless the backend provably did not read it.
+        match attempts::run(&self.balancer, &self.name, false, &mut request).await {
+            Ok(answered) => Ok((answered.answer, self.balancer.node(answered.index).name().clone())),
+            Err(Unanswered::Failed { error, index, .. }) => {
+                Err((error, Some(self.balancer.node(index).name().clone())))
             }
-            tried.push(pick.index);
-            // Counted from the pick, so requests arriving together see each other (least_conn).
-            let _in_flight = self.balancer.track(pick.index);
-            let node = self.balancer.node(pick.index);
-            let sent = match &self.connections {
-                Connections::Pooled(pool) => match pool.get(pick.index, node).await {
-                    Ok(connection) => self.send(pool, connection, pick.index, payload).await,
-                    Err(error) => Err(Attempt::Unsent(Some(error))),
+            Err(Unanswered::NoNode(tried)) => Err((
+                GatewayError::Unreachable {
+                    module: self.name.clone(),
+                    tried: attempts::describe(&self.balancer, &tried),
                 },
-                Connections::Pipelined(pipelines) => self.send_pipelined(pipelines, pick.index, payload).await,
-            };
-            match sent {
-                Ok(reply) => {
-                    self.balancer.answered(pick);
-                    return Ok((reply, node.into()));
-                }
-                // A kept connection that closed before the backend read the request: try a fresh one.
-                Err(Attempt::Unsent(None)) if unread_retries > 0 => {
-                    unread_retries -= 1;
-                    tried.pop();
-                }
-                // Nothing was sent: the request may go on to another node.
-                Err(Attempt::Unsent(error)) => {
-                    let error = error.unwrap_or_else(|| io::Error::other("every connection closed before use"));
-                    tracing::warn!(module = self.name, node, %error, "connect failed; node masked");
-                    self.fail(pick.index);
-                }
-                Err(Attempt::Failed(error)) => return Err((error, Some(node.into()))),
-            }
+                None,
+            )),
         }
     }
 
     /// One request on a shared connection (`pipeline`); like [`Self::send`], never sent twice once written.
-    async fn send_pipelined(&self, pipelines: &Pipelines, index: usize, payload: &Bytes) -> Result<Bytes, Attempt> {
-        let node = self.balancer.node(index);
-        let outcome = tokio::time::timeout(self.upstream.timeout, pipelines.call(index, node, payload.clone())).await;
-        let error = match outcome {
-            Ok(Outcome::Reply(reply)) => return Ok(reply),
-            Ok(Outcome::Unsent(error)) => return Err(Attempt::Unsent(error)),
-            Ok(Outcome::Closed) => GatewayError::ClosedBeforeReply { node: node.to_owned() },
-            Ok(Outcome::BadReply(source)) => GatewayError::BadReply {
-                node: node.to_owned(),
-                source,
-            },
-            Err(_) => self.timed_out(index),
-        };
-        tracing::debug!(module = self.name, "pipelined exchange failed; node masked");
-        self.fail(index);
-        Err(Attempt::Failed(error))
+    async fn send_pipelined(&self, pipelines: &Pipelines, index: usize, node: &Node, payload: &Bytes) -> Tried {
+        let outcome = tokio::time::timeout(
+            self.upstream.timeout,
+            pipelines.call(index, node.address(), payload.clone()),
+        )
+        .await;
+        let name = || node.name().clone();
+        // A lane is a kept connection: a request it closed on before writing may be sent again.
+        Err(match outcome {
+            Ok(FrameOutcome::Reply(reply)) => return Ok(reply),
+            Ok(FrameOutcome::Unsent(Some(source))) => {
+                Miss::new(Event::Refused, false, GatewayError::Connect { node: name(), source })
+            }
+            Ok(FrameOutcome::Unsent(None)) => Miss::new(Event::Unsent, true, closed_unread(node)),
+            Ok(FrameOutcome::Closed) => Miss::new(
+                Event::Unanswered,
+                true,
+                GatewayError::ClosedBeforeReply { node: name() },
+            ),
+            Ok(FrameOutcome::BadReply(source)) => {
+                Miss::new(Event::Failed, true, GatewayError::BadReply { node: name(), source })
+            }
+            Err(_) => Miss::new(Event::TimedOut, true, self.timed_out(node)),
+        })
     }
 
     /// One request/reply on a connection. Whatever happens after the first byte is written, the request
@@ -295,20 +275,22 @@ impl SocketGateway {
         pool: &SocketPool,
         mut connection: Connection,
         index: usize,
+        node: &Node,
         payload: &Bytes,
-    ) -> Result<Bytes, Attempt> {
+    ) -> Tried {
         let reused = connection.is_reused();
         let exchange = async {
             connection.framed.send(payload).await?;
             connection.framed.next().await.transpose()
         };
         let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
-        let error = match outcome {
+        let name = || node.name().clone();
+        Err(match outcome {
             Ok(Ok(Some(reply))) => {
                 pool.put(index, connection);
                 return Ok(reply);
             }
-            Err(_) => self.timed_out(index),
+            Err(_) => Miss::new(Event::TimedOut, reused, self.timed_out(node)),
             // A reset before any byte of a reply means the backend closed with the request unread (it
             // resets only a connection whose received bytes it never read): sending it again is safe.
             // That is the race with a backend that closes kept connections: it replied, we reused the
@@ -318,40 +300,76 @@ impl SocketGateway {
                     && matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
                     && connection.nothing_received() =>
             {
-                tracing::debug!(module = self.name, %error, "kept connection reset with the request unread; retrying");
-                return Err(Attempt::Unsent(None));
+                Miss::new(Event::Unsent, reused, closed_unread(node))
             }
-            Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => {
-                GatewayError::ClosedBeforeReply {
-                    node: self.balancer.node(index).to_owned(),
-                }
-            }
-            Ok(Err(source)) => GatewayError::BadReply {
-                node: self.balancer.node(index).to_owned(),
-                source,
-            },
-        };
-        tracing::debug!(module = self.name, reused, "exchange failed; node masked");
-        self.fail(index);
-        Err(Attempt::Failed(error))
+            Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => Miss::new(
+                Event::Unanswered,
+                reused,
+                GatewayError::ClosedBeforeReply { node: name() },
+            ),
+            Ok(Err(source)) => Miss::new(Event::Failed, reused, GatewayError::BadReply { node: name(), source }),
+        })
     }
 
-    fn timed_out(&self, index: usize) -> GatewayError {
+    fn timed_out(&self, node: &Node) -> GatewayError {
         GatewayError::Timeout {
-            node: self.balancer.node(index).to_owned(),
+            node: node.name().clone(),
             secs: self.upstream.timeout.as_secs_f64(),
         }
     }
+}
 
-    fn describe(&self, tried: &[usize]) -> String {
-        let names: Vec<&str> = tried.iter().map(|&i| self.balancer.node(i)).collect();
-        names.join(", ")
+/// Refuses a payload that a length line cannot announce: the client's fault, not a node's (413).
+fn fits_a_frame(len: usize) -> Result<(), GatewayError> {
+    match length_line(len) {
+        Err(FrameError::TooLarge { len, max }) => Err(GatewayError::FrameTooLarge { len, max }),
+        _ => Ok(()),
+    }
+}
+
+/// What one try at a node yields.
+type Tried = Result<Bytes, Miss<GatewayError>>;
+
+/// The error of a request a kept connection closed on before the backend read it (logged, not answered:
+/// such a request is sent again, or goes on to another node).
+fn closed_unread(node: &Node) -> GatewayError {
+    GatewayError::Connect {
+        node: node.name().clone(),
+        source: io::Error::other("the connection closed before the request was read"),
+    }
+}
+
+/// One socket request going through the attempt loop.
+struct SocketRequest<'a> {
+    gateway: &'a SocketGateway,
+    payload: &'a Bytes,
+}
+
+impl Attempt for SocketRequest<'_> {
+    type Answer = Bytes;
+    type Error = GatewayError;
+
+    async fn attempt(&mut self, index: usize, node: &Node, _resend: bool) -> Tried {
+        let gateway = self.gateway;
+        match &gateway.connections {
+            Connections::Pooled(pool) => match pool.get(index, node.address()).await {
+                Ok(connection) => gateway.send(pool, connection, index, node, self.payload).await,
+                Err(source) => Err(Miss::new(
+                    Event::Refused,
+                    false,
+                    GatewayError::Connect {
+                        node: node.name().clone(),
+                        source,
+                    },
+                )),
+            },
+            Connections::Pipelined(pipelines) => gateway.send_pipelined(pipelines, index, node, self.payload).await,
+        }
     }
 
-    fn fail(&self, index: usize) {
-        self.balancer.mark_failed(index);
+    fn masked(&mut self, index: usize) {
         // Idle connections to a failed node are suspect; shared ones close on their own when they fail.
-        if let Connections::Pooled(pool) = &self.connections {
+        if let Connections::Pooled(pool) = &self.gateway.connections {
             pool.clear(index);
         }
     }
@@ -390,4 +408,16 @@ where
     let text = std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| GatewayError::NotJson(e.to_string()))?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_no_length_line_can_announce_is_refused_as_too_large() {
+        assert!(fits_a_frame(modproxy_sdk::frame::MAX_ENCODABLE).is_ok());
+        let error = fits_a_frame(modproxy_sdk::frame::MAX_ENCODABLE + 1).unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    }
 }
