@@ -88,9 +88,12 @@ impl Server {
         self
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully. A second Ctrl-C or SIGTERM during the
+    /// shutdown (a terminal's Ctrl-C, then a supervisor's kill) stops at once, without waiting for the
+    /// requests in flight.
     pub async fn serve<B: Backend>(self, backend: B) -> io::Result<()> {
-        self.serve_with_shutdown(backend, shutdown_signal()).await
+        // `shutdown_signal` listens only once polled, so the second listens only once the first has fired.
+        self.serve_until(backend, shutdown_signal(), shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes; then stops accepting, lets each connection finish the request it
@@ -99,6 +102,17 @@ impl Server {
         self,
         backend: B,
         shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        self.serve_until(backend, shutdown, std::future::pending()).await
+    }
+
+    /// Like [`Server::serve_with_shutdown`], and if `now` completes during the shutdown grace, returns at
+    /// once: the requests still in flight get no reply. `now` is first polled when the shutdown begins.
+    pub async fn serve_until<B: Backend>(
+        self,
+        backend: B,
+        shutdown: impl Future<Output = ()>,
+        now: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let backend = Arc::new(backend);
         let stop = CancellationToken::new();
@@ -130,11 +144,14 @@ impl Server {
         drop(self.listener);
         stop.cancel();
         tracker.close();
-        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                open = tracker.len(),
-                "shutdown grace elapsed with requests still in flight"
-            );
+        tokio::select! {
+            finished = tokio::time::timeout(self.shutdown_grace, tracker.wait()) => if finished.is_err() {
+                tracing::warn!(
+                    open = tracker.len(),
+                    "shutdown grace elapsed with requests still in flight"
+                );
+            },
+            () = now => tracing::info!(open = tracker.len(), "stopped at once, not waiting for requests in flight"),
         }
         tracing::info!(%addr, "backend stopped");
         Ok(())
