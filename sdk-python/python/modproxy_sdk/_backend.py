@@ -182,7 +182,10 @@ def _stop_signals_interrupt() -> Iterator[None]:
         if not done and received <= 2:
             raise KeyboardInterrupt
 
-    unset = {signal.SIGTERM: (signal.SIG_DFL,), signal.SIGINT: (signal.SIG_IGN, signal.default_int_handler)}
+    unset = {
+        signal.SIGTERM: (signal.SIG_DFL,),
+        signal.SIGINT: (signal.SIG_IGN, signal.default_int_handler),
+    }
     taken = {
         signum: previous
         for signum, ours_if in unset.items()
