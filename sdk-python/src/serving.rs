@@ -24,7 +24,8 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 ///
 /// The GIL is released while serving. `async def` handlers run on `event_loop`, which must be running in
 /// another thread. Returns when the server has stopped after a `KeyboardInterrupt` (Ctrl-C, or a signal
-/// handler that raises it); any other exception raised by a signal handler stops the server and propagates.
+/// handler that raises it): gracefully, or at once if a second one comes during the shutdown. Any other
+/// exception raised by a signal handler stops the server and propagates.
 #[pyfunction]
 #[pyo3(signature = (addr, methods, *, max_frame = DEFAULT_MAX_FRAME, event_loop = None))]
 pub fn serve(
@@ -42,18 +43,31 @@ pub fn serve(
     let server = bind(py, runtime, addr, max_frame)?;
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut task = runtime.spawn(server.serve_with_shutdown(router, async {
-        let _ = stopped.await;
-    }));
+    let (stop_now, stopped_now) = oneshot::channel::<()>();
+    let mut task = runtime.spawn(server.serve_until(
+        router,
+        async {
+            let _ = stopped.await;
+        },
+        async {
+            let _ = stopped_now.await;
+        },
+    ));
     let interrupt = match wait_or_signal(py, runtime, &mut task) {
         Finished(result) => return result,
         Signalled(interrupt) => interrupt,
     };
-    // Graceful stop: no new connections, requests in flight get their replies. A second signal while
-    // waiting abandons them.
+    // Graceful stop: no new connections, requests in flight get their replies. A second stop signal while
+    // waiting (Ctrl-C, then a supervisor's SIGTERM) abandons them and is no error: the caller asked twice.
     let _ = stop.send(());
     match wait_or_signal(py, runtime, &mut task) {
         Finished(result) => result?,
+        Signalled(second) if second.is_instance_of::<PyKeyboardInterrupt>(py) => {
+            let _ = stop_now.send(());
+            if let Finished(result) = wait_or_signal(py, runtime, &mut task) {
+                result?;
+            }
+        }
         Signalled(second) => {
             task.abort();
             return Err(second);

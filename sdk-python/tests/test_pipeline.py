@@ -37,7 +37,7 @@ def _replies(addr, payloads: list[bytes]) -> list[bytes]:
         return [conn.read_frame() or b"" for _ in payloads]
 
 
-def test_a_negotiated_connection_gets_every_reply_enveloped_in_order(serve):
+def test_a_negotiated_connection_gets_every_reply_enveloped_with_its_request_number(serve):
     addr = serve(_app())
     requests = [
         envelope("echo", {"b": 1, "a": [1, 2]}),
@@ -52,4 +52,5 @@ def test_a_negotiated_connection_gets_every_reply_enveloped_in_order(serve):
     replies = _replies(addr, [NEGOTIATION, *requests])
     assert replies[0] == b'{"pipeline":1}'
     expected = [b'{"seq":%d,"reply":%s}' % (n, reply) for n, reply in enumerate(bare, start=1)]
-    assert replies[1:] == expected
+    # Written as they complete: the async handler may finish after the plain ones behind it.
+    assert sorted(replies[1:], key=lambda reply: int(reply[7 : reply.index(b",")])) == expected

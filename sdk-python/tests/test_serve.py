@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -105,3 +106,27 @@ def test_bind_failure_raises_oserror_and_restores_the_sigterm_handler():
 def test_an_unparsable_address_raises_oserror():
     with pytest.raises(OSError, match="invalid socket address"):
         Backend().serve("not an address")
+
+
+@pytest.mark.parametrize("method", ["nap", "doze"])
+def test_a_second_stop_signal_during_the_shutdown_stops_at_once_and_silently(backend, method):
+    # Ctrl-C on `make run`: the terminal's SIGINT, then make's SIGTERM, a slow request in flight.
+    process, addr = backend
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(_call_ignoring_errors, addr, method, 8)
+        time.sleep(0.3)
+        start = time.perf_counter()
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+        elapsed = time.perf_counter() - start
+    assert (process.returncode, err) == (0, "")
+    assert "serve returned" in out
+    assert elapsed < 4.0, f"took {elapsed:.2f} s: the second signal did not stop at once"
+
+
+def _call_ignoring_errors(addr, method, data):
+    """The request left in flight; its connection is cut when the backend stops at once."""
+    with contextlib.suppress(OSError, ValueError):
+        call(addr, method, data)

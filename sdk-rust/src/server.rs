@@ -2,10 +2,11 @@
 //!
 //! Every connection runs in its own task and carries any number of request/reply pairs, so a slow handler
 //! holds up only its own connection. A peer may also send frames before the replies to earlier ones have
-//! come (the proxy's `pipeline`): up to [`MAX_PIPELINED`] of them are answered concurrently, and replied to
-//! in the order they arrived. A peer whose first frame is `_pipeline` gets `{"pipeline":1}`, and then every
-//! reply in the sequenced envelope `{"seq":S,"reply":R}` ([`crate::pipeline`]), so that it can check which
-//! request each reply answers; other connections get bare replies. A frame that breaks the protocol gets a
+//! come (the proxy's `pipeline`): up to [`MAX_PIPELINED`] of them are answered concurrently. A peer whose
+//! first frame is `_pipeline` gets `{"pipeline":1}`, and then every reply in the sequenced envelope
+//! `{"seq":S,"reply":R}` ([`crate::pipeline`]), written as soon as it is ready: the seq says which request
+//! it answers, so one slow handler holds up no other reply. Other connections get bare replies, in the
+//! order their requests arrived, which is how such a peer matches them. A frame that breaks the protocol gets a
 //! `bad_request` reply, after the replies owed before it, and ends that connection only.
 
 use std::collections::VecDeque;
@@ -17,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::time::Instant;
@@ -87,9 +88,12 @@ impl Server {
         self
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully. A second Ctrl-C or SIGTERM during the
+    /// shutdown (a terminal's Ctrl-C, then a supervisor's kill) stops at once, without waiting for the
+    /// requests in flight.
     pub async fn serve<B: Backend>(self, backend: B) -> io::Result<()> {
-        self.serve_with_shutdown(backend, shutdown_signal()).await
+        // `shutdown_signal` listens only once polled, so the second listens only once the first has fired.
+        self.serve_until(backend, shutdown_signal(), shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes; then stops accepting, lets each connection finish the request it
@@ -98,6 +102,17 @@ impl Server {
         self,
         backend: B,
         shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        self.serve_until(backend, shutdown, std::future::pending()).await
+    }
+
+    /// Like [`Server::serve_with_shutdown`], and if `now` completes during the shutdown grace, returns at
+    /// once: the requests still in flight get no reply. `now` is first polled when the shutdown begins.
+    pub async fn serve_until<B: Backend>(
+        self,
+        backend: B,
+        shutdown: impl Future<Output = ()>,
+        now: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let backend = Arc::new(backend);
         let stop = CancellationToken::new();
@@ -129,11 +144,14 @@ impl Server {
         drop(self.listener);
         stop.cancel();
         tracker.close();
-        if tokio::time::timeout(self.shutdown_grace, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                open = tracker.len(),
-                "shutdown grace elapsed with requests still in flight"
-            );
+        tokio::select! {
+            finished = tokio::time::timeout(self.shutdown_grace, tracker.wait()) => if finished.is_err() {
+                tracing::warn!(
+                    open = tracker.len(),
+                    "shutdown grace elapsed with requests still in flight"
+                );
+            },
+            () = now => tracing::info!(open = tracker.len(), "stopped at once, not waiting for requests in flight"),
         }
         tracing::info!(%addr, "backend stopped");
         Ok(())
@@ -177,23 +195,24 @@ struct Connection<B> {
     stop: CancellationToken,
 }
 
-/// How a connection writes its replies: bare, or (after `_pipeline`) in the envelope numbered by request.
-#[derive(Debug, Clone, Copy)]
+/// How a connection writes its replies: bare in request order, or (after `_pipeline`) each in the envelope
+/// numbered by its request, in the order they complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replies {
     Bare,
-    /// Replies go out in request order, so the next one answers request `next`.
-    Sequenced {
-        next: u64,
-    },
+    Sequenced,
 }
+
+/// A reply and the number of the request it answers (counted after `_pipeline`; unused on bare connections).
+type Numbered = (u64, Vec<u8>);
 
 /// What the connection loop waits for.
 enum Event {
     Frame(Option<Result<Bytes, FrameError>>),
     /// The reply to the request answered in place.
-    Solo(Vec<u8>),
-    /// The next reply, in order, from the requests queued behind it.
-    Reply(Vec<u8>),
+    Solo(Numbered),
+    /// A reply from the requests queued behind it: the next in order (bare), or the next done (sequenced).
+    Reply(Numbered),
     Stop,
     Idle,
 }
@@ -203,18 +222,22 @@ impl<B: Backend> Connection<B> {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, self.codec);
         let backend = &*self.backend;
-        let answer = |payload: Bytes| async move { dispatch(backend, &payload).await };
+        let answer = |seq: u64, payload: Bytes| async move { (seq, dispatch(backend, &payload).await) };
         // A request that arrives with none other in hand (a peer that waits for each reply) is answered in
         // place here, sparing it the queue's allocation and wake-up indirection.
         let mut solo = std::pin::pin!(nothing_from(&answer));
         // A peer may send frames before their replies arrive (the proxy's `pipeline`). They are answered
-        // concurrently, and replied to in the order they came, which is how the peer matches them: those
-        // behind `solo` wait here, and their replies wait in `held` until `solo`'s reply is out.
+        // concurrently. On a bare connection they are replied to in the order they came, which is how the
+        // peer matches them: those behind `solo` wait in `answering`, and their replies wait in `held` until
+        // `solo`'s reply is out. On a sequenced one each reply goes out when it is done (`racing`).
         let mut answering = FuturesOrdered::new();
         let mut held = VecDeque::new();
+        let mut racing = FuturesUnordered::new();
         // Only the first frame may ask for sequenced replies: later, replies would already be owed bare.
         let mut first_frame = true;
         let mut replies = Replies::Bare;
+        // The number of the last request read since `_pipeline`: a request is numbered as it arrives.
+        let mut last_seq: u64 = 0;
         // Set once no more frames are read (end of stream, a bad frame, shutdown): the requests in hand are
         // still answered, then the connection closes, after `farewell` if a bad frame needs an answer.
         let mut reading = true;
@@ -232,7 +255,7 @@ impl<B: Backend> Connection<B> {
         tokio::pin!(idle);
         loop {
             let solo_busy = solo.is_some();
-            let in_hand = usize::from(solo_busy) + answering.len() + held.len();
+            let in_hand = usize::from(solo_busy) + answering.len() + held.len() + racing.len();
             // With replies unflushed the loop only looks for work that is ready now, so the shutdown and
             // idle timer, which cost a lock to poll, are left out until it waits.
             let waiting = !unflushed;
@@ -244,6 +267,7 @@ impl<B: Backend> Connection<B> {
                         None => Poll::Pending,
                     }), if solo_busy => Some(Event::Solo(reply)),
                     Some(reply) = answering.next(), if !answering.is_empty() => Some(Event::Reply(reply)),
+                    Some(reply) = racing.next(), if !racing.is_empty() => Some(Event::Reply(reply)),
                     () = &mut stopped, if reading && waiting => Some(Event::Stop),
                     next = framed.next(), if reading && in_hand < MAX_PIPELINED => Some(Event::Frame(next)),
                     () = &mut idle, if reading && waiting && in_hand == 0 => Some(Event::Idle),
@@ -268,44 +292,48 @@ impl<B: Backend> Connection<B> {
                 && matches!(&event, Some(Event::Frame(Some(Ok(payload)))) if pipeline::is_negotiation(payload));
             if matches!(event, Some(Event::Frame(_))) {
                 first_frame = false;
+                // Frames after `_pipeline`, and a bad frame too: its farewell is numbered as its request.
+                if !negotiating {
+                    last_seq += 1;
+                }
             }
             match event {
                 None => break,
                 Some(Event::Frame(Some(Ok(_)))) if negotiating => {
                     // Nothing else is in hand: this is the connection's first frame.
-                    let accepted = [PIPELINE_ACCEPTED.to_vec()];
-                    if !queue_replies(&mut framed, &mut replies, accepted, self.idle_timeout, peer).await {
+                    let accepted = [(0, PIPELINE_ACCEPTED.to_vec())];
+                    if !queue_replies(&mut framed, replies, accepted, self.idle_timeout, peer).await {
                         return;
                     }
-                    replies = Replies::Sequenced { next: 1 };
+                    replies = Replies::Sequenced;
                     unflushed = true;
                     active = Instant::now();
                 }
                 Some(Event::Solo(reply)) => {
                     solo.set(None);
                     let ready = std::iter::once(reply).chain(held.drain(..));
-                    if !queue_replies(&mut framed, &mut replies, ready, self.idle_timeout, peer).await {
+                    if !queue_replies(&mut framed, replies, ready, self.idle_timeout, peer).await {
                         return;
                     }
                     unflushed = true;
                     active = Instant::now();
                 }
-                Some(Event::Reply(reply)) if solo.is_some() => held.push_back(reply),
+                Some(Event::Reply(reply)) if solo.is_some() && replies == Replies::Bare => held.push_back(reply),
                 Some(Event::Reply(reply)) => {
-                    if !queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
+                    if !queue_replies(&mut framed, replies, [reply], self.idle_timeout, peer).await {
                         return;
                     }
                     unflushed = true;
                     active = Instant::now();
                 }
                 Some(Event::Frame(Some(Ok(payload)))) if solo.is_none() && answering.is_empty() => {
-                    solo.set(Some(answer(payload)));
+                    solo.set(Some(answer(last_seq, payload)));
                     // Most handlers are done at once. Then the reply goes out without another turn of the
                     // loop, and is written at once unless more frames are already here to join it.
                     let polled = poll_fn(|cx| Poll::Ready(solo.as_mut().as_pin_mut().map(|answer| answer.poll(cx))));
                     if let Some(Poll::Ready(reply)) = polled.await {
                         solo.set(None);
-                        if !queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
+                        if !queue_replies(&mut framed, replies, [reply], self.idle_timeout, peer).await {
                             return;
                         }
                         active = Instant::now();
@@ -315,7 +343,10 @@ impl<B: Backend> Connection<B> {
                         }
                     }
                 }
-                Some(Event::Frame(Some(Ok(payload)))) => answering.push_back(answer(payload)),
+                Some(Event::Frame(Some(Ok(payload)))) if replies == Replies::Bare => {
+                    answering.push_back(answer(last_seq, payload))
+                }
+                Some(Event::Frame(Some(Ok(payload)))) => racing.push(answer(last_seq, payload)),
                 Some(Event::Frame(None)) | Some(Event::Stop) => reading = false,
                 Some(Event::Frame(Some(Err(FrameError::Io(error))))) => {
                     tracing::debug!(%peer, %error, "connection failed");
@@ -323,7 +354,10 @@ impl<B: Backend> Connection<B> {
                 }
                 Some(Event::Frame(Some(Err(error)))) => {
                     tracing::warn!(%peer, %error, "bad frame; closing the connection");
-                    farewell = Some(MethodError::bad_request(format!("bad frame: {error}")).to_reply());
+                    farewell = Some((
+                        last_seq,
+                        MethodError::bad_request(format!("bad frame: {error}")).to_reply(),
+                    ));
                     reading = false;
                 }
                 Some(Event::Idle) => {
@@ -338,7 +372,7 @@ impl<B: Backend> Connection<B> {
         }
         if let Some(reply) = farewell {
             // Numbered as the request the bad frame would have been.
-            if queue_replies(&mut framed, &mut replies, [reply], self.idle_timeout, peer).await {
+            if queue_replies(&mut framed, replies, [reply], self.idle_timeout, peer).await {
                 let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
             }
         } else if unflushed {
@@ -347,22 +381,18 @@ impl<B: Backend> Connection<B> {
     }
 }
 
-/// Buffers replies, given in request order, for the next write: bare, or numbered in their envelopes.
+/// Buffers replies for the next write: bare, or each in the envelope numbered by its request.
 async fn queue_replies(
     framed: &mut Framed<TcpStream, LengthLineCodec>,
-    replies: &mut Replies,
-    ready: impl IntoIterator<Item = Vec<u8>>,
+    replies: Replies,
+    ready: impl IntoIterator<Item = Numbered>,
     limit: Duration,
     peer: SocketAddr,
 ) -> bool {
-    for reply in ready {
+    for (seq, reply) in ready {
         let queued = match replies {
             Replies::Bare => write_within(framed.feed(reply), limit, peer).await,
-            Replies::Sequenced { next } => {
-                let seq = *next;
-                *next += 1;
-                write_within(framed.feed(Sequenced { seq, reply }), limit, peer).await
-            }
+            Replies::Sequenced => write_within(framed.feed(Sequenced { seq, reply }), limit, peer).await,
         };
         if !queued {
             return false;
@@ -377,7 +407,7 @@ fn flush(framed: &mut Framed<TcpStream, LengthLineCodec>) -> impl Future<Output 
 }
 
 /// An empty slot for what `answer` returns (its type has no name to write).
-fn nothing_from<F>(_answer: &impl Fn(Bytes) -> F) -> Option<F> {
+fn nothing_from<F>(_answer: &impl Fn(u64, Bytes) -> F) -> Option<F> {
     None
 }
 

@@ -812,11 +812,18 @@ async fn pipeline_is_accepted_then_every_reply_is_enveloped_with_its_request_num
     server.stop().await;
 }
 
+/// Opens a sequenced reply into its number and its reply as text.
+fn opened(reply: &[u8]) -> (u64, String) {
+    let sequenced = Sequenced::open(reply).expect("an envelope");
+    (sequenced.seq, String::from_utf8_lossy(sequenced.reply).into_owned())
+}
+
 #[tokio::test]
-async fn requests_sent_with_the_negotiation_are_numbered_in_order_however_they_finish() {
-    // Each "meet" waits for the other two to be in progress at the same time as itself.
+async fn sequenced_replies_go_out_as_they_complete_each_with_its_request_number() {
+    // Each "meet" waits for the other two to be in progress at the same time as itself; "nap" sleeps. So
+    // the requests finish in an order of their own: "quick" first, the three meetings, then the naps.
     let meeting = Arc::new(tokio::sync::Barrier::new(3));
-    let router = demo_router().method("meet", move |data: Value| {
+    let router = hanging_router(Arc::new(Notify::new())).method("meet", move |data: Value| {
         let meeting = Arc::clone(&meeting);
         async move {
             meeting.wait().await;
@@ -826,27 +833,57 @@ async fn requests_sent_with_the_negotiation_are_numbered_in_order_however_they_f
     let server = Running::router(router).await;
     let mut conn = server.raw().await;
     let requests = [
-        pipeline::negotiation_request(4),
+        pipeline::negotiation_request(8),
+        request("nap", json!(600)),
         request("meet", json!("first")),
+        request("nap", json!(300)),
         request("echo", json!("quick")),
         request("meet", json!("second")),
         request("meet", json!("third")),
     ];
     let replies = replies_to(&mut conn, &requests).await;
-    let opened: Vec<(u64, &[u8])> = replies[1..]
-        .iter()
-        .map(|reply| Sequenced::open(reply).map(|s| (s.seq, s.reply)).expect("an envelope"))
-        .collect();
     assert_eq!(replies[0], br#"{"pipeline":1}"#);
+    let opened: Vec<(u64, String)> = replies[1..].iter().map(|reply| opened(reply)).collect();
+    assert_eq!(opened[0], (4, r#""quick""#.to_owned()), "{opened:?}");
+    let mut meetings = opened[1..4].to_vec();
+    meetings.sort();
     assert_eq!(
-        opened,
+        meetings,
         [
-            (1, &br#""first""#[..]),
-            (2, br#""quick""#),
-            (3, br#""second""#),
-            (4, br#""third""#)
-        ]
+            (2, r#""first""#.to_owned()),
+            (5, r#""second""#.to_owned()),
+            (6, r#""third""#.to_owned())
+        ],
+        "{opened:?}"
     );
+    assert_eq!(
+        opened[4..],
+        [(3, "300".to_owned()), (1, "600".to_owned())],
+        "{opened:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_handler_does_not_delay_a_fast_reply_behind_it_on_a_sequenced_connection() {
+    let server = Running::router(hanging_router(Arc::new(Notify::new()))).await;
+    let mut conn = server.raw().await;
+    conn.send(pipeline::negotiation_request(4)).await.unwrap();
+    assert_eq!(&within(conn.next()).await.unwrap().unwrap()[..], br#"{"pipeline":1}"#);
+    conn.send(request("nap", json!(2000))).await.unwrap();
+    // Sent after the slow call has surely started, as a separate write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = Instant::now();
+    conn.send(request("add", json!({"a": 2, "b": 3}))).await.unwrap();
+    let first = within(conn.next()).await.unwrap().unwrap();
+    assert_eq!(opened(&first), (2, "5".to_owned()), "the fast reply comes first");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "the fast reply waited {:?}",
+        sent.elapsed()
+    );
+    let second = within(conn.next()).await.unwrap().unwrap();
+    assert_eq!(opened(&second), (1, "2000".to_owned()));
     server.stop().await;
 }
 

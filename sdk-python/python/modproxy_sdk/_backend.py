@@ -98,13 +98,15 @@ class Backend:
         Blocks the calling thread, with the GIL released: plain handlers run on worker
         threads, ``async def`` handlers on an asyncio loop in a thread of its own. On Ctrl-C
         or SIGTERM, stops accepting connections, lets requests in flight finish (up to 10 s)
-        and returns normally. Methods registered after serving starts are not served.
+        and returns normally; a second Ctrl-C or SIGTERM meanwhile stops at once, and returns
+        normally too. Methods registered after serving starts are not served.
 
         Raises ``OSError`` if ``addr`` cannot be bound.
         """
         methods = list(self._methods.values())
         needs_loop = any(m.is_async for m in methods)
-        with _stop_signals_interrupt(), _event_loop_thread(needs_loop) as loop:
+        # Signals innermost: they are quiet again before the event loop's thread is joined.
+        with _event_loop_thread(needs_loop) as loop, _stop_signals_interrupt():
             _native.serve(addr, methods, max_frame=max_frame, event_loop=loop)
 
     async def serve_async(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -157,29 +159,47 @@ def _event_loop_thread(needed: bool) -> Iterator[asyncio.AbstractEventLoop | Non
 
 @contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
-    """While serving, SIGTERM and SIGINT both stop the server like Ctrl-C.
+    """While serving, SIGTERM and SIGINT both stop the server like Ctrl-C; a second one stops it
+    at once; any later one, or one that comes as serving ends, is let go silently.
 
-    SIGTERM when nobody installed a handler of their own. SIGINT when it is ignored: a process
-    started in the background by a shell inherits SIGINT ignored, and Python then never installs
-    its KeyboardInterrupt handler, so `kill -INT` would not stop it (the Rust and Node SDKs stop
-    either way). Only in the main thread, the only one Python delivers signals to.
+    SIGTERM when nobody installed a handler of their own. SIGINT when it is Python's Ctrl-C
+    handler, or ignored: a process started in the background by a shell inherits SIGINT ignored,
+    and Python then never installs its KeyboardInterrupt handler, so `kill -INT` would not stop
+    it (the Rust and Node SDKs stop either way). Only in the main thread, the only one Python
+    delivers signals to.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    received = 0
+    done = False
 
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        # The first stops gracefully, the second at once (the native serve reads both).
+        if not done and received <= 2:
+            raise KeyboardInterrupt
+
+    unset = {
+        signal.SIGTERM: (signal.SIG_DFL,),
+        signal.SIGINT: (signal.SIG_IGN, signal.default_int_handler),
+    }
     taken = {
         signum: previous
-        for signum, unset in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.SIG_IGN))
-        if (previous := signal.getsignal(signum)) is unset
+        for signum, ours_if in unset.items()
+        if (previous := signal.getsignal(signum)) in ours_if
     }
     for signum in taken:
         signal.signal(signum, interrupt)
     try:
         yield
+    except KeyboardInterrupt:
+        # One that landed after the native serve had returned: serving is over, as it asked.
+        if not received:
+            raise
     finally:
+        done = True
         for signum, previous in taken.items():
             signal.signal(signum, previous)
