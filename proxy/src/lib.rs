@@ -16,6 +16,7 @@ pub mod lanes;
 pub mod logging;
 pub mod metrics;
 pub mod module_policy;
+pub mod pid_file;
 pub mod raw_frames;
 pub mod reload;
 pub mod request_context;
