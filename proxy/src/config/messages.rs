@@ -24,7 +24,7 @@ pub(super) fn describe_toml_error(error: &toml::de::Error, text: &str, source: &
         // The span is the table that lacks the key, which may be a `[[stream]]` header itself.
         let line_end = text[at..].find('\n').map_or(text.len(), |n| at + n);
         format!("missing key '{key}' in {}", section_at(text, line_end))
-    } else if let Some(path) = KeyPath::at(text, at) {
+    } else if let Some(path) = error.span().and_then(|_| KeyPath::at(text, at)) {
         let found = text.get(span.clone()).map(found).unwrap_or_default();
         let expected = expected(&path).map_or_else(
             || message.to_owned(),
