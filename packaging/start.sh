@@ -31,6 +31,8 @@ bin/modproxy check --home "$home" "$@" >/dev/null
 # The console copy of the log is dropped: logs/modproxy.log has it. Startup errors and panics go to stderr.
 nohup bin/modproxy --home "$home" "$@" >/dev/null 2>>logs/stderr.log </dev/null &
 pid=$!
+# The server writes the same pid once its ports are bound and removes it when it exits; writing it here
+# too lets a stop.sh that comes at once find it.
 echo "$pid" >"$pidfile"
 
 # A process that exits at once (say, the port is taken) is reported now, not found later.

@@ -17,6 +17,7 @@ pub mod log_text;
 pub mod logging;
 pub mod metrics;
 pub mod module_policy;
+pub mod pid_file;
 pub mod raw_frames;
 pub mod reload;
 pub mod request_context;

@@ -1,8 +1,9 @@
-//! `modproxy`: runs the proxy, or checks a configuration.
+//! `modproxy`: runs the proxy, checks a configuration, or reloads or stops the running proxy.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 use modproxy::app::App;
 use modproxy::config::Config;
 use modproxy::metrics::Metrics;
-use modproxy::{home, logging, reload, server, stream_forward, summary};
+use modproxy::{home, logging, pid_file, reload, server, stream_forward, summary};
 
 // mimalloc: glibc's malloc cost a tenth of the proxy's time per forwarded request (bench/RESULTS.md).
 // Without transparent huge pages, which would round its idle RSS up by megabytes.
@@ -40,6 +41,14 @@ enum Command {
         /// The configuration file (same as --config).
         file: Option<PathBuf>,
     },
+    /// Make the running proxy (found through HOME/logs/modproxy.pid) re-read its configuration.
+    Reload,
+    /// Stop the running proxy (found through HOME/logs/modproxy.pid): requests in flight finish first.
+    Stop {
+        /// Seconds to wait for it to exit before giving up.
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+    },
     /// Scaffold a new backend project in Rust, Python or Node, depending on this checkout's SDK.
     New(modproxy::scaffold::NewArgs),
 }
@@ -49,6 +58,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.home.as_deref(), cli.config.as_deref()),
         Some(Command::Check { file }) => check(cli.home.as_deref(), file.as_deref().or(cli.config.as_deref())),
+        Some(Command::Reload) => reload_running(cli.home.as_deref()),
+        Some(Command::Stop { wait }) => stop_running(cli.home.as_deref(), Duration::from_secs(wait)),
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
     };
     match result {
@@ -79,6 +90,32 @@ fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result
     Ok(())
 }
 
+fn reload_running(home_flag: Option<&Path>) -> anyhow::Result<()> {
+    let (home, _) = locate(home_flag, None)?;
+    let pid = pid_file::find_running(&home)?;
+    pid_file::send_reload(pid).with_context(|| format!("cannot signal modproxy (pid {pid})"))?;
+    // The signal cannot carry an answer back: whether the new configuration was taken is in the log.
+    println!(
+        "modproxy (pid {pid}) is reloading its configuration; {} says whether it was taken",
+        home.join("logs/modproxy.log").display()
+    );
+    Ok(())
+}
+
+fn stop_running(home_flag: Option<&Path>, patience: Duration) -> anyhow::Result<()> {
+    let (home, _) = locate(home_flag, None)?;
+    let pid = pid_file::find_running(&home)?;
+    let stopped = pid_file::send_stop(pid, patience).with_context(|| format!("cannot signal modproxy (pid {pid})"))?;
+    if !stopped {
+        anyhow::bail!(
+            "pid {pid} was sent SIGTERM but is still running after {} s (requests in flight may be slow to finish; try again, or kill -KILL {pid})",
+            patience.as_secs()
+        );
+    }
+    println!("modproxy (pid {pid}) stopped");
+    Ok(())
+}
+
 fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
     let (home, path) = locate(home_flag, config_flag)?;
     // A bad config never binds the port.
@@ -95,6 +132,9 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
+        // Written once every port is bound, so that a server that could not start leaves none behind.
+        let _pid_file = pid_file::PidFile::create(&home)
+            .with_context(|| format!("cannot write {}", pid_file::path(&home).display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));

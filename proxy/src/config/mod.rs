@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod key_path;
 mod messages;
 mod raw;
 mod resolve;
 
-use messages::describe_toml_error;
+use messages::{describe_toml_error, line_of};
 use raw::RawConfig;
 use resolve::resolve;
 
@@ -210,7 +211,12 @@ impl Config {
     /// Parses config text; `source` is only used in messages.
     pub fn parse(text: &str, source: &Path, home: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(&e, text, source))?;
-        resolve(raw, source, home).map_err(|e| ConfigError(format!("{}: {e}", source.display())))
+        resolve(raw, source, home).map_err(|invalid| {
+            ConfigError(match invalid.key.offset_in(text) {
+                Some(at) => format!("{} line {}: {}", source.display(), line_of(text, at), invalid.message),
+                None => format!("{}: {}", source.display(), invalid.message),
+            })
+        })
     }
 }
 
@@ -349,7 +355,7 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
             ("[module]\nmodule_html = [ { module = \"a\", path = \"x\", rate_limit = { rate = 1e12 } } ]\n", "rate <= 1e9"),
             ("[server]\nmax_connections = 0\n", "at least 1"),
             ("[server]\nmetrics_allow = [\"10.0.0.0/33\"]\n", "not an address or a network"),
-            ("[upstream]\ntimeout = -1\n", "not a duration"),
+            ("[upstream]\ntimeout = -1\n", "line 2: timeout: expected a number of seconds"),
             ("[log]\nlevel = \"loud\"\n", "line 2"),
             ("[module]\nmodule_socket = [ { module = \"a\" } ]\n", "no nodes"),
             ("[module]\nmodule_socket = [ { module = \"a\", forward_pass = \"nohost\" } ]\n", "host:port"),
@@ -369,6 +375,280 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
             assert!(err.starts_with("config: conf/default.toml"), "{err}");
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    /// Every key of README's configuration reference, given a value of the wrong kind or out of range:
+    /// the message names the line, the key, and what to write.
+    #[test]
+    fn every_key_with_a_bad_value_is_named_with_its_line() {
+        let socket = |entry: &str| {
+            format!("[module]\nmodule_socket = [ {{ module = \"s\", forward_pass = \"h:1\", {entry} }} ]\n")
+        };
+        let http = |entry: &str| {
+            format!("[module]\nmodule_http = [ {{ module = \"h\", proxy_pass = \"http://h:1\", {entry} }} ]\n")
+        };
+        let html = |entry: &str| format!("[module]\nmodule_html = [ {{ module = \"a\", path = \"x\", {entry} }} ]\n");
+        let stream = |entry: &str| format!("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"h:1\"\n{entry}\n");
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "[server]\nport = \"eighty\"\n".into(),
+                "line 3: port: expected an integer from 1 to 65535, found the string \"eighty\"",
+            ),
+            (
+                "[server]\nport = 70000\n".into(),
+                "line 3: port: expected an integer from 1 to 65535, found 70000",
+            ),
+            (
+                "[server]\nport = 0\n".into(),
+                "line 3: port: expected an integer from 1 to 65535, found 0",
+            ),
+            (
+                "[server]\nlisten = 127\n".into(),
+                "line 3: listen: expected an IP address in quotes",
+            ),
+            (
+                "[server]\nlisten = \"localhost\"\n".into(),
+                "line 3: [server] listen = \"localhost\" is not an IP address",
+            ),
+            (
+                "[server]\nroot_path = 1\n".into(),
+                "line 3: root_path: expected a directory in quotes",
+            ),
+            ("[server]\nindex = 5\n".into(), "line 3: index: expected file names"),
+            (
+                "[server]\nindex = \"a/b.html\"\n".into(),
+                "line 3: [server] index must list file names",
+            ),
+            (
+                "[server]\nchunked_size = \"10M\"\n".into(),
+                "line 3: chunked_size: expected a number of bytes",
+            ),
+            (
+                "[server]\nmax_body = -1\n".into(),
+                "line 3: max_body: expected a number of bytes, a whole number like 10485760, found -1",
+            ),
+            (
+                "[server]\nheader_timeout = \"5s\"\n".into(),
+                "line 3: header_timeout: expected a number of seconds",
+            ),
+            (
+                "[server]\nmax_connections = 0\n".into(),
+                "line 3: [server] max_connections must be at least 1",
+            ),
+            (
+                "[server]\nmax_connections = 1.5\n".into(),
+                "line 3: max_connections: expected a whole number from 1 up, found 1.5",
+            ),
+            (
+                "[server]\nmetrics_allow = \"10.0.0.0/8\"\n".into(),
+                "line 3: metrics_allow: expected an array of addresses",
+            ),
+            (
+                "[server]\nmetrics_allow = [8]\n".into(),
+                "line 3: metrics_allow: expected an array of addresses",
+            ),
+            (
+                "[server]\nmetrics_allow = [\"10.0.0.0/33\"]\n".into(),
+                "line 3: [server] metrics_allow: \"10.0.0.0/33\" is not an address",
+            ),
+            (
+                "[server]\nraw_frames = \"yes\"\n".into(),
+                "line 3: raw_frames: expected true or false",
+            ),
+            (
+                "[module]\nmodule_html = [ { module = 1, path = \"x\" } ]\n".into(),
+                "line 3: module: expected a module name",
+            ),
+            (
+                "[module]\nmodule_html = [ { module = \"a\", path = [] } ]\n".into(),
+                "line 3: path: expected a directory",
+            ),
+            (
+                "[module]\nmodule_http = [ { module = \"h\", proxy_pass = 8081 } ]\n".into(),
+                "line 3: proxy_pass: expected upstream URLs",
+            ),
+            (
+                http("pass_host = 1"),
+                "line 3: pass_host: expected true or false (without quotes), found 1",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", forward_pass = 21231 } ]\n".into(),
+                "line 3: forward_pass: expected host:port nodes",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", forward_pass = [ { addr = 1 } ] } ]\n".into(),
+                "line 3: forward_pass: expected host:port nodes",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", forward_pass = \"h:1 weight=0\" } ]\n".into(),
+                "line 3: module_socket \"s\": node \"h:1\" has weight 0",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", ip = 127, port = 1 } ]\n".into(),
+                "line 3: ip: expected an IP address in quotes",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", ip = \"h\", port = 65536 } ]\n".into(),
+                "line 3: port: expected an integer from 1 to 65535, found 65536",
+            ),
+            (
+                "[module]\nmodule_socket = [ { module = \"s\", ip = \"h\", port = 0 } ]\n".into(),
+                "line 3: module_socket \"s\": port: expected an integer from 1 to 65535, found 0",
+            ),
+            (
+                socket("balance = \"fastest\""),
+                "line 3: balance: expected \"random\", \"round_robin\" or \"least_conn\", found the string \"fastest\"",
+            ),
+            (
+                socket("rate_limit = 10"),
+                "line 3: rate_limit: expected a table like { rate = 10, burst = 20 }",
+            ),
+            (
+                socket("rate_limit = { rate = \"fast\" }"),
+                "line 3: rate_limit.rate: expected requests per second",
+            ),
+            (
+                socket("rate_limit = { rate = 1, burst = -1 }"),
+                "line 3: rate_limit.burst: expected a whole number from 1",
+            ),
+            (
+                socket("rate_limit = { rate = 0 }"),
+                "line 3: module \"s\": rate_limit needs 0 < rate",
+            ),
+            (
+                html("max_conns = \"many\""),
+                "line 3: max_conns: expected a whole number from 1 up",
+            ),
+            (
+                html("max_conns = 0"),
+                "line 3: module \"a\": max_conns must be at least 1",
+            ),
+            (
+                html("max_conns_wait = -2"),
+                "line 3: max_conns_wait: expected a number of seconds",
+            ),
+            (
+                html("add_headers = [\"X-A: 1\"]"),
+                "line 3: add_headers: expected a table of headers",
+            ),
+            (
+                html("add_headers = { \"X-A\" = 1 }"),
+                "line 3: add_headers.X-A: expected a header value in quotes",
+            ),
+            (
+                socket("pipeline = -1"),
+                "line 3: pipeline: expected a whole number from 0 up",
+            ),
+            (socket("head = \"x\""), "line 3: head: expected a table of fields"),
+            (
+                socket("head = { token = 1 }"),
+                "line 3: head.token: expected where the field comes from",
+            ),
+            (
+                socket("head = { token = \"cookie\" }"),
+                "line 3: module_socket \"s\": head.token = \"cookie\"",
+            ),
+            (
+                socket("connect_timeout = true"),
+                "line 3: connect_timeout: expected a number of seconds",
+            ),
+            (
+                socket("timeout = \"30s\""),
+                "line 3: timeout: expected a number of seconds",
+            ),
+            (
+                socket("fail_timeout = -1"),
+                "line 3: fail_timeout: expected a number of seconds, like 5 or 0.5 (from 0 up to a year), found -1",
+            ),
+            (
+                socket("max_frame = 1e9"),
+                "line 3: max_frame: expected a number of bytes",
+            ),
+            (
+                socket("keepalive = \"no\""),
+                "line 3: keepalive: expected true or false",
+            ),
+            (
+                "[upstream]\nconnect_timeout = \"3\"\n".into(),
+                "line 3: connect_timeout: expected a number of seconds",
+            ),
+            (
+                "[upstream]\ntimeout = -1\n".into(),
+                "line 3: timeout: expected a number of seconds",
+            ),
+            (
+                "[upstream]\nfail_timeout = [60]\n".into(),
+                "line 3: fail_timeout: expected a number of seconds",
+            ),
+            (
+                "[upstream]\nmax_frame = -5\n".into(),
+                "line 3: max_frame: expected a number of bytes",
+            ),
+            (
+                "[upstream]\nkeepalive = 0\n".into(),
+                "line 3: keepalive: expected true or false",
+            ),
+            (
+                "[log]\nlevel = \"loud\"\n".into(),
+                "line 3: level: expected \"error\", \"warn\", \"info\" or \"debug\", found the string \"loud\"",
+            ),
+            (
+                "[log]\naccess = \"on\"\n".into(),
+                "line 3: access: expected true or false",
+            ),
+            (
+                "[[stream]]\nlisten = 15432\nproxy_pass = \"h:1\"\n".into(),
+                "line 3: listen: expected an address with a port",
+            ),
+            (
+                "[[stream]]\nlisten = \"15432\"\nproxy_pass = \"h:1\"\n".into(),
+                "line 3: [[stream]] listen = \"15432\" is not an address with a port",
+            ),
+            (
+                "[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = 5432\n".into(),
+                "line 4: proxy_pass: expected host:port nodes",
+            ),
+            (
+                "[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"nohost\"\n".into(),
+                "line 4: [[stream]] 127.0.0.1:1: node \"nohost\" must be host:port",
+            ),
+            (
+                stream("connect_timeout = \"1\""),
+                "line 5: connect_timeout: expected a number of seconds",
+            ),
+            (
+                stream("fail_timeout = false"),
+                "line 5: fail_timeout: expected a number of seconds",
+            ),
+            (
+                stream("idle_timeout = -10"),
+                "line 5: idle_timeout: expected a number of seconds",
+            ),
+            (
+                "[[stream]]\nlisten = \"127.0.0.1:1\"\n".into(),
+                "line 2: missing key 'proxy_pass' in [[stream]]",
+            ),
+            (
+                "server = 5\n".into(),
+                "line 2: server: expected a section: [server] on a line of its own",
+            ),
+            (
+                "[module]\nmodule_socket = 5\n".into(),
+                "line 3: module_socket: expected an array of entries",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, needle) in cases {
+            // A first line, so that line numbers are counted, not assumed.
+            let text = format!("# modproxy\n{text}");
+            let err = parse(&text)
+                .map(|_| "no error".to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            if !err.starts_with("config: conf/default.toml line ") || !err.contains(needle) {
+                wrong.push(format!("{text:?}\n gave {err:?}\n want {needle:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

@@ -5,23 +5,57 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::key_path::KeyPath;
 use super::raw::{RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
 use super::{Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream, INNER_MODULE};
-pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
+
+/// A value that parsed but cannot be used: what is wrong, and the key (or module entry) to blame, whose
+/// line the message will name.
+pub(super) struct Invalid {
+    pub(super) key: KeyPath,
+    pub(super) message: String,
+}
+
+impl Invalid {
+    fn at(key: KeyPath, message: impl Into<String>) -> Invalid {
+        Invalid {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, Invalid> {
     let streams = stream_configs(&raw.stream, &raw.upstream)?;
     let server = &raw.server;
+    let key = |name: &str| KeyPath::of(&["server", name]);
+    if server.port == 0 {
+        return Err(Invalid::at(
+            key("port"),
+            "port: expected an integer from 1 to 65535, found 0",
+        ));
+    }
     let listen: IpAddr = server.listen.parse().map_err(|_| {
-        format!(
-            "[server] listen = {:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")",
-            server.listen
+        Invalid::at(
+            key("listen"),
+            format!(
+                "[server] listen = {:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")",
+                server.listen
+            ),
         )
     })?;
     let index = server.index.items(&[' ', ',', '\t', '\n']);
     if index.iter().any(|name| name.contains('/') || name == "..") {
-        return Err("[server] index must list file names, not paths".into());
+        return Err(Invalid::at(
+            key("index"),
+            "[server] index must list file names, not paths",
+        ));
     }
     if server.max_connections == 0 {
-        return Err("[server] max_connections must be at least 1".into());
+        return Err(Invalid::at(
+            key("max_connections"),
+            "[server] max_connections must be at least 1",
+        ));
     }
     let metrics_allow = server
         .metrics_allow
@@ -31,7 +65,10 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
-                    format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8")
+                    Invalid::at(
+                        key("metrics_allow"),
+                        format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8"),
+                    )
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -60,14 +97,17 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         }
         Ok(())
     };
-    for entry in &raw.module.module_html {
+    // A module's errors name its entry's line.
+    for (index, entry) in raw.module.module_html.iter().enumerate() {
+        let at = |message| Invalid::at(KeyPath::of(&["module", "module_html"]).index(index), message);
         let policy = policy(
             &entry.module,
             entry.rate_limit,
             entry.max_conns,
             entry.max_conns_wait,
             &entry.add_headers,
-        )?;
+        )
+        .map_err(at)?;
         add(
             &entry.module,
             "module_html",
@@ -75,27 +115,30 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
                 path: home.join(&entry.path),
             },
             policy,
-        )?;
+        )
+        .map_err(at)?;
     }
     for (list, entries) in [
         ("module_http", &raw.module.module_http),
         ("module_socket", &raw.module.module_socket),
     ] {
-        for entry in entries {
-            let upstream = backend_upstream(entry, &raw.upstream, list)?;
+        for (index, entry) in entries.iter().enumerate() {
+            let at = |message| Invalid::at(KeyPath::of(&["module", list]).index(index), message);
+            let upstream = backend_upstream(entry, &raw.upstream, list).map_err(at)?;
             let policy = policy(
                 &entry.module,
                 entry.rate_limit,
                 entry.max_conns,
                 entry.max_conns_wait,
                 &entry.add_headers,
-            )?;
+            )
+            .map_err(at)?;
             let module = if list == "module_http" {
                 Module::Http(upstream)
             } else {
                 Module::Socket(upstream)
             };
-            add(&entry.module, list, module, policy)?;
+            add(&entry.module, list, module, policy).map_err(at)?;
         }
     }
     Ok(Config {
@@ -226,6 +269,11 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
             None => Vec::new(),
         };
         // The seed's older single-node form.
+        if entry.port == Some(0) {
+            return Err(format!(
+                "module_socket {name:?}: port: expected an integer from 1 to 65535, found 0"
+            ));
+        }
         match (&entry.ip, entry.port) {
             (Some(ip), Some(port)) => nodes.push((format!("{ip}:{port}"), 1)),
             (None, None) => {}
@@ -282,26 +330,35 @@ fn check_http_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn stream_configs(raw: &[RawStream], defaults: &RawUpstream) -> Result<Vec<StreamConfig>, String> {
+fn stream_configs(raw: &[RawStream], defaults: &RawUpstream) -> Result<Vec<StreamConfig>, Invalid> {
     let mut streams: Vec<StreamConfig> = Vec::with_capacity(raw.len());
-    for entry in raw {
+    for (index, entry) in raw.iter().enumerate() {
+        let key = |name: &str| KeyPath::of(&["stream"]).index(index).key(name);
         let listen: std::net::SocketAddr = entry.listen.parse().map_err(|_| {
-            format!(
-                "[[stream]] listen = {:?} is not an address with a port (try \"127.0.0.1:15432\")",
-                entry.listen
+            Invalid::at(
+                key("listen"),
+                format!(
+                    "[[stream]] listen = {:?} is not an address with a port (try \"127.0.0.1:15432\")",
+                    entry.listen
+                ),
             )
         })?;
         if streams.iter().any(|other| other.listen == listen) {
-            return Err(format!("[[stream]] listen = \"{listen}\" is configured twice"));
+            return Err(Invalid::at(
+                key("listen"),
+                format!("[[stream]] listen = \"{listen}\" is configured twice"),
+            ));
         }
         let nodes = entry.proxy_pass.items(&[',']);
         if nodes.is_empty() {
-            return Err(format!(
-                "[[stream]] {listen}: no nodes in proxy_pass (give at least one host:port)"
+            return Err(Invalid::at(
+                key("proxy_pass"),
+                format!("[[stream]] {listen}: no nodes in proxy_pass (give at least one host:port)"),
             ));
         }
         for node in &nodes {
-            check_socket_addr(node).map_err(|why| format!("[[stream]] {listen}: node {node:?} {why}"))?;
+            check_socket_addr(node)
+                .map_err(|why| Invalid::at(key("proxy_pass"), format!("[[stream]] {listen}: node {node:?} {why}")))?;
         }
         streams.push(StreamConfig {
             listen,
