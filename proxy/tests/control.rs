@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::json;
-use support::socket_backend::{config, envelope, socket_module, Backend, Style};
+use support::config::{config, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
 use support::Proxy;
 
 /// Runs `modproxy ARGS --home HOME`.
