@@ -1,0 +1,348 @@
+//! How an HTTP/1.1 response body is delimited (RFC 9112, section 6): the decision, made once per
+//! response, and the decoder that follows it as a state machine. Pure: the lane feeds bytes in and
+//! says when its connection ended; nothing here reads a socket.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body::Frame;
+
+/// Bytes a chunk-size line or a trailer section may take.
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Trailer lines a chunked body may end with.
+const MAX_TRAILERS: usize = 32;
+
+/// Why a response's body cannot be delimited: the upstream is answered as broken (502).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("bad Content-Length {0:?} in the upstream's response")]
+    BadContentLength(String),
+    #[error("conflicting Content-Length values ({0} and {1}) in the upstream's response")]
+    ConflictingContentLength(u64, u64),
+}
+
+/// Why a body could not be read to its end; the client sees the response aborted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("chunk size line longer than {MAX_CHUNK_LINE} bytes in the upstream's body")]
+    ChunkLineTooLong,
+    #[error("malformed chunk size line in the upstream's body")]
+    MalformedChunkSize,
+    #[error("chunk data not followed by CRLF in the upstream's body")]
+    MissingChunkEnd,
+    #[error("trailer section longer than {MAX_CHUNK_LINE} bytes in the upstream's body")]
+    TrailersTooLong,
+    #[error("malformed trailer section in the upstream's body")]
+    MalformedTrailers,
+    #[error("bad trailer {0:?} in the upstream's body")]
+    BadTrailer(String),
+    #[error("upstream closed the connection mid-body")]
+    ClosedMidBody,
+}
+
+/// How a response's body is delimited (RFC 9112, section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body, whatever the headers say (a response to `HEAD`, `204`, `304`).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+impl Framing {
+    /// The framing of a response with `status` to a request that was `HEAD` if `head_only`, given the
+    /// last `Transfer-Encoding` line and the headers.
+    pub fn decide(
+        status: StatusCode,
+        head_only: bool,
+        transfer_encoding: Option<&HeaderValue>,
+        headers: &HeaderMap,
+    ) -> Result<Framing, FramingError> {
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Empty);
+        }
+        if let Some(last) = transfer_encoding {
+            let chunked = last
+                .to_str()
+                .ok()
+                .and_then(|codings| codings.rsplit(',').next())
+                .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+            return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
+        }
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            for item in value.as_bytes().split(|&b| b == b',') {
+                let item = item.trim_ascii();
+                let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| FramingError::BadContentLength(String::from_utf8_lossy(item).into_owned()))?;
+                if let Some(seen) = length.filter(|&seen| seen != parsed) {
+                    return Err(FramingError::ConflictingContentLength(seen, parsed));
+                }
+                length = Some(parsed);
+            }
+        }
+        Ok(length.map_or(Framing::UntilClose, Framing::Length))
+    }
+}
+
+/// Where a streamed body's decoding stands.
+#[derive(Debug)]
+pub enum BodyDecoder {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+impl BodyDecoder {
+    /// A decoder for a body framed as `framing`.
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyDecoder::Length(0),
+            Framing::Length(length) => BodyDecoder::Length(length),
+            Framing::Chunked => BodyDecoder::Chunked(Chunked::Size),
+            Framing::UntilClose => BodyDecoder::UntilClose,
+        }
+    }
+
+    /// The next frame from `buffer`: `None` when more bytes are needed, or once done.
+    pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Frame<Bytes>>, BodyError> {
+        let take = match self {
+            BodyDecoder::Chunked(chunked) => return chunked.decode(buffer),
+            BodyDecoder::Length(remaining) => {
+                let take = (*remaining).min(buffer.len() as u64);
+                *remaining -= take;
+                take as usize
+            }
+            BodyDecoder::UntilClose => buffer.len(),
+        };
+        Ok((take > 0).then(|| Frame::data(buffer.split_to(take).freeze())))
+    }
+
+    /// Whether the body has ended (one delimited by the close ends with the connection).
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyDecoder::Length(0) | BodyDecoder::Chunked(Chunked::Done))
+    }
+
+    /// What the connection's end means for the body once every buffered byte is decoded: the end of
+    /// a body delimited by the close, an error for any other.
+    pub fn at_end_of_input(&self) -> Result<(), BodyError> {
+        match self {
+            BodyDecoder::UntilClose => Ok(()),
+            _ if self.is_done() => Ok(()),
+            _ => Err(BodyError::ClosedMidBody),
+        }
+    }
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    /// The next frame from `buffer`: `None` when more bytes are needed, or once done.
+    pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Frame<Bytes>>, BodyError> {
+        loop {
+            match *self {
+                Chunked::Size => match httparse::parse_chunk_size(buffer) {
+                    Ok(httparse::Status::Complete((length, 0))) => {
+                        buffer.advance(length);
+                        *self = Chunked::Trailers;
+                    }
+                    Ok(httparse::Status::Complete((length, size))) => {
+                        buffer.advance(length);
+                        *self = Chunked::Data(size);
+                    }
+                    Ok(httparse::Status::Partial) if buffer.len() > MAX_CHUNK_LINE => {
+                        return Err(BodyError::ChunkLineTooLong);
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(_) => return Err(BodyError::MalformedChunkSize),
+                },
+                Chunked::Data(remaining) => {
+                    if buffer.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = remaining.min(buffer.len() as u64);
+                    *self = if take == remaining {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(remaining - take)
+                    };
+                    return Ok(Some(Frame::data(buffer.split_to(take as usize).freeze())));
+                }
+                Chunked::DataEnd => {
+                    if buffer.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buffer[..2] != b"\r\n" {
+                        return Err(BodyError::MissingChunkEnd);
+                    }
+                    buffer.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+                    match httparse::parse_headers(buffer, &mut slots) {
+                        Ok(httparse::Status::Complete((length, lines))) => {
+                            let trailers = trailer_map(lines)?;
+                            buffer.advance(length);
+                            *self = Chunked::Done;
+                            if !trailers.is_empty() {
+                                return Ok(Some(Frame::trailers(trailers)));
+                            }
+                        }
+                        Ok(httparse::Status::Partial) if buffer.len() > MAX_CHUNK_LINE => {
+                            return Err(BodyError::TrailersTooLong);
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(BodyError::MalformedTrailers),
+                    }
+                }
+                Chunked::Done => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Trailer lines as headers.
+fn trailer_map(lines: &[httparse::Header<'_>]) -> Result<HeaderMap, BodyError> {
+    let mut trailers = HeaderMap::with_capacity(lines.len());
+    for line in lines {
+        let bad = || BodyError::BadTrailer(line.name.to_owned());
+        let name = HeaderName::from_bytes(line.name.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(line.value).map_err(|_| bad())?;
+        trailers.append(name, value);
+    }
+    Ok(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(mut wire: BytesMut) -> Result<(Vec<u8>, Option<HeaderMap>), BodyError> {
+        let mut chunked = Chunked::Size;
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = chunked.decode(&mut wire)? {
+            match frame.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert_eq!(chunked, Chunked::Done);
+        Ok((data, trailers))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (data, trailers) = chunks(BytesMut::from(
+            &b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 9\r\n\r\n"[..],
+        ))
+        .unwrap();
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers.unwrap()["x-sum"], "9");
+        let (data, trailers) = chunks(BytesMut::from(&b"0\r\n\r\n"[..])).unwrap();
+        assert!(data.is_empty() && trailers.is_none());
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_refused() {
+        assert_eq!(
+            chunks(BytesMut::from(&b"zz\r\n"[..])),
+            Err(BodyError::MalformedChunkSize)
+        );
+        assert_eq!(
+            chunks(BytesMut::from(&b"2\r\nabXX0\r\n\r\n"[..])),
+            Err(BodyError::MissingChunkEnd)
+        );
+    }
+
+    /// The framing of a `status` response whose header lines are `lines`, to a `HEAD` if `head_only`.
+    fn framing(status: u16, lines: &[(&str, &str)], head_only: bool) -> Result<Framing, FramingError> {
+        let mut headers = HeaderMap::new();
+        let mut transfer_encoding = None;
+        for &(name, value) in lines {
+            let value = HeaderValue::from_str(value).unwrap();
+            if name == "transfer-encoding" {
+                transfer_encoding = Some(value);
+            } else {
+                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+            }
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        Framing::decide(status, head_only, transfer_encoding.as_ref(), &headers)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let length = [("content-length", "5")];
+        assert_eq!(framing(200, &length, false), Ok(Framing::Length(5)));
+        assert_eq!(framing(200, &length, true), Ok(Framing::Empty));
+        assert_eq!(framing(304, &length, false), Ok(Framing::Empty));
+        assert_eq!(framing(204, &[], false), Ok(Framing::Empty));
+        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(framing(200, &both, false), Ok(Framing::Chunked));
+        let chunked_not_last = [("transfer-encoding", "chunked, gzip")];
+        assert_eq!(framing(200, &chunked_not_last, false), Ok(Framing::UntilClose));
+        assert_eq!(framing(200, &[], false), Ok(Framing::UntilClose));
+        assert_eq!(
+            framing(200, &[("content-length", "5, 5")], false),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing(200, &[("content-length", "5, 6")], false),
+            Err(FramingError::ConflictingContentLength(5, 6))
+        );
+        assert_eq!(
+            framing(200, &[("content-length", "+5")], false),
+            Err(FramingError::BadContentLength("+5".into()))
+        );
+    }
+
+    fn decode_all(decoder: &mut BodyDecoder, wire: &[u8]) -> Vec<u8> {
+        let mut buffer = BytesMut::from(wire);
+        let mut data = Vec::new();
+        while let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+            data.extend_from_slice(frame.data_ref().unwrap());
+        }
+        data
+    }
+
+    #[test]
+    fn a_length_body_takes_its_length_and_leaves_the_rest() {
+        let mut decoder = BodyDecoder::new(Framing::Length(5));
+        let mut buffer = BytesMut::from(&b"helloHTTP/1.1"[..]);
+        let frame = decoder.decode(&mut buffer).unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(decoder.is_done());
+        assert_eq!(&buffer[..], b"HTTP/1.1");
+    }
+
+    #[test]
+    fn only_a_body_delimited_by_the_close_ends_with_the_connection() {
+        let mut until_close = BodyDecoder::new(Framing::UntilClose);
+        assert_eq!(decode_all(&mut until_close, b"all of it"), b"all of it");
+        assert_eq!(until_close.at_end_of_input(), Ok(()));
+        let mut short = BodyDecoder::new(Framing::Length(10));
+        assert_eq!(decode_all(&mut short, b"only"), b"only");
+        assert_eq!(short.at_end_of_input(), Err(BodyError::ClosedMidBody));
+        let mut chunked = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(decode_all(&mut chunked, b"3\r\nabc\r\n"), b"abc");
+        assert_eq!(chunked.at_end_of_input(), Err(BodyError::ClosedMidBody));
+        let mut whole = BodyDecoder::new(Framing::Chunked);
+        decode_all(&mut whole, b"0\r\n\r\n");
+        assert_eq!(whole.at_end_of_input(), Ok(()));
+    }
+}
