@@ -762,6 +762,8 @@ fn serve_scripted(mut stream: TcpStream, answered: &AtomicUsize) {
             (_, "empty") => b"HTTP/1.1 204 No Content\r\n\r\n",
             (_, "close") => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose",
             (_, "garbage") => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            // `Connection` names `Content-Length`: the client does not get it, but it frames the body.
+            (_, "listed") => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 6\r\n\r\nlisted",
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         };
         if stream.write_all(response).is_err() || matches!(case, "close" | "garbage") {
@@ -852,6 +854,37 @@ fn a_pipelined_response_that_is_not_http_is_502_and_the_next_request_gets_a_new_
     let r = proxy.get("/p/length", &[]);
     assert_eq!((r.status, r.text().as_str()), (200, "length"));
     assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
+/// Writes `raw` to a new connection and reads until the proxy closes it; panics if that takes longer
+/// than a few seconds (a body that never ends), and gives back the raw bytes.
+fn read_to_close(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(raw).unwrap();
+    let mut bytes = Vec::new();
+    if let Err(error) = stream.read_to_end(&mut bytes) {
+        panic!(
+            "the response did not end ({error}); got {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    bytes
+}
+
+#[test]
+fn a_pipelined_body_is_framed_by_a_content_length_that_connection_names() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    for _ in 0..2 {
+        let raw = read_to_close(proxy.addr, &http("GET", "/p/listed", &[], b""));
+        let r = support::parse_response(&raw).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "listed"));
+    }
+    let r = proxy.get("/p/length", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "length"));
+    // The body ended where its length said, so the connection carried the next requests too.
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
 }
 
 #[test]

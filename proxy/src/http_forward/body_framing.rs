@@ -51,41 +51,59 @@ pub enum Framing {
     UntilClose,
 }
 
-impl Framing {
-    /// The framing of a response with `status` to a request that was `HEAD` if `head_only`, given the
-    /// last `Transfer-Encoding` line and the headers.
-    pub fn decide(
-        status: StatusCode,
-        head_only: bool,
-        transfer_encoding: Option<&HeaderValue>,
-        headers: &HeaderMap,
-    ) -> Result<Framing, FramingError> {
+/// What a head's framing lines say, noted as they are read: before any hop-by-hop header is left out,
+/// since `Connection` may name `Content-Length` and a body must not lose its framing with it.
+#[derive(Debug, Clone, Default)]
+pub struct FramingLines {
+    /// Whether the last `Transfer-Encoding` line ends in `chunked`, if there was one.
+    chunked: Option<bool>,
+    content_length: Option<u64>,
+    /// The first bad or conflicting `Content-Length`: an error only if the response has a body.
+    bad_length: Option<FramingError>,
+}
+
+impl FramingLines {
+    /// Notes the header line `name: value` if it frames the body.
+    pub fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONTENT_LENGTH && self.bad_length.is_none() {
+            for item in value.split(|&b| b == b',') {
+                if let Err(error) = self.note_length(item.trim_ascii()) {
+                    self.bad_length = Some(error);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note_length(&mut self, item: &[u8]) -> Result<(), FramingError> {
+        let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| FramingError::BadContentLength(String::from_utf8_lossy(item).into_owned()))?;
+        match self.content_length {
+            Some(seen) if seen != parsed => Err(FramingError::ConflictingContentLength(seen, parsed)),
+            _ => {
+                self.content_length = Some(parsed);
+                Ok(())
+            }
+        }
+    }
+
+    /// The framing of a response with `status` to a request that was `HEAD` if `head_only`.
+    pub fn decide(&self, status: StatusCode, head_only: bool) -> Result<Framing, FramingError> {
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Ok(Framing::Empty);
         }
-        if let Some(last) = transfer_encoding {
-            let chunked = last
-                .to_str()
-                .ok()
-                .and_then(|codings| codings.rsplit(',').next())
-                .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+        if let Some(chunked) = self.chunked {
             return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
         }
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            for item in value.as_bytes().split(|&b| b == b',') {
-                let item = item.trim_ascii();
-                let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
-                    .flatten()
-                    .ok_or_else(|| FramingError::BadContentLength(String::from_utf8_lossy(item).into_owned()))?;
-                if let Some(seen) = length.filter(|&seen| seen != parsed) {
-                    return Err(FramingError::ConflictingContentLength(seen, parsed));
-                }
-                length = Some(parsed);
-            }
+        if let Some(error) = &self.bad_length {
+            return Err(error.clone());
         }
-        Ok(length.map_or(Framing::UntilClose, Framing::Length))
+        Ok(self.content_length.map_or(Framing::UntilClose, Framing::Length))
     }
 }
 
@@ -271,18 +289,11 @@ mod tests {
 
     /// The framing of a `status` response whose header lines are `lines`, to a `HEAD` if `head_only`.
     fn framing(status: u16, lines: &[(&str, &str)], head_only: bool) -> Result<Framing, FramingError> {
-        let mut headers = HeaderMap::new();
-        let mut transfer_encoding = None;
+        let mut framing = FramingLines::default();
         for &(name, value) in lines {
-            let value = HeaderValue::from_str(value).unwrap();
-            if name == "transfer-encoding" {
-                transfer_encoding = Some(value);
-            } else {
-                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
-            }
+            framing.note(&HeaderName::from_bytes(name.as_bytes()).unwrap(), value.as_bytes());
         }
-        let status = StatusCode::from_u16(status).unwrap();
-        Framing::decide(status, head_only, transfer_encoding.as_ref(), &headers)
+        framing.decide(StatusCode::from_u16(status).unwrap(), head_only)
     }
 
     #[test]

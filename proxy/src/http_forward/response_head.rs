@@ -2,14 +2,15 @@
 //! buffer (RFC 9112, sections 4 and 5). Pure: the lane reads, this parses what it has read.
 //!
 //! Hop-by-hop headers are left out as they are read (see [`headers::strip_hop_by_hop`]), so the client
-//! gets the response as it is, with no second pass over its headers.
+//! gets the response as it is, with no second pass over its headers. The lines that frame the body are
+//! noted first, as they come, so that what `Connection` names cannot unframe it.
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
-use super::body_framing::{Framing, FramingError};
+use super::body_framing::{Framing, FramingError, FramingLines};
 use super::headers;
 
 /// A response head larger than this is refused (hyper's client allows about 400 KB; nginx 4–8 KB).
@@ -40,8 +41,8 @@ pub struct ResponseHead {
     version: Version,
     /// The end-to-end headers, as the client gets them.
     headers: HeaderMap,
-    /// The last `Transfer-Encoding` line, which frames the body.
-    transfer_encoding: Option<HeaderValue>,
+    /// The framing lines as they were read, before hop-by-hop headers were left out.
+    framing: FramingLines,
     /// What `Connection` says of this connection.
     close: bool,
     keep_alive: bool,
@@ -60,7 +61,7 @@ impl ResponseHead {
 
     /// How this response's body is delimited, if its request was `HEAD` when `head_only`.
     pub fn framing(&self, head_only: bool) -> Result<Framing, FramingError> {
-        Framing::decide(self.status, head_only, self.transfer_encoding.as_ref(), &self.headers)
+        self.framing.decide(self.status, head_only)
     }
 
     /// The response the client gets, with `body`.
@@ -111,19 +112,18 @@ pub fn parse_head(buffer: &mut BytesMut) -> Result<Option<ResponseHead>, HeadErr
         status,
         version,
         headers: HeaderMap::with_capacity(lines.len()),
-        transfer_encoding: None,
+        framing: FramingLines::default(),
         close: false,
         keep_alive: false,
     };
     let mut connection = HeaderMap::new();
     for (name, value) in lines {
+        head.framing.note(&name, &bytes[value.clone()]);
         let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice(value)) else {
             return Err(HeadError::BadValue(name));
         };
         if name == header::CONNECTION {
             connection.append(name, value);
-        } else if name == header::TRANSFER_ENCODING {
-            head.transfer_encoding = Some(value);
         } else if !headers::is_hop_by_hop(&name) {
             head.headers.append(name, value);
         }
@@ -161,6 +161,19 @@ mod tests {
         assert_eq!(both.framing(false), Ok(Framing::Chunked));
         let not_modified = head("HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n");
         assert_eq!(not_modified.framing(false), Ok(Framing::Empty));
+    }
+
+    /// `Connection` may name `Content-Length`, which then does not reach the client; the body is still
+    /// delimited by it, or the lane would wait for a close that never comes.
+    #[test]
+    fn framing_is_decided_before_hop_by_hop_headers_go() {
+        let listed = head("HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(listed.framing(false), Ok(Framing::Length(5)));
+        assert!(!listed.headers.contains_key(header::CONTENT_LENGTH));
+        let listed_after = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: Content-Length, close\r\n\r\n");
+        assert_eq!(listed_after.framing(false), Ok(Framing::Length(5)));
+        let listed_te = head("HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(listed_te.framing(false), Ok(Framing::Chunked));
     }
 
     #[test]
