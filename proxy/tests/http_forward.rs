@@ -763,6 +763,8 @@ fn serve_scripted(mut stream: TcpStream, answered: &AtomicUsize) {
             (_, "close") => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose",
             (_, "garbage") => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
             // `Connection` names `Content-Length`: the client does not get it, but it frames the body.
+            // Both framings: which one the upstream meant is anybody's guess.
+            (_, "both") => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             (_, "listed") => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 6\r\n\r\nlisted",
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         };
@@ -885,6 +887,24 @@ fn a_pipelined_body_is_framed_by_a_content_length_that_connection_names() {
     assert_eq!((r.status, r.text().as_str()), (200, "length"));
     // The body ended where its length said, so the connection carried the next requests too.
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_pipelined_response_with_both_length_and_transfer_encoding_is_502() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let r = proxy.get("/p/both", &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.body, server_error_page());
+    assert!(
+        proxy.log().contains("both Content-Length and Transfer-Encoding"),
+        "{}",
+        proxy.log()
+    );
+    // What followed on that connection could not be trusted either: the next request gets a new one.
+    let r = proxy.get("/p/length", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "length"));
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
 }
 
 #[test]

@@ -19,6 +19,10 @@ pub enum FramingError {
     BadContentLength(String),
     #[error("conflicting Content-Length values ({0} and {1}) in the upstream's response")]
     ConflictingContentLength(u64, u64),
+    #[error(
+        "the upstream's response has both Content-Length and Transfer-Encoding; refused, as either could be wrong"
+    )]
+    LengthAndTransferEncoding,
 }
 
 /// Why a body could not be read to its end; the client sees the response aborted.
@@ -97,8 +101,14 @@ impl FramingLines {
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Ok(Framing::Empty);
         }
-        if let Some(chunked) = self.chunked {
-            return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
+        let has_length = self.content_length.is_some() || self.bad_length.is_some();
+        match self.chunked {
+            // RFC 9112, 6.3 lets Transfer-Encoding win, but warns of smuggling: a proxy that guesses
+            // differently from the next hop splits the stream where the upstream did not mean it.
+            Some(_) if has_length => return Err(FramingError::LengthAndTransferEncoding),
+            Some(true) => return Ok(Framing::Chunked),
+            Some(false) => return Ok(Framing::UntilClose),
+            None => {}
         }
         if let Some(error) = &self.bad_length {
             return Err(error.clone());
@@ -303,8 +313,16 @@ mod tests {
         assert_eq!(framing(200, &length, true), Ok(Framing::Empty));
         assert_eq!(framing(304, &length, false), Ok(Framing::Empty));
         assert_eq!(framing(204, &[], false), Ok(Framing::Empty));
+        // Either could be the upstream's mistake, and a guess may smuggle a response (RFC 9112, 6.3).
         let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
-        assert_eq!(framing(200, &both, false), Ok(Framing::Chunked));
+        assert_eq!(framing(200, &both, false), Err(FramingError::LengthAndTransferEncoding));
+        let both_the_other_way = [("transfer-encoding", "gzip"), ("content-length", "x")];
+        assert_eq!(
+            framing(200, &both_the_other_way, false),
+            Err(FramingError::LengthAndTransferEncoding)
+        );
+        // Without a body there is nothing to frame.
+        assert_eq!(framing(200, &both, true), Ok(Framing::Empty));
         let chunked_not_last = [("transfer-encoding", "chunked, gzip")];
         assert_eq!(framing(200, &chunked_not_last, false), Ok(Framing::UntilClose));
         assert_eq!(framing(200, &[], false), Ok(Framing::UntilClose));

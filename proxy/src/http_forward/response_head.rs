@@ -158,7 +158,7 @@ mod tests {
         let both = head(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
         );
-        assert_eq!(both.framing(false), Ok(Framing::Chunked));
+        assert_eq!(both.framing(false), Err(FramingError::LengthAndTransferEncoding));
         let not_modified = head("HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n");
         assert_eq!(not_modified.framing(false), Ok(Framing::Empty));
     }
