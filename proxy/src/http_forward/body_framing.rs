@@ -2,6 +2,8 @@
 //! response, and the decoder that follows it as a state machine. Pure: the lane feeds bytes in and
 //! says when its connection ended; nothing here reads a socket.
 
+use std::io;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Frame;
@@ -42,6 +44,17 @@ pub enum BodyError {
     BadTrailer(String),
     #[error("upstream closed the connection mid-body")]
     ClosedMidBody,
+    #[error("upstream connection failed mid-body: {0}")]
+    ConnectionFailed(io::ErrorKind),
+}
+
+/// How a connection's input ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputEnd {
+    /// The upstream closed it.
+    Closed,
+    /// Reading failed (a reset, most often).
+    Failed(io::ErrorKind),
 }
 
 /// How a response's body is delimited (RFC 9112, section 6.3).
@@ -156,13 +169,14 @@ impl BodyDecoder {
         matches!(self, BodyDecoder::Length(0) | BodyDecoder::Chunked(Chunked::Done))
     }
 
-    /// What the connection's end means for the body once every buffered byte is decoded: the end of
-    /// a body delimited by the close, an error for any other.
-    pub fn at_end_of_input(&self) -> Result<(), BodyError> {
-        match self {
-            BodyDecoder::UntilClose => Ok(()),
+    /// What the connection's end means for the body once every buffered byte is decoded: a close ends
+    /// a body delimited by it; a failure (a reset) cuts any body short, however it was delimited.
+    pub fn at_end_of_input(&self, end: InputEnd) -> Result<(), BodyError> {
+        match (end, self) {
             _ if self.is_done() => Ok(()),
-            _ => Err(BodyError::ClosedMidBody),
+            (InputEnd::Failed(kind), _) => Err(BodyError::ConnectionFailed(kind)),
+            (InputEnd::Closed, BodyDecoder::UntilClose) => Ok(()),
+            (InputEnd::Closed, _) => Err(BodyError::ClosedMidBody),
         }
     }
 }
@@ -363,15 +377,34 @@ mod tests {
     fn only_a_body_delimited_by_the_close_ends_with_the_connection() {
         let mut until_close = BodyDecoder::new(Framing::UntilClose);
         assert_eq!(decode_all(&mut until_close, b"all of it"), b"all of it");
-        assert_eq!(until_close.at_end_of_input(), Ok(()));
+        assert_eq!(until_close.at_end_of_input(InputEnd::Closed), Ok(()));
         let mut short = BodyDecoder::new(Framing::Length(10));
         assert_eq!(decode_all(&mut short, b"only"), b"only");
-        assert_eq!(short.at_end_of_input(), Err(BodyError::ClosedMidBody));
+        assert_eq!(short.at_end_of_input(InputEnd::Closed), Err(BodyError::ClosedMidBody));
         let mut chunked = BodyDecoder::new(Framing::Chunked);
         assert_eq!(decode_all(&mut chunked, b"3\r\nabc\r\n"), b"abc");
-        assert_eq!(chunked.at_end_of_input(), Err(BodyError::ClosedMidBody));
+        assert_eq!(chunked.at_end_of_input(InputEnd::Closed), Err(BodyError::ClosedMidBody));
         let mut whole = BodyDecoder::new(Framing::Chunked);
         decode_all(&mut whole, b"0\r\n\r\n");
-        assert_eq!(whole.at_end_of_input(), Ok(()));
+        assert_eq!(whole.at_end_of_input(InputEnd::Closed), Ok(()));
+    }
+
+    /// A reset is not a close: a body delimited by the close that ends in one is cut short, and the
+    /// client must see it aborted rather than complete.
+    #[test]
+    fn a_failed_connection_never_ends_a_body_well() {
+        let reset = InputEnd::Failed(io::ErrorKind::ConnectionReset);
+        let mut until_close = BodyDecoder::new(Framing::UntilClose);
+        decode_all(&mut until_close, b"part of it");
+        assert_eq!(
+            until_close.at_end_of_input(reset),
+            Err(BodyError::ConnectionFailed(io::ErrorKind::ConnectionReset))
+        );
+        let mut short = BodyDecoder::new(Framing::Length(10));
+        decode_all(&mut short, b"only");
+        assert_eq!(
+            short.at_end_of_input(reset),
+            Err(BodyError::ConnectionFailed(io::ErrorKind::ConnectionReset))
+        );
     }
 }

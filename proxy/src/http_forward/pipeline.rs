@@ -26,7 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 
-use super::body_framing::{BodyDecoder, Framing};
+use super::body_framing::{BodyDecoder, Framing, InputEnd};
 pub use super::request_encoding::Head;
 use super::response_head::parse_head;
 use crate::balancer::InFlight;
@@ -102,7 +102,7 @@ impl Wire for HttpWire {
                 if reading.buffer.is_empty() && replies.finished() {
                     return;
                 }
-                if !reading.fill().await {
+                if reading.fill().await.is_err() {
                     return;
                 }
             };
@@ -169,21 +169,21 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Reads more; false once the connection has ended or failed.
-    async fn fill(&mut self) -> bool {
+    /// Reads more, or says how the connection ended.
+    async fn fill(&mut self) -> Result<(), InputEnd> {
         if self.buffer.capacity() - self.buffer.len() < 4 * 1024 {
             self.buffer.reserve(16 * 1024);
         }
         match self.reader.read_buf(&mut self.buffer).await {
             Ok(0) => {
                 tracing::debug!(node = self.node, "upstream closed a pipelined connection");
-                false
+                Err(InputEnd::Closed)
             }
             Err(error) => {
                 tracing::debug!(node = self.node, %error, "pipelined connection failed");
-                false
+                Err(InputEnd::Failed(error.kind()))
             }
-            Ok(_) => true,
+            Ok(_) => Ok(()),
         }
     }
 
@@ -200,9 +200,9 @@ impl Reading<'_> {
                 }
                 Ok(None) if body.is_done() => return true,
                 Ok(None) => {
-                    if !self.fill().await {
-                        // A body delimited by the close has simply ended.
-                        if let Err(error) = body.at_end_of_input() {
+                    if let Err(end) = self.fill().await {
+                        if let Err(error) = body.at_end_of_input(end) {
+                            tracing::warn!(node = self.node, %error, "pipelined response cut short");
                             let _ = frames.send(Err(error.into())).await;
                         }
                         return false;
