@@ -601,13 +601,41 @@ fn serve_scripted(mut stream: TcpStream, answered: &AtomicUsize) {
             (_, "empty") => b"HTTP/1.1 204 No Content\r\n\r\n",
             (_, "close") => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose",
             (_, "garbage") => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            // Both framings: which one the upstream meant is anybody's guess.
+            (_, "both") => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            // A body delimited by the close, cut short by a reset (below).
+            (_, "reset") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial",
+            // `Connection` names `Content-Length`: the client does not get it, but it frames the body.
+            (_, "listed") => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 6\r\n\r\nlisted",
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         };
         if stream.write_all(response).is_err() || matches!(case, "close" | "garbage") {
             // Whatever else this connection carried goes unanswered, as `Connection: close` said.
             return;
         }
+        if case == "reset" {
+            // Long enough for the proxy to have passed the head and the first bytes on.
+            std::thread::sleep(Duration::from_millis(200));
+            return reset(&stream);
+        }
     }
+}
+
+/// Makes the closing of `stream` a reset (RST) rather than an end of stream (FIN), as when an upstream
+/// crashes mid-response.
+fn reset(stream: &TcpStream) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let clone = stream.try_clone().unwrap();
+    clone.set_nonblocking(true).unwrap();
+    // Linger is the socket's, so it holds for the other handles, whose drop then sends the reset.
+    tokio::net::TcpStream::from_std(clone)
+        .unwrap()
+        .set_zero_linger()
+        .unwrap();
 }
 
 /// `count` requests at once, each a `(method, path)` from `make`; the responses in the same order.
@@ -691,6 +719,73 @@ fn a_pipelined_response_that_is_not_http_is_502_and_the_next_request_gets_a_new_
     let r = proxy.get("/p/length", &[]);
     assert_eq!((r.status, r.text().as_str()), (200, "length"));
     assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
+/// Writes `raw` to a new connection and reads until the proxy closes it; panics if that takes longer
+/// than a few seconds (a body that never ends), and gives back the raw bytes.
+fn read_to_close(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(raw).unwrap();
+    let mut bytes = Vec::new();
+    if let Err(error) = stream.read_to_end(&mut bytes) {
+        panic!(
+            "the response did not end ({error}); got {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    bytes
+}
+
+#[test]
+fn a_pipelined_body_is_framed_by_a_content_length_that_connection_names() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    for _ in 0..2 {
+        let raw = read_to_close(proxy.addr, &http("GET", "/p/listed", &[], b""));
+        let r = support::parse_response(&raw).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "listed"));
+    }
+    let r = proxy.get("/p/length", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "length"));
+    // The body ended where its length said, so the connection carried the next requests too.
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_pipelined_response_with_both_length_and_transfer_encoding_is_502() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let r = proxy.get("/p/both", &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.body, server_error_page());
+    assert!(
+        proxy.log().contains("both Content-Length and Transfer-Encoding"),
+        "{}",
+        proxy.log()
+    );
+    // What followed on that connection could not be trusted either: the next request gets a new one.
+    let r = proxy.get("/p/length", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "length"));
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_pipelined_body_delimited_by_the_close_and_cut_by_a_reset_is_aborted() {
+    let up = Scripted::start();
+    let proxy = proxy("", &[entry("p", &[up.url()], "pipeline = 8")]);
+    let raw = read_to_close(proxy.addr, &http("GET", "/p/reset", &[], b""));
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.contains("partial"), "{text:?}");
+    // The head went out before the reset, so the client learns of it from a body that does not end well:
+    // no last chunk, nor a length that the bytes reach.
+    let r = support::parse_response(&raw).unwrap();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{text:?}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a reset body was passed on as whole: {text:?}"
+    );
 }
 
 #[test]

@@ -8,9 +8,12 @@
 //! `Upgrade` requests (WebSocket) are spliced through once the upstream answers 101. With `pipeline`,
 //! bodyless `GET` and `HEAD` requests share connections instead (see [`pipeline`]).
 
+pub mod body_framing;
 pub mod headers;
 pub mod pipeline;
 pub mod pool;
+pub mod request_encoding;
+pub mod response_head;
 pub mod unsent_body;
 pub mod upgrade;
 
