@@ -167,10 +167,7 @@ impl App {
         request
             .headers_mut()
             .insert(REQUEST_ID, request_context::header_value(&id));
-        request.extensions_mut().insert(RequestContext {
-            peer,
-            id: Arc::clone(&id),
-        });
+        request.extensions_mut().insert(RequestContext { peer, id: id.clone() });
         let (mut response, stats) = self.respond(request, peer).await;
         response
             .headers_mut()

@@ -205,6 +205,33 @@ fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
     );
 }
 
+/// The id the proxy made is one id everywhere: the backend's `request_id`, the response's
+/// `X-Request-Id` and the access line.
+#[test]
+fn a_generated_head_id_matches_the_response_and_the_access_log() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{}\", head = {{ request_id = \"generate\" }} }}",
+            go.addr
+        )),
+    );
+    let response = proxy.post(
+        "/s3/",
+        &[],
+        br#"{"head":{"method":"add","request_id":"forged"},"data":1}"#,
+    );
+    assert_eq!(response.status, 200);
+    let sent = response.header("x-request-id").unwrap().to_owned();
+    assert_eq!(response.json()["echo"]["head"]["request_id"], sent.as_str());
+    let log = proxy.log();
+    assert!(
+        log.contains("POST /s3/ ") && log.contains(&format!("id={sent}")),
+        "{log}"
+    );
+}
+
 #[test]
 fn request_ids_are_passed_through_or_generated_and_logged() {
     let proxy = Proxy::start("", "");
