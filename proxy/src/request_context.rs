@@ -92,12 +92,13 @@ mod tests {
     fn sensible_ids_pass_through_others_are_replaced() {
         let mut headers = HeaderMap::new();
         assert_eq!(request_id(&headers).len(), 32);
-        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert!(!request_id(&headers).from_client());
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(&*request_id(&headers), "abc-123");
         assert!(request_id(&headers).from_client());
         headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
         assert_ne!(&*request_id(&headers), "has space");
+        assert!(!request_id(&headers).from_client());
         headers.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
         assert_eq!(request_id(&headers).len(), 32);
         assert_ne!(generate(), generate());
