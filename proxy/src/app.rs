@@ -117,7 +117,7 @@ impl App {
     pub fn new(config: Config, home: &Path, metrics: Arc<Metrics>) -> App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let server = &config.server;
-        let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size);
+        let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size, server.dotfiles);
         let html_dir = home.join("html");
         let modules = config
             .modules

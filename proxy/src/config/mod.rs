@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub metrics_allow: Vec<ipnet::IpNet>,
     /// Whether a connection that opens with a length line is served as a socket-protocol client.
     pub raw_frames: bool,
+    /// Whether static sites serve dot-files and dot-directories (`.well-known/` always is).
+    pub dotfiles: bool,
 }
 
 /// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.

@@ -40,6 +40,7 @@ pub(super) struct RawServer {
     pub(super) max_connections: usize,
     pub(super) metrics_allow: Vec<String>,
     pub(super) raw_frames: bool,
+    pub(super) dotfiles: bool,
 }
 
 impl Default for RawServer {
@@ -55,6 +56,7 @@ impl Default for RawServer {
             max_connections: 10_000,
             metrics_allow: Vec::new(),
             raw_frames: false,
+            dotfiles: false,
         }
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         max_connections: server.max_connections,
         metrics_allow,
         raw_frames: server.raw_frames,
+        dotfiles: server.dotfiles,
     };
 
     let mut modules = HashMap::new();
