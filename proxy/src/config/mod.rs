@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub raw_frames: bool,
     /// Whether static sites serve dot-files and dot-directories (`.well-known/` always is).
     pub dotfiles: bool,
+    /// Most streams (requests) open at once on one HTTP/2 connection; more are refused (REFUSED_STREAM).
+    pub http2_max_streams: u32,
 }
 
 /// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.

@@ -41,6 +41,7 @@ pub(super) struct RawServer {
     pub(super) metrics_allow: Vec<String>,
     pub(super) raw_frames: bool,
     pub(super) dotfiles: bool,
+    pub(super) http2_max_streams: u32,
 }
 
 impl Default for RawServer {
@@ -57,6 +58,7 @@ impl Default for RawServer {
             metrics_allow: Vec::new(),
             raw_frames: false,
             dotfiles: false,
+            http2_max_streams: 100,
         }
     }
 }

@@ -23,6 +23,9 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
     if server.max_connections == 0 {
         return Err("[server] max_connections must be at least 1".into());
     }
+    if server.http2_max_streams == 0 {
+        return Err("[server] http2_max_streams must be at least 1".into());
+    }
     let metrics_allow = server
         .metrics_allow
         .iter()
@@ -47,6 +50,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         metrics_allow,
         raw_frames: server.raw_frames,
         dotfiles: server.dotfiles,
+        http2_max_streams: server.http2_max_streams,
     };
 
     let mut modules = HashMap::new();
