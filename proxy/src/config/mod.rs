@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub dotfiles: bool,
     /// Most streams (requests) open at once on one HTTP/2 connection; more are refused (REFUSED_STREAM).
     pub http2_max_streams: u32,
+    /// Proxies in front whose `X-Forwarded-For` names the client; from anyone else it is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.

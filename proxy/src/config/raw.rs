@@ -42,6 +42,7 @@ pub(super) struct RawServer {
     pub(super) raw_frames: bool,
     pub(super) dotfiles: bool,
     pub(super) http2_max_streams: u32,
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -59,6 +60,7 @@ impl Default for RawServer {
             raw_frames: false,
             dotfiles: false,
             http2_max_streams: 100,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -26,18 +26,18 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
     if server.http2_max_streams == 0 {
         return Err("[server] http2_max_streams must be at least 1".into());
     }
-    let metrics_allow = server
-        .metrics_allow
-        .iter()
-        .map(|entry| {
-            entry
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8")
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let networks = |key: &str, list: &[String]| {
+        list.iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("[server] {key}: {entry:?} is not an address or a network like 10.0.0.0/8"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let metrics_allow = networks("metrics_allow", &server.metrics_allow)?;
+    let trusted_proxies = networks("trusted_proxies", &server.trusted_proxies)?;
     let server_config = ServerConfig {
         listen,
         port: server.port,
@@ -51,6 +51,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         raw_frames: server.raw_frames,
         dotfiles: server.dotfiles,
         http2_max_streams: server.http2_max_streams,
+        trusted_proxies,
     };
 
     let mut modules = HashMap::new();
