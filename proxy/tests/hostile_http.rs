@@ -440,3 +440,70 @@ fn an_http2_rapid_reset_flood_is_closed_and_others_served() {
     );
     still_serves(&proxy);
 }
+
+/// With `[server] proxy_protocol = true`, every connection starts with a PROXY header (v1 text or v2
+/// binary) that names the client; a connection without a valid one is closed unanswered.
+#[test]
+fn proxy_protocol_headers_name_the_client_and_are_required() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "proxy_protocol = true",
+        &config(&[socket_module(
+            "s3",
+            &[backend.addr],
+            ", head = { client_ip = \"remote_addr\" }",
+        )]),
+    );
+    let body = envelope("x", json!(1));
+    let post = support::http("POST", "/s3/", &[], &body);
+    let client_ip = |header: &[u8]| {
+        let response = proxy.send(&[header, &post].concat());
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["echo"]["head"]["client_ip"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        client_ip(b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 80\r\n"),
+        "198.51.100.7"
+    );
+    assert_eq!(
+        client_ip(b"PROXY TCP6 2001:db8::7 2001:db8::1 5555 80\r\n"),
+        "2001:db8::7"
+    );
+    let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([203, 0, 113, 9, 10, 0, 0, 1, 0x15, 0xb3, 0, 80]);
+    assert_eq!(client_ip(&v2), "203.0.113.9");
+    // A v2 LOCAL header (a health check by the balancer itself): the socket peer is the client.
+    assert_eq!(client_ip(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"), "127.0.0.1");
+    let log = proxy.log();
+    assert!(log.contains("198.51.100.7:5555 POST /s3/"), "{log}");
+
+    for bad in [
+        &post[..],
+        b"PROXY TCP4 999.1.1.1 10.0.0.1 5555 80\r\n",
+        b"PROXY TCP4 198.51.100.7 10.0.0.1 5555\r\n",
+        b"PROXY TCP4 2001:db8::7 10.0.0.1 5555 80\r\n",
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04\x01\x02\x03\x04",
+        b"\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c",
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.write_all(&[bad, &post].concat());
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert!(
+            got.is_empty(),
+            "{:?} was answered: {:?}",
+            String::from_utf8_lossy(bad),
+            String::from_utf8_lossy(&got)
+        );
+    }
+    still_served_with_header(&proxy);
+}
+
+fn still_served_with_header(proxy: &Proxy) {
+    let response = proxy.send(&[&b"PROXY UNKNOWN\r\n"[..], &support::http("GET", "/", &[], b"")].concat());
+    assert_eq!(response.status, 200);
+}

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub http2_max_streams: u32,
     /// Proxies in front whose `X-Forwarded-For` names the client; from anyone else it is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.

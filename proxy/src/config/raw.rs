@@ -43,6 +43,7 @@ pub(super) struct RawServer {
     pub(super) dotfiles: bool,
     pub(super) http2_max_streams: u32,
     pub(super) trusted_proxies: Vec<String>,
+    pub(super) proxy_protocol: bool,
 }
 
 impl Default for RawServer {
@@ -61,6 +62,7 @@ impl Default for RawServer {
             dotfiles: false,
             http2_max_streams: 100,
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

@@ -52,6 +52,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         dotfiles: server.dotfiles,
         http2_max_streams: server.http2_max_streams,
         trusted_proxies,
+        proxy_protocol: server.proxy_protocol,
     };
 
     let mut modules = HashMap::new();

@@ -7,6 +7,7 @@
 
 mod http1_parking;
 mod http2_idle;
+mod proxy_header;
 
 use http1_parking::serve_http1;
 use http2_idle::serve_auto;
@@ -110,15 +111,30 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         let _ = stream.set_nodelay(true);
         let live = Arc::clone(&app);
         let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = app.load_full();
-            async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
-        });
         let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
-        let header_timeout = server.header_timeout;
+        let (header_timeout, proxy_protocol) = (server.header_timeout, server.proxy_protocol);
         let open = metrics.client_connections.clone();
         open.inc();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // `[server] proxy_protocol`: the balancer in front names the client before anything else.
+            let peer = if proxy_protocol {
+                match proxy_header::read(&mut stream, header_timeout).await {
+                    Ok(client) => client.unwrap_or(peer),
+                    Err(error) => {
+                        tracing::warn!(%peer, %error, "connection closed: [server] proxy_protocol needs a valid PROXY header");
+                        open.dec();
+                        drop(slot);
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let service = service_fn(move |request| {
+                let app = app.load_full();
+                async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
+            });
             // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
             if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
                 let served = match first_bytes(&stream, header_timeout, &stopping).await {
