@@ -20,6 +20,7 @@ use modproxy_sdk::MethodError;
 use crate::access_log::{self, AccessLine, Asked};
 use crate::balancer::{Clock, SystemClock};
 use crate::body::{full, Body};
+use crate::client_address;
 use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::frame_request::{self, FrameRequest};
@@ -117,7 +118,7 @@ impl App {
     pub fn new(config: Config, home: &Path, metrics: Arc<Metrics>) -> App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let server = &config.server;
-        let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size);
+        let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size, server.dotfiles);
         let html_dir = home.join("html");
         let modules = config
             .modules
@@ -158,8 +159,10 @@ impl App {
 
     /// Answers one HTTP request: gives it its id (kept from the client when sensible, and seen by
     /// upstreams too), and counts and logs the answer.
-    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, mut request: Request<Incoming>, socket_peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        // Who the client is, for everything below: policy, head rules, metrics access, the access log.
+        let peer = client_address::client(socket_peer, request.headers(), &self.config.server.trusted_proxies);
         // Copied only for the access line, which is optional, and which the log level may filter out.
         let logged =
             access_log::enabled(&self.config).then(|| (request.method().clone(), request.uri().path().to_owned()));
@@ -167,11 +170,8 @@ impl App {
         request
             .headers_mut()
             .insert(REQUEST_ID, request_context::header_value(&id));
-        request.extensions_mut().insert(RequestContext {
-            peer,
-            id: Arc::clone(&id),
-        });
-        let (mut response, stats) = self.respond(request, peer).await;
+        request.extensions_mut().insert(RequestContext { peer, id: id.clone() });
+        let (mut response, stats) = self.respond(request, peer, socket_peer).await;
         response
             .headers_mut()
             .insert(REQUEST_ID, request_context::header_value(&id));
@@ -244,8 +244,14 @@ impl App {
     }
 
     /// Routes an HTTP request to what answers it. Returns, with the response, the metrics of the module
-    /// that answered (whose name the access log uses).
-    async fn respond(&self, mut request: Request<Incoming>, peer: SocketAddr) -> (Response<Body>, &ModuleMetrics) {
+    /// that answered (whose name the access log uses). `peer` is the client; an HTTP upstream's
+    /// `X-Forwarded-For` chain ends with `socket_peer`, the hop this proxy saw.
+    async fn respond(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        socket_peer: SocketAddr,
+    ) -> (Response<Body>, &ModuleMetrics) {
         // Routed and forwarded as one path: the upstream never gets one that resolves outside its module.
         match url_path::normalise(request.uri().path()) {
             Ok(Cow::Borrowed(_)) => {}
@@ -274,7 +280,7 @@ impl App {
                     };
                     let mut response = match &mounted.role {
                         Role::Socket(gateway) => gateway.handle(request, max_body, pages).await,
-                        Role::Http(forward) => forward.handle(request, peer, max_body, pages).await,
+                        Role::Http(forward) => forward.handle(request, socket_peer, max_body, pages).await,
                         Role::Html(site) => site.serve(request, prefix, rest, pages).await,
                     };
                     mounted.policy.decorate(&mut response);

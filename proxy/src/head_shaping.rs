@@ -41,8 +41,10 @@ pub fn shape(
         let value = match source {
             HeadSource::Header(name) => headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
             HeadSource::RemoteAddr => Some(context.peer.ip().to_string()),
-            // Fresh: the request's own id may be the client's `X-Request-Id`.
-            HeadSource::Generated => Some(request_context::generate().to_string()),
+            // The request's own id, so the backend's matches the access log; fresh when the client chose
+            // it, since a field the backend trusts must not be the client's.
+            HeadSource::Generated if context.id.from_client() => Some(request_context::generate().to_string()),
+            HeadSource::Generated => Some(context.id.to_string()),
         };
         head.retain(|(key, _)| key != field);
         if let Some(value) = value {
@@ -109,10 +111,13 @@ mod tests {
     use http::HeaderValue;
     use serde_json::{json, Value};
 
+    /// A context whose id the client chose (`X-Request-Id: rid-1`).
     fn context() -> RequestContext {
+        let mut headers = HeaderMap::new();
+        headers.insert(request_context::REQUEST_ID, HeaderValue::from_static("rid-1"));
         RequestContext {
             peer: "192.0.2.7:5555".parse().unwrap(),
-            id: "rid-1".into(),
+            id: request_context::request_id(&headers),
         }
     }
 
@@ -203,6 +208,19 @@ mod tests {
             assert_ne!(id, "forged");
             assert_eq!(id.len(), 32, "{id}");
         }
+    }
+
+    #[test]
+    fn generate_passes_the_id_the_proxy_made() {
+        // The backend's id is the one in the access log and the response's X-Request-Id.
+        let context = RequestContext {
+            id: request_context::generate(),
+            ..context()
+        };
+        let body = br#"{"head":{"method":"add","request_id":"forged"}}"#;
+        let shaped: Value =
+            serde_json::from_slice(&shape(body, &rules(), &HeaderMap::new(), &context).unwrap()).unwrap();
+        assert_eq!(shaped["head"]["request_id"], &*context.id);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod app;
 pub mod balancer;
 pub mod body;
+pub mod client_address;
 pub mod config;
 pub mod error_response;
 pub mod frame_request;

@@ -1,6 +1,6 @@
 //! Per-module traffic policy applied before a module's role answers: a token bucket per client address
-//! (429 with `Retry-After`), a cap on requests in flight that queues for a bounded time (then 503), and
-//! response headers added on the way out.
+//! (an IPv6 client's /64; 429 with `Retry-After`), a cap on requests in flight that queues for a
+//! bounded time (then 503), and response headers added on the way out.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,6 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::client_address;
 use crate::config::{Policy, RateLimit};
 
 /// Checks between sweeps of clients whose buckets are full again, so the table does not grow forever.
@@ -112,7 +113,8 @@ impl Limiter {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.buckets.retain_recent();
         }
-        self.buckets.check_key(&client).map_err(|not_until| {
+        let key = client_address::rate_key(client);
+        self.buckets.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             Refusal::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)
         })

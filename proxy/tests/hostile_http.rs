@@ -302,3 +302,208 @@ fn backend_pools_are_bounded_per_node() {
     );
     assert!(pooled <= 256.0 && pooled > 0.0, "{pooled} idle connections pooled");
 }
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_RST_STREAM: u8 = 0x3;
+const H2_SETTINGS: u8 = 0x4;
+const H2_GOAWAY: u8 = 0x7;
+const END_HEADERS: u8 = 0x4;
+
+/// `GET /` as an HPACK block of static-table entries (`:method GET`, `:scheme http`, `:path /`) and a
+/// literal `:authority: x`; its stream stays open (no END_STREAM).
+fn h2_get_headers(stream: u32) -> Vec<u8> {
+    h2_frame(H2_HEADERS, END_HEADERS, stream, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x'])
+}
+
+/// Frames the server sends on `stream` until it closes the connection or `wait` passes.
+fn h2_read_frames(stream: &mut TcpStream, wait: Duration) -> Vec<(u8, u32, Vec<u8>)> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 9 {
+        let len = (usize::from(bytes[at]) << 16) | (usize::from(bytes[at + 1]) << 8) | usize::from(bytes[at + 2]);
+        let id = u32::from_be_bytes(bytes[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+        let end = (at + 9 + len).min(bytes.len());
+        frames.push((bytes[at + 3], id, bytes[at + 9..end].to_vec()));
+        at = end;
+    }
+    frames
+}
+
+/// A connection's streams are bounded: the server advertises `[server] http2_max_streams` and refuses a
+/// stream over it (REFUSED_STREAM), while the ones within it are answered.
+#[test]
+fn http2_streams_over_the_limit_are_refused() {
+    let proxy = Proxy::start("http2_max_streams = 3", "");
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+    for id in [1, 3, 5, 7] {
+        out.extend(h2_get_headers(id));
+    }
+    stream.write_all(&out).unwrap();
+    let frames = h2_read_frames(&mut stream, Duration::from_secs(2));
+    let settings = &frames.iter().find(|(kind, _, _)| *kind == H2_SETTINGS).unwrap().2;
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 3.
+    assert!(
+        settings.chunks(6).any(|s| s == [0, 3, 0, 0, 0, 3]),
+        "advertised: {settings:?}"
+    );
+    let refused: Vec<u32> = frames
+        .iter()
+        .filter(|(kind, _, payload)| *kind == H2_RST_STREAM && payload == &[0, 0, 0, 7])
+        .map(|(_, id, _)| *id)
+        .collect();
+    assert_eq!(refused, [7], "{frames:?}");
+    for id in [1, 3, 5] {
+        assert!(
+            frames.iter().any(|(kind, sid, _)| *kind == H2_HEADERS && *sid == id),
+            "stream {id} answered: {frames:?}"
+        );
+    }
+
+    // The default is 100, not hyper's 200.
+    let proxy = Proxy::start("", "");
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .write_all(
+            &[
+                &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+                &h2_frame(H2_SETTINGS, 0, 0, &[]),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    let frames = h2_read_frames(&mut stream, Duration::from_millis(500));
+    let settings = &frames.iter().find(|(kind, _, _)| *kind == H2_SETTINGS).unwrap().2;
+    assert!(
+        settings.chunks(6).any(|s| s == [0, 3, 0, 0, 0, 100]),
+        "advertised: {settings:?}"
+    );
+}
+
+/// Rapid reset (CVE-2023-44487): a client that opens and cancels streams thousands of times is told to
+/// go away and closed, and a well-behaved client on another connection gets every answer meanwhile.
+#[test]
+fn an_http2_rapid_reset_flood_is_closed_and_others_served() {
+    use http_body_util::Empty;
+    let proxy = Proxy::start("", "");
+    let mut flood = TcpStream::connect(proxy.addr).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+    for i in 0..5000u32 {
+        let id = 2 * i + 1;
+        out.extend(h2_get_headers(id));
+        // CANCEL (0x8).
+        out.extend(h2_frame(H2_RST_STREAM, 0, id, &[0, 0, 0, 8]));
+    }
+    let writer = {
+        let mut flood = flood.try_clone().unwrap();
+        // The server may close before it has read everything: a failed write is part of the outcome.
+        std::thread::spawn(move || {
+            let _ = flood.write_all(&out);
+        })
+    };
+    let runtime = runtime();
+    runtime.block_on(async {
+        let (mut sender, _connection) = http2_client(proxy.addr).await;
+        for _ in 0..50 {
+            let request = http::Request::get(format!("http://{}/", proxy.addr))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+        }
+    });
+    let frames = h2_read_frames(&mut flood, Duration::from_secs(5));
+    writer.join().unwrap();
+    assert!(
+        frames.iter().any(|(kind, _, _)| *kind == H2_GOAWAY),
+        "no GOAWAY among {} frames",
+        frames.len()
+    );
+    still_serves(&proxy);
+}
+
+/// With `[server] proxy_protocol = true`, every connection starts with a PROXY header (v1 text or v2
+/// binary) that names the client; a connection without a valid one is closed unanswered.
+#[test]
+fn proxy_protocol_headers_name_the_client_and_are_required() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "proxy_protocol = true",
+        &config(&[socket_module(
+            "s3",
+            &[backend.addr],
+            ", head = { client_ip = \"remote_addr\" }",
+        )]),
+    );
+    let body = envelope("x", json!(1));
+    let post = support::http("POST", "/s3/", &[], &body);
+    let client_ip = |header: &[u8]| {
+        let response = proxy.send(&[header, &post].concat());
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["echo"]["head"]["client_ip"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        client_ip(b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 80\r\n"),
+        "198.51.100.7"
+    );
+    assert_eq!(
+        client_ip(b"PROXY TCP6 2001:db8::7 2001:db8::1 5555 80\r\n"),
+        "2001:db8::7"
+    );
+    let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([203, 0, 113, 9, 10, 0, 0, 1, 0x15, 0xb3, 0, 80]);
+    assert_eq!(client_ip(&v2), "203.0.113.9");
+    // A v2 LOCAL header (a health check by the balancer itself): the socket peer is the client.
+    assert_eq!(client_ip(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"), "127.0.0.1");
+    let log = proxy.log();
+    assert!(log.contains("198.51.100.7:5555 POST /s3/"), "{log}");
+
+    for bad in [
+        &post[..],
+        b"PROXY TCP4 999.1.1.1 10.0.0.1 5555 80\r\n",
+        b"PROXY TCP4 198.51.100.7 10.0.0.1 5555\r\n",
+        b"PROXY TCP4 2001:db8::7 10.0.0.1 5555 80\r\n",
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04\x01\x02\x03\x04",
+        b"\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c",
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.write_all(&[bad, &post].concat());
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert!(
+            got.is_empty(),
+            "{:?} was answered: {:?}",
+            String::from_utf8_lossy(bad),
+            String::from_utf8_lossy(&got)
+        );
+    }
+    still_served_with_header(&proxy);
+}
+
+fn still_served_with_header(proxy: &Proxy) {
+    let response = proxy.send(&[&b"PROXY UNKNOWN\r\n"[..], &support::http("GET", "/", &[], b"")].concat());
+    assert_eq!(response.status, 200);
+}

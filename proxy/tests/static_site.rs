@@ -390,6 +390,54 @@ fn hostile_paths_never_leave_a_module_site() {
     }
 }
 
+/// Dot-files and dot-directories (`.git/`, `.env`, `.htpasswd`) are not served, in the root site or a
+/// module site, unless `[server] dotfiles = true`; `.well-known/` always is.
+#[test]
+fn dot_files_are_not_served_unless_enabled() {
+    let files = |proxy: &Proxy| {
+        for site in ["site", "store_site"] {
+            let dir = proxy.home.path().join(site);
+            write(&dir.join(".env"), b"DB_PASSWORD=hunter2");
+            write(&dir.join(".htpasswd"), b"admin:hash");
+            write(&dir.join(".git/config"), b"[core]");
+            write(&dir.join("sub/.hidden/index.html"), b"HIDDEN INDEX");
+            write(&dir.join(".well-known/security.txt"), b"Contact: x");
+        }
+    };
+    let hidden = [
+        "/.env",
+        "/.htpasswd",
+        "/.git/config",
+        "/.git/",
+        "/%2Eenv",
+        "/sub/.hidden/",
+        "/.well-known/../.env",
+    ];
+    let proxy = proxy();
+    files(&proxy);
+    for prefix in ["", "/store"] {
+        for path in hidden {
+            let r = proxy.get(&format!("{prefix}{path}"), &[]);
+            assert_eq!(r.status, 404, "{prefix}{path}");
+            assert!(!r.text().contains("hunter2") && !r.text().contains("[core]"));
+        }
+        assert_eq!(
+            proxy.get(&format!("{prefix}/.well-known/security.txt"), &[]).text(),
+            "Contact: x"
+        );
+    }
+    let log = proxy.log();
+    assert!(log.contains("dot-file refused"), "{log}");
+
+    let open = Proxy::start(
+        "root_path = \"site\"\ndotfiles = true",
+        "[module]\nmodule_html = [ { module = \"store\", path = \"store_site\" } ]",
+    );
+    files(&open);
+    assert_eq!(open.get("/.env", &[]).text(), "DB_PASSWORD=hunter2");
+    assert_eq!(open.get("/store/.git/config", &[]).text(), "[core]");
+}
+
 /// A 1 GiB (sparse) file streams through without the proxy's memory growing with it.
 #[test]
 fn a_large_file_streams_in_bounded_memory() {

@@ -213,6 +213,33 @@ fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
     );
 }
 
+/// The id the proxy made is one id everywhere: the backend's `request_id`, the response's
+/// `X-Request-Id` and the access line.
+#[test]
+fn a_generated_head_id_matches_the_response_and_the_access_log() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &socket(&format!(
+            "{{ module = \"s3\", forward_pass = \"{}\", head = {{ request_id = \"generate\" }} }}",
+            go.addr
+        )),
+    );
+    let response = proxy.post(
+        "/s3/",
+        &[],
+        br#"{"head":{"method":"add","request_id":"forged"},"data":1}"#,
+    );
+    assert_eq!(response.status, 200);
+    let sent = response.header("x-request-id").unwrap().to_owned();
+    assert_eq!(response.json()["echo"]["head"]["request_id"], sent.as_str());
+    let log = proxy.log();
+    assert!(
+        log.contains("POST /s3/ ") && log.contains(&format!("id={sent}")),
+        "{log}"
+    );
+}
+
 #[test]
 fn request_ids_are_passed_through_or_generated_and_logged() {
     let proxy = Proxy::start("", "");
@@ -267,4 +294,37 @@ fn head_rules_rewrite_only_head_and_numbers_arrive_as_sent() {
         &got[before.len()..got.len() - after.len()],
         r#"{"method":"add","n":7.50,"client_ip":"127.0.0.1"}"#
     );
+}
+
+/// `X-Forwarded-For` names the client only when it comes from a `[server] trusted_proxies` address: the
+/// backend's `remote_addr` field and the access log show who the client really is.
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let go = Backend::start(Style::SpaceKeepAlive);
+    let module = socket(&format!(
+        "{{ module = \"s3\", forward_pass = \"{}\", head = {{ client_ip = \"remote_addr\" }} }}",
+        go.addr
+    ));
+    let body = br#"{"head":{"method":"add"},"data":1}"#;
+    let forged = [("X-Forwarded-For", "6.6.6.6, 198.51.100.7")];
+
+    let untrusted = Proxy::start("trusted_proxies = [\"10.0.0.0/8\"]", &module);
+    let response = untrusted.post("/s3/", &forged, body);
+    assert_eq!(
+        response.json()["echo"]["head"]["client_ip"],
+        "127.0.0.1",
+        "spoofed: ignored"
+    );
+    let log = untrusted.log();
+    assert!(log.contains("127.0.0.1:") && !log.contains("198.51.100.7"), "{log}");
+
+    let trusted = Proxy::start("trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]", &module);
+    let response = trusted.post("/s3/", &forged, body);
+    assert_eq!(
+        response.json()["echo"]["head"]["client_ip"],
+        "198.51.100.7",
+        "the first untrusted hop from the right"
+    );
+    let log = trusted.log();
+    assert!(log.contains("198.51.100.7:0 POST /s3/"), "{log}");
 }

@@ -63,8 +63,13 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("server", _, "index") => "file names: a string like \"index.html index.htm\" or an array of strings",
         ("server", _, "chunked_size" | "max_body") | (_, _, "max_frame") => BYTES,
         ("server", _, "max_connections") | (_, _, "max_conns") => AT_LEAST_ONE,
-        ("server", _, "metrics_allow") => "an array of addresses or networks in quotes, like [\"10.0.0.0/8\"]",
-        ("server", _, "raw_frames") | (_, _, "keepalive" | "pass_host" | "access") => BOOLEAN,
+        ("server", _, "metrics_allow" | "trusted_proxies") => {
+            "an array of addresses or networks in quotes, like [\"10.0.0.0/8\"]"
+        }
+        ("server", _, "http2_max_streams") => AT_LEAST_ONE,
+        ("server", _, "raw_frames" | "proxy_protocol" | "dotfiles") | (_, _, "keepalive" | "pass_host" | "access") => {
+            BOOLEAN
+        }
         ("stream", _, "listen") => "an address with a port in quotes, like \"127.0.0.1:15432\"",
         ("stream", _, "proxy_pass") => "host:port nodes: a string like \"10.0.0.5:5432, 10.0.0.6:5432\" or an array of strings",
         ("module", _, "module") => "a module name in quotes, like \"api\"",

@@ -67,6 +67,14 @@ pub struct ServerConfig {
     pub metrics_allow: Vec<ipnet::IpNet>,
     /// Whether a connection that opens with a length line is served as a socket-protocol client.
     pub raw_frames: bool,
+    /// Whether static sites serve dot-files and dot-directories (`.well-known/` always is).
+    pub dotfiles: bool,
+    /// Most streams (requests) open at once on one HTTP/2 connection; more are refused (REFUSED_STREAM).
+    pub http2_max_streams: u32,
+    /// Proxies in front whose `X-Forwarded-For` names the client; from anyone else it is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// One `[[stream]]`: a TCP port whose connections are forwarded, bytes unchanged, to a balanced node.
@@ -401,6 +409,30 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
             (
                 "[server]\nport = 0\n".into(),
                 "line 3: port: expected an integer from 1 to 65535, found 0",
+            ),
+            (
+                "[server]\nhttp2_max_streams = \"many\"\n".into(),
+                "line 3: http2_max_streams: expected a whole number from 1 up",
+            ),
+            (
+                "[server]\nhttp2_max_streams = 0\n".into(),
+                "line 3: [server] http2_max_streams must be at least 1",
+            ),
+            (
+                "[server]\ntrusted_proxies = \"10.0.0.0/8\"\n".into(),
+                "line 3: trusted_proxies: expected an array of addresses or networks",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"proxy.local\"]\n".into(),
+                "line 3: [server] trusted_proxies: \"proxy.local\" is not an address",
+            ),
+            (
+                "[server]\nproxy_protocol = \"yes\"\n".into(),
+                "line 3: proxy_protocol: expected true or false",
+            ),
+            (
+                "[server]\ndotfiles = 1\n".into(),
+                "line 3: dotfiles: expected true or false",
             ),
             (
                 "[server]\nlisten = 127\n".into(),

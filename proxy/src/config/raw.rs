@@ -40,6 +40,10 @@ pub(super) struct RawServer {
     pub(super) max_connections: usize,
     pub(super) metrics_allow: Vec<String>,
     pub(super) raw_frames: bool,
+    pub(super) dotfiles: bool,
+    pub(super) http2_max_streams: u32,
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) proxy_protocol: bool,
 }
 
 impl Default for RawServer {
@@ -55,6 +59,10 @@ impl Default for RawServer {
             max_connections: 10_000,
             metrics_allow: Vec::new(),
             raw_frames: false,
+            dotfiles: false,
+            http2_max_streams: 100,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

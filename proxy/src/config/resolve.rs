@@ -57,21 +57,29 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
             "[server] max_connections must be at least 1",
         ));
     }
-    let metrics_allow = server
-        .metrics_allow
-        .iter()
-        .map(|entry| {
-            entry
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    Invalid::at(
-                        key("metrics_allow"),
-                        format!("[server] metrics_allow: {entry:?} is not an address or a network like 10.0.0.0/8"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    if server.http2_max_streams == 0 {
+        return Err(Invalid::at(
+            key("http2_max_streams"),
+            "[server] http2_max_streams must be at least 1",
+        ));
+    }
+    let networks = |name: &str, list: &[String]| {
+        list.iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        Invalid::at(
+                            key(name),
+                            format!("[server] {name}: {entry:?} is not an address or a network like 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let metrics_allow = networks("metrics_allow", &server.metrics_allow)?;
+    let trusted_proxies = networks("trusted_proxies", &server.trusted_proxies)?;
     let server_config = ServerConfig {
         listen,
         port: server.port,
@@ -83,6 +91,10 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         max_connections: server.max_connections,
         metrics_allow,
         raw_frames: server.raw_frames,
+        dotfiles: server.dotfiles,
+        http2_max_streams: server.http2_max_streams,
+        trusted_proxies,
+        proxy_protocol: server.proxy_protocol,
     };
 
     let mut modules = HashMap::new();

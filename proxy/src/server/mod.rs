@@ -7,6 +7,7 @@
 
 mod http1_parking;
 mod http2_idle;
+mod proxy_header;
 
 use http1_parking::serve_http1;
 use http2_idle::serve_auto;
@@ -36,6 +37,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// HTTP/2 flow-control windows: how much request body a client may send on one stream, and on the
+/// whole connection, before the proxy reads it. hyper's defaults (1 MiB and 5 MiB) let every connection
+/// park megabytes.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Most response bytes buffered per HTTP/2 stream for a client that does not read.
+const H2_MAX_SEND_BUF: usize = 256 * 1024;
+
+/// Rapid reset (CVE-2023-44487): streams a client may open and cancel before the server has taken
+/// them up, and streams the server may reset for the client's errors, before the connection is closed
+/// with GOAWAY.
+const H2_MAX_PENDING_RESETS: usize = 20;
+const H2_MAX_ERROR_RESETS: usize = 64;
+
 /// The answer to a connection over `max_connections`; written raw, since hyper never sees it.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\nThe server is at its connection limit; try again soon.\n";
 
@@ -51,6 +67,14 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         .header_read_timeout(server.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
+    http.http2()
+        .max_concurrent_streams(server.http2_max_streams)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
     // The same settings for the HTTP/1 connections served by `serve_http1`; each gets its own timer.
     // `max_buf_size` alone does not bound a head (a read may overshoot it and complete the head), so
     // `max_header_size` checks the parsed length; hyper-util's builder does not offer it.
@@ -87,15 +111,30 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         let _ = stream.set_nodelay(true);
         let live = Arc::clone(&app);
         let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = app.load_full();
-            async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
-        });
         let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
-        let header_timeout = server.header_timeout;
+        let (header_timeout, proxy_protocol) = (server.header_timeout, server.proxy_protocol);
         let open = metrics.client_connections.clone();
         open.inc();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // `[server] proxy_protocol`: the balancer in front names the client before anything else.
+            let peer = if proxy_protocol {
+                match proxy_header::read(&mut stream, header_timeout).await {
+                    Ok(client) => client.unwrap_or(peer),
+                    Err(error) => {
+                        tracing::warn!(%peer, %error, "connection closed: [server] proxy_protocol needs a valid PROXY header");
+                        open.dec();
+                        drop(slot);
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let service = service_fn(move |request| {
+                let app = app.load_full();
+                async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
+            });
             // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
             if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
                 let served = match first_bytes(&stream, header_timeout, &stopping).await {

@@ -24,6 +24,7 @@ use tower_http::services::ServeFile;
 
 use crate::body::{empty, Body};
 use crate::error_response::ErrorPages;
+use crate::log_text::LogText;
 use file_cache::{CachedFile, FileCache, Identity};
 use resolve::{Located, Lookup, Resolved};
 use site_path::SitePath;
@@ -42,6 +43,8 @@ pub struct StaticSite {
     index: Arc<[String]>,
     read_whole_up_to: u64,
     cache: FileCache,
+    /// Serve dot-files and dot-directories (`[server] dotfiles`).
+    dotfiles: bool,
 }
 
 /// The request headers a file response depends on, taken before the first await.
@@ -62,13 +65,14 @@ impl StaticSite {
     ///
     /// A plain GET of a file up to `chunked_size` (capped at 64 KiB) is read in one go; anything
     /// larger is streamed in 64 KiB reads and never held whole in memory. `Content-Length` is always
-    /// sent.
-    pub fn new(dir: PathBuf, index: &[String], chunked_size: u64) -> Self {
+    /// sent. Dot-files and dot-directories (but `.well-known/`) are missing unless `dotfiles`.
+    pub fn new(dir: PathBuf, index: &[String], chunked_size: u64, dotfiles: bool) -> Self {
         StaticSite {
             dir,
             index: index.into(),
             read_whole_up_to: chunked_size.min(READ_WHOLE),
             cache: FileCache::default(),
+            dotfiles,
         }
     }
 
@@ -119,6 +123,11 @@ impl StaticSite {
                     return pages.page(StatusCode::NOT_FOUND);
                 }
             };
+            if !site.dotfiles && path.is_hidden() {
+                // Logged: someone looking for `.env` or `.git/` is worth knowing about.
+                tracing::info!(path = %LogText::word(&conditions.url_path), "dot-file refused: [server] dotfiles = false");
+                return pages.page(StatusCode::NOT_FOUND);
+            }
             let lookup = Lookup {
                 gzip,
                 // Only a plain GET is answered from memory; the rest goes through tower-http.

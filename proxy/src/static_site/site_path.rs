@@ -90,6 +90,15 @@ impl SitePath {
         })
     }
 
+    /// Whether the path names a dot-file or passes through a dot-directory (`.env`, `.git/config`):
+    /// what a site keeps to itself. `.well-known` at the top is public by definition (RFC 8615).
+    pub fn is_hidden(&self) -> bool {
+        self.segments
+            .iter()
+            .enumerate()
+            .any(|(i, name)| name.starts_with('.') && !(i == 0 && name == ".well-known"))
+    }
+
     /// The path relative to the site root (empty for the root).
     pub fn relative(&self) -> PathBuf {
         self.segments.iter().collect()
@@ -136,6 +145,32 @@ mod tests {
         assert_eq!(ok("/a/%2e%2E/b"), (names(&["b"]), false));
         assert_eq!(ok("/a/.."), (names(&[]), true), "as a URL resolves it: a directory");
         assert_eq!(ok("/..."), (names(&["..."]), false), "three dots is a file name");
+    }
+
+    #[test]
+    fn dot_files_and_directories_are_hidden() {
+        for raw in [
+            "/.env",
+            "/.git/config",
+            "/a/.htpasswd",
+            "/%2Egit/",
+            "/a/.b/c",
+            "/.well-known/.x",
+            "/a/.well-known/x",
+        ] {
+            assert!(SitePath::parse(raw).unwrap().is_hidden(), "{raw}");
+        }
+        for raw in [
+            "/",
+            "",
+            "/a/b.html",
+            "/.well-known/acme-challenge/t",
+            "/a/..",
+            "/...x/..",
+            "/a.b/c.d",
+        ] {
+            assert!(!SitePath::parse(raw).unwrap().is_hidden(), "{raw}");
+        }
     }
 
     #[test]
