@@ -13,6 +13,7 @@ pub mod head_shaping;
 pub mod home;
 pub mod http_forward;
 pub mod lanes;
+pub mod last_minute;
 pub mod log_text;
 pub mod logging;
 pub mod metrics;
