@@ -28,6 +28,7 @@ pub mod socket_gateway;
 pub mod socket_pipeline;
 pub mod socket_pool;
 pub mod static_site;
+pub mod status;
 pub mod stream_forward;
 pub mod summary;
 pub mod url_path;
