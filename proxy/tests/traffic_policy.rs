@@ -207,16 +207,13 @@ fn head_fields_are_set_by_the_proxy_and_seen_by_the_backend() {
 
 #[test]
 fn request_ids_are_passed_through_or_generated_and_logged() {
-    let proxy = Proxy::start("", "");
+    let proxy = Proxy::start("", "[log]\naccess_format = \"json\"\n");
     let response = proxy.get("/", &[("X-Request-Id", "trace-42")]);
     assert_eq!(response.header("x-request-id"), Some("trace-42"));
     let generated = proxy.get("/", &[]).header("x-request-id").unwrap().to_owned();
     assert_eq!(generated.len(), 32);
-    let log = proxy.log();
-    assert!(
-        log.contains("id=trace-42") && log.contains(&format!("id={generated}")),
-        "{log}"
-    );
+    let ids: Vec<_> = proxy.access_json().iter().map(|l| l["request_id"].clone()).collect();
+    assert_eq!(ids, ["trace-42", generated.as_str()], "{}", proxy.access_log());
 }
 
 /// A socket backend that hands each frame's payload to the test exactly as it arrived, and answers `{}`.

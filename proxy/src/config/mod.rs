@@ -37,8 +37,8 @@ pub struct Config {
     pub policies: HashMap<String, Policy>,
     /// `[log] level`.
     pub log_level: LogLevel,
-    /// `[log] access`: one log line per request (at `info`).
-    pub access_log: bool,
+    /// `[log] access` and `access_format`: where and how each answered request is written; `None` when off.
+    pub access_log: Option<AccessLogConfig>,
     /// Every `[[stream]]` section, in config order.
     pub streams: Vec<StreamConfig>,
 }
@@ -83,6 +83,25 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
 }
 
+/// `[log] access` and `access_format`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// The access log file (absolute); rotated like the main log.
+    pub path: PathBuf,
+    /// The line format.
+    pub format: AccessFormat,
+}
+
+/// `[log] access_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// nginx's `combined`, so that existing tools parse it.
+    Combined,
+    /// One JSON object per line, with the module, node and request id too.
+    Json,
+}
+
 /// `[log] level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,7 +110,7 @@ pub enum LogLevel {
     Error,
     /// Errors and warnings.
     Warn,
-    /// The default: one access line per request, and everything above.
+    /// The default: lifecycle events (start, reload, stop) and everything above.
     Info,
     /// Details of connections and pools.
     Debug,
@@ -427,5 +446,22 @@ fail_timeout = 5
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn access_log_file_format_or_off() {
+        let access = |text: &str| parse(text).unwrap().access_log;
+        let default = access("").unwrap();
+        assert_eq!(default.path, Path::new("/home/mp/logs/access.log"));
+        assert_eq!(default.format, AccessFormat::Combined);
+        let json = access("[log]\naccess = \"/var/log/mp.log\"\naccess_format = \"json\"\n").unwrap();
+        assert_eq!(
+            (json.path.as_path(), json.format),
+            (Path::new("/var/log/mp.log"), AccessFormat::Json)
+        );
+        assert_eq!(access("[log]\naccess = true\n"), Some(default));
+        assert_eq!(access("[log]\naccess = \"off\"\n"), None);
+        assert_eq!(access("[log]\naccess = false\n"), None);
+        assert!(parse("[log]\naccess_format = \"common\"\n").is_err());
     }
 }

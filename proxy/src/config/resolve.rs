@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::raw::{RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
-use super::{Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream, INNER_MODULE};
+use super::raw::{AccessSetting, RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
+use super::{
+    AccessFormat, AccessLogConfig, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream,
+    INNER_MODULE,
+};
 pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
     let streams = stream_configs(&raw.stream, &raw.upstream)?;
     let server = &raw.server;
@@ -104,8 +107,22 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         modules,
         policies,
         log_level: raw.log.level,
-        access_log: raw.log.access,
+        access_log: access_log(raw.log.access, raw.log.access_format, home),
         streams,
+    })
+}
+
+/// `[log] access`, resolved against HOME; `None` when off.
+fn access_log(setting: AccessSetting, format: AccessFormat, home: &Path) -> Option<AccessLogConfig> {
+    let file = match setting {
+        AccessSetting::Switch(false) => return None,
+        AccessSetting::File(file) if file == "off" => return None,
+        AccessSetting::Switch(true) => "logs/access.log".to_owned(),
+        AccessSetting::File(file) => file,
+    };
+    Some(AccessLogConfig {
+        path: home.join(file),
+        format,
     })
 }
 
