@@ -32,6 +32,7 @@ use crate::request_context::{self, RequestContext, REQUEST_ID};
 use crate::routing::{route, Route};
 use crate::socket_forward::{ServedBy, SocketGateway};
 use crate::static_site::StaticSite;
+use crate::status::{ModuleStatus, Status};
 use crate::url_path;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -291,6 +292,20 @@ impl App {
             Route::Inner { rest: "/metrics", .. } => {
                 (Box::pin(std::future::ready(self.metrics_page(peer))), &self.inner_stats)
             }
+            Route::Inner {
+                rest: "/status.json", ..
+            } => (Box::pin(std::future::ready(self.status_json(peer))), &self.inner_stats),
+            // The page itself holds no data, but is refused alike so that nobody is shown an empty shell.
+            Route::Inner {
+                prefix,
+                rest: "/status" | "/status.html",
+            } => {
+                let respond: BoxFuture<'_, _> = match self.operator_only(peer, "status page") {
+                    Some(refused) => Box::pin(std::future::ready(refused)),
+                    None => Box::pin(self.inner.serve(request, prefix, "/status.html", pages)),
+                };
+                (respond, &self.inner_stats)
+            }
             Route::Inner { prefix, rest } => (
                 Box::pin(self.inner.serve(request, prefix, rest, pages)),
                 &self.inner_stats,
@@ -322,11 +337,20 @@ impl App {
         response
     }
 
+    /// `None` for a client that may read the operator's pages (loopback and `metrics_allow`), else the
+    /// 403 page, logged as refusing `what`.
+    fn operator_only(&self, peer: SocketAddr, what: &str) -> Option<Response<Body>> {
+        if metrics::allowed(peer.ip(), &self.config.server.metrics_allow) {
+            return None;
+        }
+        tracing::warn!(%peer, "{what} refused: not loopback and not in [server] metrics_allow");
+        Some(self.pages.page(StatusCode::FORBIDDEN))
+    }
+
     /// The Prometheus text page, for loopback and `metrics_allow` clients only.
     fn metrics_page(&self, peer: SocketAddr) -> Response<Body> {
-        if !metrics::allowed(peer.ip(), &self.config.server.metrics_allow) {
-            tracing::warn!(%peer, "metrics refused: not loopback and not in [server] metrics_allow");
-            return self.pages.page(StatusCode::FORBIDDEN);
+        if let Some(refused) = self.operator_only(peer, "metrics") {
+            return refused;
         }
         let mut response = Response::new(full(self.metrics.render(&self.node_states())));
         response.headers_mut().insert(
@@ -336,26 +360,63 @@ impl App {
         response
     }
 
+    /// `status.json`, for loopback and `metrics_allow` clients only. Never cached: it is read every
+    /// second or two by the status page.
+    fn status_json(&self, peer: SocketAddr) -> Response<Body> {
+        if let Some(refused) = self.operator_only(peer, "status") {
+            return refused;
+        }
+        let status = self.status(metrics::unix_second());
+        let body = serde_json::to_vec(&status).expect("the status serialises");
+        let mut response = Response::new(full(body));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// Every module's card as of `now` (Unix seconds).
+    pub fn status(&self, now: u64) -> Status {
+        let modules = self
+            .modules
+            .iter()
+            .map(|(name, mounted)| {
+                let role = match mounted.role {
+                    Role::Html(_) => "html",
+                    Role::Http(_) => "http",
+                    Role::Socket(_) => "socket",
+                };
+                let window = mounted.stats.last_minute.window_at(now);
+                ModuleStatus::new(name, role, &node_states_of(name, mounted), &window)
+            })
+            .collect();
+        Status::new(now, modules)
+    }
+
     /// Every backend node's state, for the metrics page.
     pub fn node_states(&self) -> Vec<NodeState> {
-        let mut states = Vec::new();
-        for (name, mounted) in &self.modules {
-            let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &mounted.role {
-                Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.open_connections(i))),
-                Role::Http(forward) => (forward.balancer(), &|_| None),
-                Role::Html(_) => continue,
-            };
-            for (index, node) in balancer.nodes().iter().enumerate() {
-                states.push(NodeState {
-                    module: name.clone(),
-                    node: node.name().to_string(),
-                    up: !balancer.is_masked(index),
-                    pooled: pooled(index),
-                });
-            }
-        }
-        states
+        self.modules
+            .iter()
+            .flat_map(|(name, mounted)| node_states_of(name, mounted))
+            .collect()
     }
+}
+
+/// The state of each backend node of one module (none for a static site).
+fn node_states_of(name: &str, mounted: &Mounted) -> Vec<NodeState> {
+    let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &mounted.role {
+        Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.open_connections(i))),
+        Role::Http(forward) => (forward.balancer(), &|_| None),
+        Role::Html(_) => return Vec::new(),
+    };
+    (balancer.nodes().iter().enumerate())
+        .map(|(index, node)| NodeState {
+            module: name.to_owned(),
+            node: node.name().to_string(),
+            up: !balancer.is_masked(index),
+            pooled: pooled(index),
+        })
+        .collect()
 }
 
 /// `uri` with its path replaced by `path` (a normal form of it, so still a valid path).

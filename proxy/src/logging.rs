@@ -1,6 +1,7 @@
-//! Logs to the console and to `HOME/logs/modproxy.log`, rotated by size (10 MB, 5 files kept).
+//! Logs to the console and to `HOME/logs/modproxy.log`, rotated by size (10 MB, 5 files kept); the
+//! access log, when on, to its own file rotated alike ([`crate::access_log`]).
 //!
-//! Both go through tracing-appender's non-blocking writer, so neither a slow disk nor a slow terminal
+//! All go through tracing-appender's non-blocking writer, so neither a slow disk nor a slow terminal
 //! stalls a request: the request path only formats the line and queues it.
 
 use std::io::IsTerminal;
@@ -14,28 +15,40 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogLevel;
+use crate::access_log;
+use crate::config::{AccessLogConfig, LogLevel};
 
 /// Size at which the log file is rotated.
 const ROTATE_BYTES: usize = 10 * 1024 * 1024;
 /// Rotated files kept beside the current one.
 const ROTATED_FILES: usize = 5;
 
+/// Access lines queued for the file at most; more are dropped (and counted by tracing-appender) rather
+/// than make a request wait for the disk.
+const ACCESS_QUEUE_LINES: usize = 64 * 1024;
+
 /// Keeps the background log writers alive; logs still buffered are flushed when it drops.
 #[must_use = "dropping the guard stops logging"]
-pub struct LogGuard(#[allow(dead_code)] [WorkerGuard; 2]);
+pub struct LogGuard(#[allow(dead_code)] Vec<WorkerGuard>);
 
-/// Installs the global subscriber: console plus rotated file under `logs_dir`.
-pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
+/// Installs the global subscriber (console plus rotated file under `logs_dir`) and, when `access` is
+/// given, opens the access log.
+pub fn init(level: LogLevel, logs_dir: &Path, access: Option<&AccessLogConfig>) -> std::io::Result<LogGuard> {
     std::fs::create_dir_all(logs_dir)?;
-    let file = FileRotate::new(
-        logs_dir.join("modproxy.log"),
-        AppendCount::new(ROTATED_FILES),
-        ContentLimit::BytesSurpassed(ROTATE_BYTES),
-        Compression::None,
-        None,
-    );
-    let (writer, file_guard) = tracing_appender::non_blocking(file);
+    let (writer, file_guard) = tracing_appender::non_blocking(rotated(&logs_dir.join("modproxy.log")));
+    let mut guards = vec![file_guard];
+    if let Some(access) = access {
+        if let Some(dir) = access.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(ACCESS_QUEUE_LINES)
+            .lossy(true)
+            .thread_name("modproxy-access-log")
+            .finish(rotated(&access.path));
+        access_log::install(writer, access.format);
+        guards.push(guard);
+    }
     let (console, console_guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = LevelFilter::from_level(level.as_tracing());
     tracing_subscriber::registry()
@@ -54,5 +67,17 @@ pub fn init(level: LogLevel, logs_dir: &Path) -> std::io::Result<LogGuard> {
                 .with_writer(writer),
         )
         .init();
-    Ok(LogGuard([file_guard, console_guard]))
+    guards.push(console_guard);
+    Ok(LogGuard(guards))
+}
+
+/// `path`, rotated by size, the rotated files kept beside it.
+fn rotated(path: &Path) -> FileRotate<AppendCount> {
+    FileRotate::new(
+        path,
+        AppendCount::new(ROTATED_FILES),
+        ContentLimit::BytesSurpassed(ROTATE_BYTES),
+        Compression::None,
+        None,
+    )
 }

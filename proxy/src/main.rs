@@ -120,7 +120,7 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
     let (home, path) = locate(home_flag, config_flag)?;
     // A bad config never binds the port.
     let config = Config::load(&path, &home)?;
-    let _log_guard = logging::init(config.log_level, &home.join("logs"))
+    let _log_guard = logging::init(config.log_level, &home.join("logs"), config.access_log.as_ref())
         .with_context(|| format!("cannot create the log directory {}", home.join("logs").display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -3,9 +3,10 @@
 //! The registry outlives configuration reloads so counters keep counting; node state and pool sizes are
 //! read from the running [`crate::app::App`] at scrape time rather than tracked per request.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::balancer::Balancer;
+use crate::last_minute::LastMinute;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabel {
@@ -69,6 +71,8 @@ pub struct Metrics {
     stream_node_up: Family<StreamNodeLabels, Gauge>,
     /// Each stream's balancer by listen address, read at scrape time (streams live outside the `App`).
     stream_balancers: Mutex<Vec<(String, Arc<Balancer>)>>,
+    /// Each module's last minute, for the status page; kept across reloads like the counters.
+    last_minutes: Mutex<HashMap<String, Arc<LastMinute>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -194,6 +198,7 @@ impl Metrics {
             stream_bytes,
             stream_node_up,
             stream_balancers: Mutex::new(Vec::new()),
+            last_minutes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -237,8 +242,16 @@ impl Metrics {
                 })
                 .clone()
         };
+        let last_minute = Arc::clone(
+            self.last_minutes
+                .lock()
+                .expect("last minute map")
+                .entry(name.to_owned())
+                .or_default(),
+        );
         ModuleMetrics {
             name: name.into(),
+            last_minute,
             by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
             latency: self
                 .latency
@@ -297,6 +310,8 @@ pub struct ModuleMetrics {
     pub name: Arc<str>,
     by_class: [Counter; 5],
     latency: Histogram,
+    /// The last sixty seconds, for the status page.
+    pub last_minute: Arc<LastMinute>,
 }
 
 impl ModuleMetrics {
@@ -305,7 +320,16 @@ impl ModuleMetrics {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.by_class[class].inc();
         self.latency.observe(elapsed.as_secs_f64());
+        self.last_minute
+            .record_at(unix_second(), elapsed, status.is_server_error());
     }
+}
+
+/// The current Unix time in whole seconds: the clock of [`LastMinute`] windows.
+pub fn unix_second() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// Counters of one `[[stream]]`.

@@ -43,6 +43,9 @@ pub fn reload(live: &LiveApp, metrics: &Arc<Metrics>, path: &Path, home: &Path) 
     if old.config().log_level != config.log_level {
         tracing::warn!("[log] level takes effect only on restart");
     }
+    if old.config().access_log != config.access_log {
+        tracing::warn!("[log] access and access_format take effect only on restart");
+    }
     if old.config().streams != config.streams {
         tracing::warn!("[[stream]] sections take effect only on restart");
     }

@@ -241,7 +241,13 @@ fn upstream_connections_are_pooled() {
 #[test]
 fn a_connect_failure_moves_the_request_to_another_node() {
     let up = Upstream::start("alive", Behaviour::Echo);
-    let proxy = proxy("", &[entry("s1", &[dead_node(), up.url()], "")]);
+    let proxy = Proxy::start(
+        "",
+        &format!(
+            "{}\n[log]\naccess_format = \"json\"\n",
+            http_config(&[entry("s1", &[dead_node(), up.url()], "")])
+        ),
+    );
     for i in 0..10 {
         let body = format!("request {i}");
         let r = proxy.post("/s1/x", &[], body.as_bytes());
@@ -254,13 +260,17 @@ fn a_connect_failure_moves_the_request_to_another_node() {
     }
     assert_eq!(up.requests(), 10);
     // The access log names the node that answered.
-    let wanted = format!("node={}", up.url());
+    let wanted = up.url().to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.log().lines().any(|l| l.contains("/s1/x") && l.contains(&wanted)) {
+    while !proxy
+        .access_json()
+        .iter()
+        .any(|l| l["path"] == "/s1/x" && l["node"] == wanted.as_str())
+    {
         assert!(
             Instant::now() < deadline,
-            "no access line with {wanted}:\n{}",
-            proxy.log()
+            "no access line with node {wanted}:\n{}",
+            proxy.access_log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -44,10 +44,13 @@ fn head_module_routes_each_frame_to_its_module() {
     );
     let proxy = Proxy::start(
         "raw_frames = true",
-        &config(&[
-            socket_module("one", &[one.addr], ""),
-            socket_module("two", &[two.addr], ""),
-        ]),
+        &format!(
+            "{}\n[log]\naccess_format = \"json\"\n",
+            config(&[
+                socket_module("one", &[one.addr], ""),
+                socket_module("two", &[two.addr], ""),
+            ])
+        ),
     );
     let mut client = raw_client(&proxy);
     for i in 0..10 {
@@ -80,13 +83,16 @@ fn head_module_routes_each_frame_to_its_module() {
         assert_eq!(reply["port"], two.addr.port());
     });
 
-    let log = proxy.log();
+    let node = one.addr.to_string();
     assert!(
-        log.contains(&format!(
-            "FRAME /one method=add module=one node={} status=200",
-            one.addr
-        )),
-        "{log}"
+        proxy.access_json().iter().any(|line| line["method"] == "FRAME"
+            && line["path"] == "/one"
+            && line["frame_method"] == "add"
+            && line["module"] == "one"
+            && line["node"] == node.as_str()
+            && line["status"] == 200),
+        "{}",
+        proxy.access_log()
     );
 }
 
@@ -321,7 +327,10 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
         ", head = { token = \"header:Authorization\", client_ip = \"remote_addr\", request_id = \"generate\" }",
     );
     let limited = socket_module("limited", &[backend.addr], ", rate_limit = { rate = 0.5, burst = 2 }");
-    let proxy = Proxy::start("raw_frames = true", &config(&[shaped, limited]));
+    let proxy = Proxy::start(
+        "raw_frames = true",
+        &format!("{}\n[log]\naccess_format = \"json\"\n", config(&[shaped, limited])),
+    );
     let mut client = raw_client(&proxy);
 
     // A raw-frame client has no headers: it cannot forge what the proxy would have set from them.
@@ -336,13 +345,15 @@ fn module_policy_and_head_rules_hold_for_raw_frames_too() {
         (head["keep"].clone(), reply["echo"]["data"].clone()),
         (json!(1), json!(2))
     );
-    let log = proxy.log();
+    let node = backend.addr.to_string();
     assert!(
-        log.contains(&format!(
-            "FRAME /shaped method=x module=shaped node={} status=200 bytes=",
-            backend.addr
-        )),
-        "{log}"
+        proxy.access_json().iter().any(|line| line["path"] == "/shaped"
+            && line["frame_method"] == "x"
+            && line["node"] == node.as_str()
+            && line["status"] == 200
+            && line["bytes_out"].is_u64()),
+        "{}",
+        proxy.access_log()
     );
 
     // The burst passes, the next is refused in the protocol, and the connection lives on.
@@ -397,10 +408,11 @@ fn client_text_cannot_forge_log_lines() {
     for frame in frames {
         let _ = client.call_raw(&serde_json::to_vec(&frame).unwrap());
     }
-    let log = proxy.log();
-    assert!(log.contains("FORGED"), "the requests were logged: {log}");
-    assert!(
-        log.lines().all(|line| !line.starts_with("FORGED")),
-        "a client wrote a line of its own:\n{log}"
-    );
+    for log in [proxy.log(), proxy.access_log()] {
+        assert!(log.contains("FORGED"), "the requests were logged: {log}");
+        assert!(
+            log.lines().all(|line| !line.starts_with("FORGED")),
+            "a client wrote a line of its own:\n{log}"
+        );
+    }
 }

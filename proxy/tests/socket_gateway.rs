@@ -371,14 +371,21 @@ fn graceful_shutdown_finishes_requests_in_flight() {
 #[test]
 fn access_log_names_module_node_and_status() {
     let go = Backend::start(Style::SpaceKeepAlive);
-    let proxy = Proxy::start("", &config(&[socket_module("s3", &[go.addr], "")]));
+    let proxy = Proxy::start(
+        "",
+        &format!(
+            "{}\n[log]\naccess_format = \"json\"\n",
+            config(&[socket_module("s3", &[go.addr], "")])
+        ),
+    );
     assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(1))).status, 200);
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("POST /s3/"))
-        .unwrap_or_else(|| panic!("no access line:\n{log}"));
-    for needle in ["module=s3", &format!("node={}", go.addr), "status=200", "bytes=", "ms="] {
-        assert!(line.contains(needle), "{needle} missing in {line}");
-    }
+    let lines = proxy.access_json();
+    let line = lines
+        .iter()
+        .find(|l| l["method"] == "POST" && l["path"] == "/s3/")
+        .unwrap_or_else(|| panic!("no access line:\n{}", proxy.access_log()));
+    assert_eq!(line["module"], "s3");
+    assert_eq!(line["node"], go.addr.to_string());
+    assert_eq!(line["status"], 200);
+    assert!(line["bytes_out"].is_u64() && line["duration_ms"].is_f64(), "{line}");
 }

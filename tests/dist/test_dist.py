@@ -22,6 +22,7 @@ LAYOUT = (
     "conf/default.toml",
     "html/index.html",
     "html/demo.html",
+    "html/status.html",
     "logs",
     "start.sh",
     "stop.sh",

@@ -67,7 +67,7 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
             "an array of addresses or networks in quotes, like [\"10.0.0.0/8\"]"
         }
         ("server", _, "http2_max_streams") => AT_LEAST_ONE,
-        ("server", _, "raw_frames" | "proxy_protocol" | "dotfiles") | (_, _, "keepalive" | "pass_host" | "access") => {
+        ("server", _, "raw_frames" | "proxy_protocol" | "dotfiles") | (_, _, "keepalive" | "pass_host") => {
             BOOLEAN
         }
         ("stream", _, "listen") => "an address with a port in quotes, like \"127.0.0.1:15432\"",
@@ -89,6 +89,8 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("server" | "upstream" | "log", "", _) if key == section => "a section: [KEY] on a line of its own, its keys below it",
         ("stream", "", "stream") => "[[stream]] sections, each with listen and proxy_pass below it",
         ("module", "module", "module_html" | "module_http" | "module_socket") => "an array of entries, like [ { module = \"api\", ... } ]",
+        ("log", _, "access") => "a file in quotes, like \"logs/access.log\", or \"off\" (or true / false)",
+        ("log", _, "access_format") => "\"combined\" or \"json\"",
         ("log", _, "level") => "\"error\", \"warn\", \"info\" or \"debug\"",
         _ => return None,
     })

@@ -38,8 +38,8 @@ pub struct Config {
     pub policies: HashMap<String, Policy>,
     /// `[log] level`.
     pub log_level: LogLevel,
-    /// `[log] access`: one log line per request (at `info`).
-    pub access_log: bool,
+    /// `[log] access` and `access_format`: where and how each answered request is written; `None` when off.
+    pub access_log: Option<AccessLogConfig>,
     /// Every `[[stream]]` section, in config order.
     pub streams: Vec<StreamConfig>,
 }
@@ -92,6 +92,25 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
 }
 
+/// `[log] access` and `access_format`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// The access log file (absolute); rotated like the main log.
+    pub path: PathBuf,
+    /// The line format.
+    pub format: AccessFormat,
+}
+
+/// `[log] access_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// nginx's `combined`, so that existing tools parse it.
+    Combined,
+    /// One JSON object per line, with the module, node and request id too.
+    Json,
+}
+
 /// `[log] level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,7 +119,7 @@ pub enum LogLevel {
     Error,
     /// Errors and warnings.
     Warn,
-    /// The default: one access line per request, and everything above.
+    /// The default: lifecycle events (start, reload, stop) and everything above.
     Info,
     /// Details of connections and pools.
     Debug,
@@ -625,8 +644,12 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
                 "line 3: level: expected \"error\", \"warn\", \"info\" or \"debug\", found the string \"loud\"",
             ),
             (
-                "[log]\naccess = \"on\"\n".into(),
-                "line 3: access: expected true or false",
+                "[log]\naccess = 5\n".into(),
+                "line 3: access: expected a file in quotes, like \"logs/access.log\", or \"off\"",
+            ),
+            (
+                "[log]\naccess_format = \"clf\"\n".into(),
+                "line 3: access_format: expected \"combined\" or \"json\"",
             ),
             (
                 "[[stream]]\nlisten = 15432\nproxy_pass = \"h:1\"\n".into(),
@@ -739,5 +762,22 @@ fail_timeout = 5
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn access_log_file_format_or_off() {
+        let access = |text: &str| parse(text).unwrap().access_log;
+        let default = access("").unwrap();
+        assert_eq!(default.path, Path::new("/home/mp/logs/access.log"));
+        assert_eq!(default.format, AccessFormat::Combined);
+        let json = access("[log]\naccess = \"/var/log/mp.log\"\naccess_format = \"json\"\n").unwrap();
+        assert_eq!(
+            (json.path.as_path(), json.format),
+            (Path::new("/var/log/mp.log"), AccessFormat::Json)
+        );
+        assert_eq!(access("[log]\naccess = true\n"), Some(default));
+        assert_eq!(access("[log]\naccess = \"off\"\n"), None);
+        assert_eq!(access("[log]\naccess = false\n"), None);
+        assert!(parse("[log]\naccess_format = \"common\"\n").is_err());
     }
 }

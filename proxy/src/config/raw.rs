@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Balance, LogLevel, RateLimit};
+use super::{AccessFormat, Balance, LogLevel, RateLimit};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -141,16 +141,27 @@ impl Default for RawUpstream {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     pub(super) level: LogLevel,
-    pub(super) access: bool,
+    pub(super) access: AccessSetting,
+    pub(super) access_format: AccessFormat,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: LogLevel::Info,
-            access: true,
+            access: AccessSetting::Switch(true),
+            access_format: AccessFormat::Combined,
         }
     }
+}
+
+/// `[log] access`: a file (relative to HOME), `"off"`, or as before the file existed, `true` (the default
+/// file) or `false` (off).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum AccessSetting {
+    Switch(bool),
+    File(String),
 }
 
 /// Backend nodes: a comma-separated string (`"a:1, b:2 weight=3"`) or an array of strings and

@@ -6,8 +6,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::key_path::KeyPath;
-use super::raw::{RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
-use super::{Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream, INNER_MODULE};
+use super::raw::{AccessSetting, RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
+use super::{
+    AccessFormat, AccessLogConfig, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream,
+    INNER_MODULE,
+};
 
 /// A value that parsed but cannot be used: what is wrong, and the key (or module entry) to blame, whose
 /// line the message will name.
@@ -159,8 +162,22 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         modules,
         policies,
         log_level: raw.log.level,
-        access_log: raw.log.access,
+        access_log: access_log(raw.log.access, raw.log.access_format, home),
         streams,
+    })
+}
+
+/// `[log] access`, resolved against HOME; `None` when off.
+fn access_log(setting: AccessSetting, format: AccessFormat, home: &Path) -> Option<AccessLogConfig> {
+    let file = match setting {
+        AccessSetting::Switch(false) => return None,
+        AccessSetting::File(file) if file == "off" => return None,
+        AccessSetting::Switch(true) => "logs/access.log".to_owned(),
+        AccessSetting::File(file) => file,
+    };
+    Some(AccessLogConfig {
+        path: home.join(file),
+        format,
     })
 }
 

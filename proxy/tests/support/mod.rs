@@ -92,6 +92,20 @@ impl Proxy {
         );
     }
 
+    /// What the proxy wrote to its access log, `HOME/logs/access.log` by default, read after giving its
+    /// background writer time to flush.
+    pub fn access_log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(self.home.path().join("logs/access.log")).unwrap_or_default()
+    }
+
+    /// The access log's lines, written with `[log] access_format = "json"`, each parsed.
+    pub fn access_json(&self) -> Vec<serde_json::Value> {
+        (self.access_log().lines())
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
     /// What the proxy wrote to `HOME/logs/modproxy.log`, read after giving its background writer time
     /// to flush.
     pub fn log(&self) -> String {
