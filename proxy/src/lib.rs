@@ -28,3 +28,4 @@ pub mod socket_pool;
 pub mod static_site;
 pub mod stream_forward;
 pub mod summary;
+pub mod tls;

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use modproxy::app::App;
 use modproxy::config::Config;
 use modproxy::metrics::Metrics;
-use modproxy::{home, logging, reload, server, stream_forward, summary};
+use modproxy::tls::certificates::Certificates;
+use modproxy::{home, logging, reload, server, stream_forward, summary, tls};
 
 // mimalloc: glibc's malloc cost a tenth of the proxy's time per forwarded request (bench/RESULTS.md).
 // Without transparent huge pages, which would round its idle RSS up by megabytes.
@@ -75,6 +76,9 @@ fn locate(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Resul
 fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
     let (home, path) = locate(home_flag, config_flag)?;
     let config = Config::load(&path, &home)?;
+    if let Some(tls) = &config.tls {
+        Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?;
+    }
     print!("{}", summary::render(&config));
     Ok(())
 }
@@ -85,6 +89,14 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
     let config = Config::load(&path, &home)?;
     let _log_guard = logging::init(config.log_level, &home.join("logs"))
         .with_context(|| format!("cannot create the log directory {}", home.join("logs").display()))?;
+    // The process-wide default too, for any crate that asks for one: a second provider would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certificates = match &config.tls {
+        Some(tls) => Some(Arc::new(
+            Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?,
+        )),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Streams first: once the HTTP port answers, every port does.
@@ -95,10 +107,32 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
+        let https = match (&config.tls, &certificates) {
+            (Some(tls), Some(certificates)) => {
+                let listener = tokio::net::TcpListener::bind(tls.listen).await.with_context(|| {
+                    format!("cannot listen on {} ([tls] listen and port in {})", tls.listen, path.display())
+                })?;
+                let acceptor = tls::acceptor::acceptor(Arc::clone(certificates) as _)?;
+                tracing::info!(addr = %tls.listen, certificates = tls.certificates.len(), "HTTPS listening");
+                Some((listener, acceptor))
+            }
+            _ => None,
+        };
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
-        tokio::spawn(reload::on_sighup(Arc::clone(&live), Arc::clone(&metrics), path.clone(), home.clone()));
+        tokio::spawn(reload::on_sighup(
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+            path.clone(),
+            home.clone(),
+            certificates.clone(),
+        ));
+        if let Some(certificates) = &certificates {
+            let live = Arc::clone(&live);
+            let current = move || live.load().config().tls.as_ref().map(|tls| tls.certificates.clone()).unwrap_or_default();
+            tokio::spawn(Arc::clone(certificates).watch(current, Arc::clone(&metrics)));
+        }
         let stopping = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
             let stopping = stopping.clone();
@@ -107,8 +141,15 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
                 stopping.cancel();
             }
         });
+        let serve_https = async {
+            if let Some((listener, acceptor)) = https {
+                let front = server::Front::Tls(acceptor);
+                server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, front, stopping.clone().cancelled_owned()).await;
+            }
+        };
         tokio::join!(
-            server::serve(live, Arc::clone(&metrics), listener, stopping.clone().cancelled_owned()),
+            server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, server::Front::Plain, stopping.clone().cancelled_owned()),
+            serve_https,
             stream_forward::serve(streams, &metrics, stopping.clone()),
         );
         tracing::info!("modproxy stopped");

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub client_connections: Gauge,
     /// Client connections turned away because `max_connections` was reached.
     pub refused_connections: Counter,
+    /// TLS handshakes that failed or timed out on the HTTPS listener.
+    pub tls_handshake_failures: Counter,
+    /// Certificate files that could not be loaded on a reload (the last good certificate serves on).
+    pub tls_certificate_errors: Counter,
     /// Configuration reloads, by outcome.
     reloads: Family<ReloadLabels, Counter>,
     stream_connections: Family<StreamLabels, Counter>,
@@ -143,6 +147,18 @@ impl Metrics {
             "Client connections refused at the max_connections limit",
             refused_connections.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let tls_certificate_errors = Counter::default();
+        registry.register(
+            "tls_certificate_errors",
+            "Certificate files that failed to load on a reload; the last good certificate serves on",
+            tls_certificate_errors.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -187,6 +203,8 @@ impl Metrics {
             pooled,
             client_connections,
             refused_connections,
+            tls_handshake_failures,
+            tls_certificate_errors,
             reloads,
             stream_connections,
             stream_open,

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) stream: Vec<RawStream>,
+    pub(super) tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -265,4 +266,27 @@ pub(super) struct RawStream {
     pub(super) connect_timeout: Option<Seconds>,
     pub(super) fail_timeout: Option<Seconds>,
     pub(super) idle_timeout: Option<Seconds>,
+}
+
+/// `[tls]` as written: the HTTPS listener.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) port: u16,
+    pub(super) listen: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_http: bool,
+    pub(super) hsts_max_age: Option<u64>,
+    #[serde(default)]
+    pub(super) certificate: Vec<RawCertificate>,
+}
+
+/// One `[[tls.certificate]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    #[serde(default)]
+    pub(super) names: Vec<String>,
+    pub(super) cert: String,
+    pub(super) key: String,
 }

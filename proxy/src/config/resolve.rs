@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::raw::{RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
-use super::{Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream, INNER_MODULE};
+use super::raw::{RawBackendModule, RawConfig, RawStream, RawTls, RawUpstream, Seconds};
+use super::{
+    CertificateFiles, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, TlsConfig, Upstream,
+    INNER_MODULE,
+};
 pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
     let streams = stream_configs(&raw.stream, &raw.upstream)?;
     let server = &raw.server;
@@ -47,6 +50,11 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         metrics_allow,
         raw_frames: server.raw_frames,
     };
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|tls| tls_config(tls, &server_config, home))
+        .transpose()?;
 
     let mut modules = HashMap::new();
     let mut policies = HashMap::new();
@@ -106,6 +114,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         log_level: raw.log.level,
         access_log: raw.log.access,
         streams,
+        tls,
     })
 }
 
@@ -320,5 +329,75 @@ fn check_socket_addr(node: &str) -> Result<(), &'static str> {
         return Err("has no host");
     }
     port.parse::<u16>().map_err(|_| "has a bad port")?;
+    Ok(())
+}
+
+fn tls_config(raw: &RawTls, server: &ServerConfig, home: &Path) -> Result<TlsConfig, String> {
+    let listen = match &raw.listen {
+        None => server.listen,
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("[tls] listen = {text:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")"))?,
+    };
+    if raw.port == server.port && listen == server.listen {
+        return Err(format!(
+            "[tls] port = {} is [server] port too; HTTPS needs a port of its own (443 or 8443, say)",
+            raw.port
+        ));
+    }
+    if raw.certificate.is_empty() {
+        return Err("[tls] has no certificate; add [[tls.certificate]] with cert and key files".into());
+    }
+    let mut certificates = Vec::new();
+    for (index, entry) in raw.certificate.iter().enumerate() {
+        let names = entry
+            .names
+            .iter()
+            .map(|name| {
+                let name = name.trim().to_ascii_lowercase();
+                check_server_name(&name)
+                    .map(|()| name.clone())
+                    .map_err(|why| format!("[[tls.certificate]] #{}: name {name:?} {why}", index + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.is_empty() && index > 0 {
+            return Err(format!(
+                "[[tls.certificate]] #{}: names is empty; only the first certificate (the default) may go without names",
+                index + 1
+            ));
+        }
+        certificates.push(CertificateFiles {
+            names,
+            cert: home.join(&entry.cert),
+            key: home.join(&entry.key),
+        });
+    }
+    let hsts = raw
+        .hsts_max_age
+        .map(|age| http::HeaderValue::from_str(&format!("max-age={age}")).expect("digits are a header value"));
+    Ok(TlsConfig {
+        listen: std::net::SocketAddr::new(listen, raw.port),
+        certificates,
+        redirect_http: raw.redirect_http,
+        hsts,
+    })
+}
+
+/// A DNS name, or `*.` and a DNS name of two labels or more.
+fn check_server_name(name: &str) -> Result<(), &'static str> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    if name.starts_with("*.") && !host.contains('.') {
+        return Err("is too wide a wildcard; write *.example.com");
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err("is not a DNS name (a wildcard may only be a leading *.)");
+    }
     Ok(())
 }

@@ -1,0 +1,7 @@
+//! HTTPS: the certificates the listener serves (chosen by SNI, re-read when their files change), the
+//! rustls configuration (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`, resumption), and the plain-HTTP
+//! redirect to HTTPS. The listener in [`server`](crate::server) does the I/O.
+
+pub mod acceptor;
+pub mod certificates;
+pub mod redirect;
