@@ -1,0 +1,481 @@
+//! The HTTPS listener, driven by curl, openssl and a rustls client against the real binary: SNI picks the
+//! certificate, a wrong name fails verification, TLS 1.0 and 1.1 are refused, ALPN negotiates h2,
+//! sessions resume, certificates reload under load without losing a request, and plain HTTP redirects.
+//! Certificates come from a test CA made here with rcgen; no key is committed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::{free_port, repo_html, Proxy};
+
+/// A CA of the test's own, trusted by the test's clients only.
+struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "modproxy test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate for `names`: (certificate PEM, key PEM, certificate DER).
+    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0].clone());
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+/// A system tool the test drives. In CI a missing one fails the test; elsewhere the test is skipped
+/// with a note (`make tls-tools` installs them).
+fn have(tool: &str, version_arg: &str) -> bool {
+    let found = Command::new(tool)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{tool} is missing; `make tls-tools` installs it"
+        );
+        eprintln!("skipped: {tool} is missing (`make tls-tools` installs it)");
+    }
+    found
+}
+
+/// A proxy with an HTTPS listener: each certificate is `(file stem, names in config, names in the
+/// certificate)`; the first is the default. Returns the proxy, the HTTPS port and each certificate's DER.
+struct Https {
+    proxy: Proxy,
+    port: u16,
+    ders: Vec<Vec<u8>>,
+    ca: TestCa,
+}
+
+fn start(tls_extra: &str, certs: &[(&str, &[&str], &[&str])]) -> Https {
+    let ca = TestCa::new();
+    let home = tempfile::tempdir().unwrap();
+    copy_dir(&repo_html(), &home.path().join("html"));
+    std::fs::create_dir_all(home.path().join("conf")).unwrap();
+    std::fs::create_dir_all(home.path().join("certs")).unwrap();
+    std::fs::write(home.path().join("certs/ca.pem"), ca.pem()).unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let mut config =
+        format!("[server]\nport = {port}\nlisten = \"127.0.0.1\"\n[tls]\nport = {tls_port}\n{tls_extra}\n");
+    let mut ders = Vec::new();
+    for (stem, config_names, cert_names) in certs {
+        let (cert, key, der) = ca.leaf(cert_names);
+        std::fs::write(home.path().join(format!("certs/{stem}.pem")), cert).unwrap();
+        std::fs::write(home.path().join(format!("certs/{stem}.key")), key).unwrap();
+        ders.push(der);
+        config.push_str(&format!(
+            "[[tls.certificate]]\nnames = {config_names:?}\ncert = \"certs/{stem}.pem\"\nkey = \"certs/{stem}.key\"\n"
+        ));
+    }
+    std::fs::write(home.path().join("conf/default.toml"), config).unwrap();
+    let proxy = Proxy::start_in(home, port);
+    Https {
+        proxy,
+        port: tls_port,
+        ders,
+        ca,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+impl Https {
+    fn ca_file(&self) -> String {
+        self.proxy.home.path().join("certs/ca.pem").display().to_string()
+    }
+
+    /// curl against `https://NAME:PORT/path`, NAME resolving to the proxy; returns (exit code, stdout).
+    fn curl(&self, name: &str, path: &str, extra: &[&str]) -> (i32, String) {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "10",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg("--cacert")
+            .arg(self.ca_file())
+            .arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", self.port))
+            .args(extra)
+            .arg(format!("https://{name}:{}{path}", self.port))
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// `openssl s_client` with `args`, sending nothing; the handshake's transcript.
+    fn s_client(&self, args: &[&str]) -> Output {
+        Command::new("openssl")
+            .arg("s_client")
+            .arg("-connect")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// A rustls client that trusts the test CA.
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca.issuer.der().to_vec())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // A resumed session shows the certificate of the first handshake; each connection gets a full one.
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    }
+
+    /// One `GET path` on a new TLS connection for `name`: the status and the certificate served.
+    fn get(&self, client: &Arc<rustls::ClientConfig>, name: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let server_name = ServerName::try_from(name.to_owned()).unwrap();
+        let connection = rustls::ClientConnection::new(Arc::clone(client), server_name).map_err(|e| e.to_string())?;
+        let socket = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, socket);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        // A peer that closes without close_notify still gave us the whole close-delimited response.
+        if let Err(error) = tls.read_to_end(&mut response) {
+            if response.is_empty() {
+                return Err(error.to_string());
+            }
+        }
+        let served = tls
+            .conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec());
+        let status = std::str::from_utf8(&response[..response.len().min(12)])
+            .ok()
+            .and_then(|line| line.get(9..12)?.parse().ok())
+            .ok_or_else(|| format!("no status line in {:?}", String::from_utf8_lossy(&response)))?;
+        Ok((status, served.unwrap_or_default()))
+    }
+}
+
+#[test]
+fn sni_picks_exact_then_wildcard_then_default_and_a_wrong_name_fails() {
+    let https = start(
+        "",
+        &[
+            ("default", &[], &["default.test"]),
+            ("shop", &["shop.test"], &["shop.test"]),
+            ("wild", &["*.apps.test"], &["*.apps.test"]),
+        ],
+    );
+    let client = https.client();
+    let served = |name: &str| https.get(&client, name, "/");
+    assert_eq!(served("shop.test").unwrap(), (200, https.ders[1].clone()));
+    assert_eq!(served("one.apps.test").unwrap(), (200, https.ders[2].clone()));
+    assert_eq!(served("default.test").unwrap(), (200, https.ders[0].clone()));
+    if !have("curl", "--version") {
+        return;
+    }
+    assert_eq!(https.curl("shop.test", "/", &[]), (0, "200 2".to_owned()));
+    assert_eq!(https.curl("two.apps.test", "/", &[]).0, 0);
+    // Another name gets the default certificate, which does not cover it: curl refuses it (60).
+    let (code, _) = https.curl("other.test", "/", &[]);
+    assert_eq!(code, 60, "a certificate for another name must fail verification");
+}
+
+#[test]
+fn alpn_offers_h2_and_http1_and_every_request_is_served_over_both() {
+    if !have("curl", "--version") {
+        return;
+    }
+    let https = start("", &[("site", &["site.test"], &["site.test"])]);
+    assert_eq!(https.curl("site.test", "/", &["--http2"]), (0, "200 2".to_owned()));
+    assert_eq!(https.curl("site.test", "/", &["--http1.1"]), (0, "200 1.1".to_owned()));
+    assert_eq!(
+        https.curl("site.test", "/no-such-module/x", &["--http1.1"]).1,
+        "404 1.1"
+    );
+    // Keep-alive over HTTP/1.1: several requests on one TLS connection, with parking between them.
+    let url = format!("https://site.test:{}/", https.port);
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}%{num_connects}\n",
+        ])
+        .arg("--cacert")
+        .arg(https.ca_file())
+        .arg("--resolve")
+        .arg(format!("site.test:{}:127.0.0.1", https.port))
+        .args([&url, &url, &url])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(lines, "2001\n2000\n2000\n", "three requests on one connection");
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_are_spoken() {
+    if !have("openssl", "version") {
+        return;
+    }
+    let https = start("", &[("site", &["site.test"], &["site.test"])]);
+    // SECLEVEL=0 lets this openssl offer the old versions at all, so the refusal is the server's.
+    for old in ["-tls1", "-tls1_1"] {
+        let output = https.s_client(&[old, "-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "site.test"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !output.status.success() && text.contains("Cipher is (NONE)"),
+            "{old} was accepted:\n{text}"
+        );
+    }
+    for (version, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let output = https.s_client(&[version, "-servername", "site.test", "-alpn", "h2"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{version} refused:\n{text}");
+        assert!(
+            text.contains(&format!("Protocol  : {name}")) || text.contains(&format!("New, {name}")),
+            "{text}"
+        );
+        assert!(text.contains("ALPN protocol: h2"), "{text}");
+    }
+}
+
+#[test]
+fn sessions_resume_on_tls_1_2_and_1_3() {
+    if !have("openssl", "version") {
+        return;
+    }
+    let https = start("", &[("site", &["site.test"], &["site.test"])]);
+    for version in ["-tls1_2", "-tls1_3"] {
+        let session = https.proxy.home.path().join(format!("session{version}"));
+        let session = session.display().to_string();
+        // TLS 1.3 sends its ticket after the handshake: give it a request's time to arrive.
+        let first = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", https.port), version])
+            .args(["-servername", "site.test", "-sess_out", &session, "-ign_eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        first
+            .stdin
+            .as_ref()
+            .unwrap()
+            .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let first = first.wait_with_output().unwrap();
+        assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+        let again = https.s_client(&[version, "-servername", "site.test", "-sess_in", &session]);
+        let text = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            text.contains("Reused, TLSv1."),
+            "{version}: session not resumed:\n{text}"
+        );
+    }
+}
+
+/// Rewrites one certificate's files in place, the certificate first, as an editor or a renewal would.
+fn replace(https: &Https, stem: &str, cert: &str, key: &str) {
+    let certs = https.proxy.home.path().join("certs");
+    std::fs::write(certs.join(format!("{stem}.pem")), cert).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(certs.join(format!("{stem}.key")), key).unwrap();
+}
+
+/// Waits until new connections for `name` get the certificate `der`.
+fn wait_for_certificate(https: &Https, client: &Arc<rustls::ClientConfig>, name: &str, der: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if https
+            .get(client, name, "/")
+            .map(|(_, served)| served == der)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the new certificate for {name} was never served; log:\n{}",
+        https.proxy.log()
+    );
+}
+
+#[test]
+fn certificates_reload_under_load_without_losing_a_request_and_a_bad_file_keeps_the_last_good_one() {
+    let https = Arc::new(start("", &[("site", &["site.test"], &["site.test"])]));
+    let client = https.client();
+    let (done, served, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (https, client, done, served, failed) = (
+                Arc::clone(&https),
+                Arc::clone(&client),
+                Arc::clone(&done),
+                Arc::clone(&served),
+                Arc::clone(&failed),
+            );
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match https.get(&client, "site.test", "/") {
+                        Ok((200, _)) => served.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("request failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+
+    // A renewal picked up from the files alone.
+    let (cert, key, renewed) = https.ca.leaf(&["site.test"]);
+    replace(&https, "site", &cert, &key);
+    wait_for_certificate(&https, &client, "site.test", &renewed);
+
+    // A broken file: the last good certificate serves on, and the log says why.
+    std::fs::write(https.proxy.home.path().join("certs/site.pem"), "not a certificate\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(https.get(&client, "site.test", "/").unwrap(), (200, renewed.clone()));
+    let log = https.proxy.log();
+    assert!(
+        log.contains("certificate reload failed") && log.contains("site.pem"),
+        "{log}"
+    );
+
+    // Fixed again, and re-read on SIGHUP as well.
+    let (cert, key, again) = https.ca.leaf(&["site.test"]);
+    replace(&https, "site", &cert, &key);
+    https.proxy.signal("HUP");
+    wait_for_certificate(&https, &client, "site.test", &again);
+
+    done.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests lost during reloads");
+    assert!(served.load(Ordering::Relaxed) > 20, "the load ran");
+}
+
+#[test]
+fn plain_http_redirects_to_https_except_acme_challenges_and_https_carries_hsts() {
+    let https = start(
+        "redirect_http = true\nhsts_max_age = 31536000",
+        &[("site", &["site.test"], &["site.test"])],
+    );
+    let get = |path: &str, host: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        support::send_raw(https.proxy.addr, raw.as_bytes())
+    };
+    let moved = get("/docs/page?x=1", "site.test:8080");
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        Some(format!("https://site.test:{}/docs/page?x=1", https.port).as_str())
+    );
+    assert_eq!(
+        moved.header("strict-transport-security"),
+        None,
+        "HSTS is for HTTPS responses only"
+    );
+    let challenge = get("/.well-known/acme-challenge/token", "site.test");
+    assert_ne!(challenge.status, 308, "ACME's HTTP-01 path stays on plain HTTP");
+    if !have("curl", "--version") {
+        return;
+    }
+    let output = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert", &https.ca_file()])
+        .arg("--resolve")
+        .arg(format!("site.test:{}:127.0.0.1", https.port))
+        .arg(format!("https://site.test:{}/", https.port))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    assert!(head.contains("strict-transport-security: max-age=31536000"), "{head}");
+}
+
+#[test]
+fn check_names_a_bad_certificate_file_and_start_refuses_it() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("conf")).unwrap();
+    std::fs::write(home.path().join("site.pem"), "garbage").unwrap();
+    std::fs::write(home.path().join("site.key"), "garbage").unwrap();
+    let config = home.path().join("conf/default.toml");
+    std::fs::write(
+        &config,
+        "[tls]\nport = 8443\n[[tls.certificate]]\ncert = \"site.pem\"\nkey = \"site.key\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_modproxy"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[tls]") && stderr.contains("site.pem") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+}
