@@ -77,6 +77,11 @@ struct Https {
 }
 
 fn start(tls_extra: &str, certs: &[(&str, &[&str], &[&str])]) -> Https {
+    start_with("", tls_extra, certs)
+}
+
+/// As [`start`], with `modules` (a `[module]` section) in the config too.
+fn start_with(modules: &str, tls_extra: &str, certs: &[(&str, &[&str], &[&str])]) -> Https {
     let ca = TestCa::new();
     let home = tempfile::tempdir().unwrap();
     copy_dir(&repo_html(), &home.path().join("html"));
@@ -96,6 +101,7 @@ fn start(tls_extra: &str, certs: &[(&str, &[&str], &[&str])]) -> Https {
             "[[tls.certificate]]\nnames = {config_names:?}\ncert = \"certs/{stem}.pem\"\nkey = \"certs/{stem}.key\"\n"
         ));
     }
+    config.push_str(modules);
     std::fs::write(home.path().join("conf/default.toml"), config).unwrap();
     let proxy = Proxy::start_in(home, port);
     Https {
@@ -178,13 +184,24 @@ impl Https {
 
     /// One `GET path` on a new TLS connection for `name`: the status and the certificate served.
     fn get(&self, client: &Arc<rustls::ClientConfig>, name: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+        self.exchange(client, name, request.as_bytes())
+            .map(|(status, _, served)| (status, served))
+    }
+
+    /// `request` on a new TLS connection for `name`, read to the close: status, body, certificate served.
+    fn exchange(
+        &self,
+        client: &Arc<rustls::ClientConfig>,
+        name: &str,
+        request: &[u8],
+    ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
         let server_name = ServerName::try_from(name.to_owned()).unwrap();
         let connection = rustls::ClientConnection::new(Arc::clone(client), server_name).map_err(|e| e.to_string())?;
         let socket = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
         socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut tls = rustls::StreamOwned::new(connection, socket);
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
-        tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        tls.write_all(request).map_err(|e| e.to_string())?;
         let mut response = Vec::new();
         // A peer that closes without close_notify still gave us the whole close-delimited response.
         if let Err(error) = tls.read_to_end(&mut response) {
@@ -201,7 +218,11 @@ impl Https {
             .ok()
             .and_then(|line| line.get(9..12)?.parse().ok())
             .ok_or_else(|| format!("no status line in {:?}", String::from_utf8_lossy(&response)))?;
-        Ok((status, served.unwrap_or_default()))
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or_else(Vec::new, |at| response[at + 4..].to_vec());
+        Ok((status, body, served.unwrap_or_default()))
     }
 }
 
@@ -478,4 +499,91 @@ fn check_names_a_bad_certificate_file_and_start_refuses_it() {
         stderr.contains("[tls]") && stderr.contains("site.pem") && stderr.contains("no PEM certificate"),
         "{stderr}"
     );
+}
+
+#[test]
+fn socket_http_and_websocket_modules_are_served_over_https() {
+    use support::socket_backend::{envelope, socket_module, Backend, Style};
+    let (socket, http) = (Backend::start(Style::SpaceKeepAlive), Backend::start(Style::Http));
+    let ws = websocket_echo();
+    let modules = format!(
+        "[module]\nmodule_socket = [ {} ]\nmodule_http = [ {{ module = \"web\", proxy_pass = \"http://{}\" }}, {{ module = \"chat\", proxy_pass = \"http://{ws}\" }} ]\n",
+        socket_module("todo", &[socket.addr], ""),
+        http.addr,
+    );
+    let https = start_with(&modules, "", &[("site", &["site.test"], &["site.test"])]);
+    let client = https.client();
+    let body = envelope("list", serde_json::json!({}));
+    let mut post = format!(
+        "POST /todo/ HTTP/1.1\r\nHost: site.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&body);
+    let (status, _, _) = https.exchange(&client, "site.test", &post).unwrap();
+    assert_eq!(status, 200, "module_socket over HTTPS");
+    assert_eq!(socket.requests(), 1);
+    let (status, body, _) = https
+        .exchange(
+            &client,
+            "site.test",
+            b"GET /web/x HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "module_http over HTTPS");
+    assert!(String::from_utf8_lossy(&body).contains(&http.addr.port().to_string()));
+
+    // WebSocket: the upgrade over TLS, then messages both ways.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let connector = tokio_rustls::TlsConnector::from(https.client());
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https.port)).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("site.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        let url = format!("wss://site.test:{}/chat/room", https.port);
+        let (mut socket, response) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .expect("upgrade over TLS");
+        assert_eq!(response.status(), 101);
+        socket.send(Message::text("hello")).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("hello"));
+        socket.close(None).await.unwrap();
+    });
+}
+
+/// A WebSocket server that echoes every message, on its own thread and runtime.
+fn websocket_echo() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            use futures_util::{SinkExt, StreamExt};
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = ws.next().await {
+                        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
 }
