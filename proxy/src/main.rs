@@ -43,6 +43,16 @@ enum Command {
     },
     /// Scaffold a new backend project in Rust, Python or Node, depending on this checkout's SDK.
     New(modproxy::scaffold::NewArgs),
+    /// Certificates for the HTTPS listener.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A local CA trusted by this machine's browsers, and a certificate for https://localhost from it,
+    /// served by a [tls] section added to the config (when it has none).
+    Local(tls::local_ca::LocalArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,7 @@ fn main() -> ExitCode {
         None => run(cli.home.as_deref(), cli.config.as_deref()),
         Some(Command::Check { file }) => check(cli.home.as_deref(), file.as_deref().or(cli.config.as_deref())),
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
+        Some(Command::Cert(CertCommand::Local(args))) => cert_local(cli.home.as_deref(), cli.config.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +91,19 @@ fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result
         Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?;
     }
     print!("{}", summary::render(&config));
+    Ok(())
+}
+
+fn cert_local(
+    home_flag: Option<&Path>,
+    config_flag: Option<&Path>,
+    args: &tls::local_ca::LocalArgs,
+) -> anyhow::Result<()> {
+    let (home, path) = locate(home_flag, config_flag)?;
+    let report = tls::local_ca::run(&home, &path, args).context("cert local")?;
+    for line in report.lines {
+        println!("{line}");
+    }
     Ok(())
 }
 

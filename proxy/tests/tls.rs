@@ -169,17 +169,7 @@ impl Https {
 
     /// A rustls client that trusts the test CA.
     fn client(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(self.ca.issuer.der().to_vec())).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // A resumed session shows the certificate of the first handshake; each connection gets a full one.
-        config.resumption = rustls::client::Resumption::disabled();
-        Arc::new(config)
+        client_trusting(CertificateDer::from(self.ca.issuer.der().to_vec()))
     }
 
     /// One `GET path` on a new TLS connection for `name`: the status and the certificate served.
@@ -196,33 +186,7 @@ impl Https {
         name: &str,
         request: &[u8],
     ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
-        let server_name = ServerName::try_from(name.to_owned()).unwrap();
-        let connection = rustls::ClientConnection::new(Arc::clone(client), server_name).map_err(|e| e.to_string())?;
-        let socket = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
-        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut tls = rustls::StreamOwned::new(connection, socket);
-        tls.write_all(request).map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        // A peer that closes without close_notify still gave us the whole close-delimited response.
-        if let Err(error) = tls.read_to_end(&mut response) {
-            if response.is_empty() {
-                return Err(error.to_string());
-            }
-        }
-        let served = tls
-            .conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|c| c.to_vec());
-        let status = std::str::from_utf8(&response[..response.len().min(12)])
-            .ok()
-            .and_then(|line| line.get(9..12)?.parse().ok())
-            .ok_or_else(|| format!("no status line in {:?}", String::from_utf8_lossy(&response)))?;
-        let body = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or_else(Vec::new, |at| response[at + 4..].to_vec());
-        Ok((status, body, served.unwrap_or_default()))
+        exchange(client, self.port, name, request)
     }
 }
 
@@ -586,4 +550,128 @@ fn websocket_echo() -> std::net::SocketAddr {
         });
     });
     addr
+}
+
+/// `request` on a new TLS connection for `name`, read to the close: status, body, certificate served.
+fn exchange(
+    client: &Arc<rustls::ClientConfig>,
+    port: u16,
+    name: &str,
+    request: &[u8],
+) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let connection = rustls::ClientConnection::new(Arc::clone(client), server_name).map_err(|e| e.to_string())?;
+    let socket = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    tls.write_all(request).map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    // A peer that closes without close_notify still gave us the whole close-delimited response.
+    if let Err(error) = tls.read_to_end(&mut response) {
+        if response.is_empty() {
+            return Err(error.to_string());
+        }
+    }
+    let served = tls
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.to_vec());
+    let status = std::str::from_utf8(&response[..response.len().min(12)])
+        .ok()
+        .and_then(|line| line.get(9..12)?.parse().ok())
+        .ok_or_else(|| format!("no status line in {:?}", String::from_utf8_lossy(&response)))?;
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or_else(Vec::new, |at| response[at + 4..].to_vec());
+    Ok((status, body, served.unwrap_or_default()))
+}
+
+/// A rustls client that trusts `ca` only.
+fn client_trusting(ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A resumed session shows the certificate of the first handshake; each connection gets a full one.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+#[test]
+fn cert_local_makes_a_ca_and_a_localhost_certificate_that_the_proxy_serves_trusted() {
+    use rustls::pki_types::pem::PemObject;
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    copy_dir(&repo_html(), &home.path().join("html"));
+    std::fs::create_dir_all(home.path().join("conf")).unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    std::fs::write(
+        home.path().join("conf/default.toml"),
+        format!("[server]\nport = {port}\nlisten = \"127.0.0.1\"\n"),
+    )
+    .unwrap();
+    let cert_local = |home: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_modproxy"))
+            .arg("--home")
+            .arg(home)
+            .args(["cert", "local", "--no-trust", "--port", &tls_port.to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let said = cert_local(home.path());
+    assert!(
+        said.contains("made a local CA") && said.contains("added [tls]"),
+        "{said}"
+    );
+    let certs = home.path().join("certs");
+    for file in ["local-ca.key", "local-ca.pem", "localhost.key", "localhost.pem"] {
+        let mode = std::fs::metadata(certs.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let ca_pem = std::fs::read(certs.join("local-ca.pem")).unwrap();
+    let client = client_trusting(CertificateDer::from_pem_slice(&ca_pem).unwrap());
+    let proxy = Proxy::start_in(home, port);
+    let get = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    for name in ["localhost", "127.0.0.1"] {
+        assert_eq!(exchange(&client, tls_port, name, get).unwrap().0, 200, "{name}");
+    }
+
+    // Again: the same CA signs a new certificate, which the running proxy picks up; [tls] is not added twice.
+    let first = exchange(&client, tls_port, "localhost", get).unwrap().2;
+    let said = cert_local(proxy.home.path());
+    assert!(
+        said.contains("using the local CA") && said.contains("already has [tls]"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(certs_of(&proxy).join("local-ca.pem")).unwrap(), ca_pem);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, served) = exchange(&client, tls_port, "localhost", get).unwrap();
+        assert_eq!(status, 200);
+        if served != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed localhost certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn certs_of(proxy: &Proxy) -> std::path::PathBuf {
+    proxy.home.path().join("certs")
 }
