@@ -675,3 +675,45 @@ fn cert_local_makes_a_ca_and_a_localhost_certificate_that_the_proxy_serves_trust
 fn certs_of(proxy: &Proxy) -> std::path::PathBuf {
     proxy.home.path().join("certs")
 }
+
+/// testssl.sh against the listener, restricted to what matters (protocols, cipher categories, forward
+/// secrecy, vulnerabilities, the server's picks) so that it stays within a minute or two: any finding of
+/// severity MEDIUM or above fails.
+#[test]
+fn testssl_finds_no_vulnerability_or_weak_protocol_or_cipher() {
+    if !have("testssl", "--version") {
+        return;
+    }
+    let https = start("hsts_max_age = 31536000", &[("site", &["site.test"], &["site.test"])]);
+    let report = https.proxy.home.path().join("testssl.json");
+    let started = Instant::now();
+    let output = Command::new("testssl")
+        .args(["--quiet", "--color", "0", "--warnings", "off", "--sneaky"])
+        .args(["--protocols", "--std", "--fs", "--server-preference", "--vulnerable"])
+        .args(["--connect-timeout", "5", "--openssl-timeout", "5"])
+        .args([
+            "--severity",
+            "MEDIUM",
+            "--add-ca",
+            &https.ca_file(),
+            "--ip",
+            "127.0.0.1",
+        ])
+        .arg("--jsonfile")
+        .arg(&report)
+        .arg(format!("https://site.test:{}/", https.port))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!("testssl took {:.0?}", started.elapsed());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+        .unwrap_or_else(|error| panic!("no JSON report ({error}); testssl said:\n{text}"));
+    let serious: Vec<_> = findings
+        .iter()
+        .filter(|finding| matches!(finding["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
+        .collect();
+    assert!(serious.is_empty(), "testssl findings:\n{serious:#?}\n{text}");
+    // It did test the server: TLS 1.3 was seen offered.
+    assert!(text.contains("TLS 1.3") && text.contains("offered"), "{text}");
+}

@@ -20,6 +20,8 @@ pub fn acceptor(certificates: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor
         .with_no_client_auth()
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The provider's order (strongest first, all AEAD with forward secrecy), not whatever a client prefers.
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(TlsAcceptor::from(Arc::new(config)))
