@@ -49,12 +49,14 @@ lint:
 test-rust: tls-tools
 	$(CARGO) test --workspace
 
-# curl, openssl and testssl.sh (Debian's package), which proxy/tests/tls.rs drives against the HTTPS
-# listener (in CI a missing one fails the test rather than skipping it); installed once, skipped when
-# already there. testssl.sh, restricted to protocols, ciphers and vulnerabilities, takes about a minute.
+# curl, openssl, testssl.sh and pebble (Debian's packages; pebble is a real ACME server, run offline),
+# which proxy/tests/tls.rs drives against the HTTPS listener (in CI a missing one fails the test rather
+# than skipping it); installed once, skipped when already there. testssl.sh, restricted to protocols,
+# ciphers and vulnerabilities, takes about a minute.
 tls-tools:
-	command -v curl >/dev/null && command -v openssl >/dev/null && command -v testssl >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl testssl.sh; }
+	command -v curl >/dev/null && command -v openssl >/dev/null && command -v testssl >/dev/null \
+	  && command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl testssl.sh pebble; }
 
 # The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).

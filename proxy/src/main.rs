@@ -152,6 +152,18 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             home.clone(),
             certificates.clone(),
         ));
+        let challenges = Arc::new(tls::acme::Challenges::default());
+        let acme = live.load().config().tls.as_ref().and_then(|tls| tls.acme.clone());
+        if let (Some(acme), Some(certificates)) = (acme, &certificates) {
+            let (live, certificates) = (Arc::clone(&live), Arc::clone(certificates));
+            // Loaded at once rather than at the watcher's next look.
+            let obtained = move || {
+                if let Some(tls) = &live.load().config().tls {
+                    certificates.reload(&tls.certificates);
+                }
+            };
+            tokio::spawn(tls::acme::keep_current(acme, Arc::clone(&challenges), Arc::clone(&metrics), obtained));
+        }
         if let Some(certificates) = &certificates {
             let live = Arc::clone(&live);
             let current = move || live.load().config().tls.as_ref().map(|tls| tls.certificates.clone()).unwrap_or_default();
@@ -172,7 +184,7 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             }
         };
         tokio::join!(
-            server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, server::Front::Plain, stopping.clone().cancelled_owned()),
+            server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, server::Front::Plain(challenges), stopping.clone().cancelled_owned()),
             serve_https,
             stream_forward::serve(streams, &metrics, stopping.clone()),
         );

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Certificate files that could not be loaded on a reload (the last good certificate serves on).
     pub tls_certificate_errors: Counter,
+    /// ACME attempts that failed to obtain or renew a certificate.
+    pub tls_acme_failures: Counter,
     /// Configuration reloads, by outcome.
     reloads: Family<ReloadLabels, Counter>,
     stream_connections: Family<StreamLabels, Counter>,
@@ -159,6 +161,12 @@ impl Metrics {
             "Certificate files that failed to load on a reload; the last good certificate serves on",
             tls_certificate_errors.clone(),
         );
+        let tls_acme_failures = Counter::default();
+        registry.register(
+            "tls_acme_failures",
+            "ACME attempts that failed to obtain or renew a certificate; the current one serves on",
+            tls_acme_failures.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -205,6 +213,7 @@ impl Metrics {
             refused_connections,
             tls_handshake_failures,
             tls_certificate_errors,
+            tls_acme_failures,
             reloads,
             stream_connections,
             stream_open,

@@ -717,3 +717,174 @@ fn testssl_finds_no_vulnerability_or_weak_protocol_or_cipher() {
     // It did test the server: TLS 1.3 was seen offered.
     assert!(text.contains("TLS 1.3") && text.contains("offered"), "{text}");
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One request on an open keep-alive TLS connection; the status.
+fn keep_alive_get(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, name: &str) -> u16 {
+    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+/// Debian's pebble, a real ACME server, with pebble-challtestsrv answering its DNS with 127.0.0.1:
+/// modproxy gets a certificate over HTTP-01, a client that trusts pebble's root fetches a page, and a
+/// forced renewal (the certificate file removed) swaps the certificate while a connection stays open.
+#[test]
+fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_dropping_a_connection() {
+    if !have("pebble", "-h") || !have("pebble-challtestsrv", "-h") {
+        return;
+    }
+    let ca = TestCa::new();
+    let home = tempfile::tempdir().unwrap();
+    copy_dir(&repo_html(), &home.path().join("html"));
+    for dir in ["conf", "pebble"] {
+        std::fs::create_dir_all(home.path().join(dir)).unwrap();
+    }
+    let (cert, key, _) = ca.leaf(&["localhost", "127.0.0.1"]);
+    let pebble_dir = home.path().join("pebble");
+    std::fs::write(pebble_dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(pebble_dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(pebble_dir.join("key.pem"), key).unwrap();
+    let [port, tls_port, acme_port, management, dns, dns_management] = [0; 6].map(|_| free_port());
+    std::fs::write(
+        pebble_dir.join("config.json"),
+        serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": pebble_dir.join("cert.pem"),
+            "privateKey": pebble_dir.join("key.pem"),
+            "httpPort": port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let _dns = Running(
+        Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args(["-management", &format!("127.0.0.1:{dns_management}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _pebble = Running(
+        Command::new("pebble")
+            .arg("-config")
+            .arg(pebble_dir.join("config.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(acme_port, "pebble");
+    wait_listening(dns_management, "pebble-challtestsrv");
+    let name = "site.example.test";
+    std::fs::write(
+        home.path().join("conf/default.toml"),
+        format!(
+            "[server]\nport = {port}\nlisten = \"127.0.0.1\"\n[tls]\nport = {tls_port}\n\
+             acme = {{ email = \"dev@example.test\", domains = [\"{name}\"], directory = \"https://127.0.0.1:{acme_port}/dir\", ca_root = \"pebble/ca.pem\", check_every = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_in(home, port);
+
+    // Pebble's root (it makes a new one each start), from its management port.
+    let to_pebble = client_trusting(CertificateDer::from(ca.issuer.der().to_vec()));
+    let (status, root, _) = exchange(
+        &to_pebble,
+        management,
+        "127.0.0.1",
+        b"GET /roots/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    use rustls::pki_types::pem::PemObject;
+    let client = client_trusting(CertificateDer::from_pem_slice(&root).unwrap());
+    let get = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        match exchange(&client, tls_port, name, get.as_bytes()) {
+            Ok((200, _, served)) => break served,
+            other => assert!(
+                Instant::now() < deadline,
+                "no certificate from pebble: {other:?}\n{}",
+                proxy.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let acme_dir = proxy.home.path().join("certs/acme");
+    for file in ["account.json", "site.example.test.pem", "site.example.test.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(acme_dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+
+    // A connection open across the renewal keeps working.
+    let connection = rustls::ClientConnection::new(Arc::clone(&client), ServerName::try_from(name).unwrap()).unwrap();
+    let mut open = rustls::StreamOwned::new(connection, TcpStream::connect(("127.0.0.1", tls_port)).unwrap());
+    assert_eq!(keep_alive_get(&mut open, name), 200);
+    std::fs::remove_file(acme_dir.join("site.example.test.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, served) = exchange(&client, tls_port, name, get.as_bytes()).unwrap();
+        assert_eq!(status, 200, "the old certificate serves until the new one is in");
+        if served != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never renewed\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        keep_alive_get(&mut open, name),
+        200,
+        "the open connection survived the renewal"
+    );
+}

@@ -56,6 +56,27 @@ pub struct TlsConfig {
     pub redirect_http: bool,
     /// The `Strict-Transport-Security` value HTTPS responses carry, when `hsts_max_age` is set.
     pub hsts: Option<http::HeaderValue>,
+    /// `acme = { ... }`: certificates obtained and renewed automatically.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[tls] acme`, resolved. Its certificate is the last of [`TlsConfig::certificates`] (marked `managed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The account's contact address.
+    pub email: String,
+    /// The names the certificate covers (lower case).
+    pub domains: Vec<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// A PEM root to trust for the directory's own HTTPS (a private or test ACME server).
+    pub ca_root: Option<PathBuf>,
+    /// Renew when the certificate expires within this.
+    pub renew_before: Duration,
+    /// How often expiry is checked (and a failed attempt retried).
+    pub check_every: Duration,
+    /// Where the account and the certificates are kept: `HOME/certs/acme`.
+    pub dir: PathBuf,
 }
 
 /// One `[[tls.certificate]]`: PEM files (absolute) and the server names they answer.
@@ -67,6 +88,8 @@ pub struct CertificateFiles {
     pub cert: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// Written by ACME: missing until the first certificate is obtained, which is not an error.
+    pub managed: bool,
 }
 
 /// `[server]`, resolved.
@@ -473,6 +496,22 @@ fail_timeout = 5
         assert_eq!(tls.certificates[1].names, ["shop.example", "*.apps.example"]);
         assert_eq!(tls.certificates[1].key, Path::new("/etc/b.key"));
         assert!(parse("").unwrap().tls.is_none(), "HTTPS is off unless [tls] is there");
+        let acme = parse(concat!(
+            "[tls]\nport = 443\n",
+            "acme = { email = \"ops@example.com\", domains = [\"Example.com\", \"www.example.com\"], directory = \"https://acme.test/dir\" }\n",
+        ))
+        .unwrap()
+        .tls
+        .unwrap();
+        let managed = &acme.certificates[0];
+        assert_eq!(managed.names, ["example.com", "www.example.com"]);
+        assert_eq!(managed.cert, Path::new("/home/mp/certs/acme/example.com.pem"));
+        assert!(managed.managed);
+        let acme = acme.acme.unwrap();
+        assert_eq!(
+            (acme.renew_before, acme.check_every),
+            (Duration::from_secs(30 * 86_400), Duration::from_secs(12 * 3600))
+        );
 
         let cert = "[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\n";
         let cases = [

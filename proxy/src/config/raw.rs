@@ -279,6 +279,19 @@ pub(super) struct RawTls {
     pub(super) hsts_max_age: Option<u64>,
     #[serde(default)]
     pub(super) certificate: Vec<RawCertificate>,
+    pub(super) acme: Option<RawAcme>,
+}
+
+/// `[tls] acme = { ... }`: certificates obtained and renewed from an ACME server.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) email: String,
+    pub(super) domains: Vec<String>,
+    pub(super) directory: String,
+    pub(super) ca_root: Option<String>,
+    pub(super) renew_before: Option<Seconds>,
+    pub(super) check_every: Option<Seconds>,
 }
 
 /// One `[[tls.certificate]]`.

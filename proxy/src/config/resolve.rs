@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::raw::{RawBackendModule, RawConfig, RawStream, RawTls, RawUpstream, Seconds};
+use super::raw::{RawAcme, RawBackendModule, RawConfig, RawStream, RawTls, RawUpstream, Seconds};
 use super::{
-    CertificateFiles, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, TlsConfig, Upstream,
-    INNER_MODULE,
+    AcmeConfig, CertificateFiles, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, TlsConfig,
+    Upstream, INNER_MODULE,
 };
 pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Config, String> {
     let streams = stream_configs(&raw.stream, &raw.upstream)?;
@@ -345,8 +345,10 @@ fn tls_config(raw: &RawTls, server: &ServerConfig, home: &Path) -> Result<TlsCon
             raw.port
         ));
     }
-    if raw.certificate.is_empty() {
-        return Err("[tls] has no certificate; add [[tls.certificate]] with cert and key files".into());
+    if raw.certificate.is_empty() && raw.acme.is_none() {
+        return Err(
+            "[tls] has no certificate; add [[tls.certificate]] with cert and key files, or acme = { ... }".into(),
+        );
     }
     let mut certificates = Vec::new();
     for (index, entry) in raw.certificate.iter().enumerate() {
@@ -370,6 +372,17 @@ fn tls_config(raw: &RawTls, server: &ServerConfig, home: &Path) -> Result<TlsCon
             names,
             cert: home.join(&entry.cert),
             key: home.join(&entry.key),
+            managed: false,
+        });
+    }
+    let acme = raw.acme.as_ref().map(|acme| acme_config(acme, home)).transpose()?;
+    if let Some(acme) = &acme {
+        let stem = &acme.domains[0];
+        certificates.push(CertificateFiles {
+            names: acme.domains.clone(),
+            cert: acme.dir.join(format!("{stem}.pem")),
+            key: acme.dir.join(format!("{stem}.key")),
+            managed: true,
         });
     }
     let hsts = raw
@@ -380,6 +393,49 @@ fn tls_config(raw: &RawTls, server: &ServerConfig, home: &Path) -> Result<TlsCon
         certificates,
         redirect_http: raw.redirect_http,
         hsts,
+        acme,
+    })
+}
+
+fn acme_config(raw: &RawAcme, home: &Path) -> Result<AcmeConfig, String> {
+    if raw.domains.is_empty() {
+        return Err("[tls] acme: domains is empty; list the names to get a certificate for".into());
+    }
+    let domains = raw
+        .domains
+        .iter()
+        .map(|name| {
+            let name = name.trim().to_ascii_lowercase();
+            match check_server_name(&name) {
+                Ok(()) if !name.starts_with("*.") => Ok(name),
+                Ok(()) => Err(format!(
+                    "[tls] acme: {name:?}: a wildcard needs DNS-01, which modproxy does not do"
+                )),
+                Err(why) => Err(format!("[tls] acme: domain {name:?} {why}")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !raw.directory.starts_with("https://") {
+        return Err(format!(
+            "[tls] acme: directory = {:?} must be an https:// URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)",
+            raw.directory
+        ));
+    }
+    if !raw.email.contains('@') {
+        return Err(format!("[tls] acme: email = {:?} is not an address", raw.email));
+    }
+    Ok(AcmeConfig {
+        email: raw.email.clone(),
+        domains,
+        directory: raw.directory.clone(),
+        ca_root: raw.ca_root.as_ref().map(|root| home.join(root)),
+        renew_before: raw
+            .renew_before
+            .map_or(std::time::Duration::from_secs(30 * 86_400), Seconds::duration),
+        check_every: raw
+            .check_every
+            .map_or(std::time::Duration::from_secs(12 * 3600), Seconds::duration),
+        dir: home.join("certs/acme"),
     })
 }
 

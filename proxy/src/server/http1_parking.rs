@@ -348,7 +348,7 @@ mod tests {
             app,
             metrics,
             listener,
-            crate::server::Front::Plain,
+            crate::server::Front::Plain(Default::default()),
             stop.clone().cancelled_owned(),
         ));
         Server {

@@ -36,12 +36,14 @@ use crate::app::{App, LiveApp};
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::raw_frames;
+use crate::tls::acme::Challenges;
 use crate::tls::redirect;
 
 /// What a listener speaks.
 pub enum Front {
-    /// Plain HTTP (and raw frames, when `[server] raw_frames` is on).
-    Plain,
+    /// Plain HTTP (and raw frames, when `[server] raw_frames` is on), answering ACME's HTTP-01
+    /// challenges from these.
+    Plain(Arc<Challenges>),
     /// HTTPS: a TLS handshake with this acceptor first.
     Tls(tokio_rustls::TlsAcceptor),
 }
@@ -105,7 +107,7 @@ pub async fn serve(
             metrics.refused_connections.inc();
             tracing::warn!(%peer, limit = server.max_connections, "connection refused: at [server] max_connections");
             // A TLS client could not read a plain answer: it is just closed.
-            if matches!(front, Front::Plain) {
+            if matches!(front, Front::Plain(_)) {
                 tokio::spawn(turn_away(stream));
             }
             continue;
@@ -116,13 +118,27 @@ pub async fn serve(
         let header_timeout = server.header_timeout;
         let open = metrics.client_connections.clone();
         open.inc();
-        let tls = match &front {
-            Front::Plain => None,
-            Front::Tls(acceptor) => Some((acceptor.clone(), Arc::clone(&metrics))),
+        let (tls, challenges) = match &front {
+            Front::Plain(challenges) => (None, Some(Arc::clone(challenges))),
+            Front::Tls(acceptor) => (Some((acceptor.clone(), Arc::clone(&metrics))), None),
         };
         tokio::spawn(async move {
             let served = match tls {
-                None => serve_plain(stream, peer, live, &http, &h1, watcher, header_timeout, &stopping).await,
+                None => {
+                    let service = plain_service(live.clone(), peer, challenges.unwrap_or_default());
+                    serve_plain(
+                        stream,
+                        peer,
+                        live,
+                        service,
+                        &http,
+                        &h1,
+                        watcher,
+                        header_timeout,
+                        &stopping,
+                    )
+                    .await
+                }
                 Some((acceptor, metrics)) => {
                     match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
                         Ok(Some(stream)) => {
@@ -162,29 +178,29 @@ type ServeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A plain-TCP connection: raw frames when they are on, else HTTP/2 or HTTP/1 by the first bytes.
 #[allow(clippy::too_many_arguments)]
-async fn serve_plain(
+async fn serve_plain<S>(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     live: LiveApp,
+    service: S,
     http: &auto::Builder<TokioExecutor>,
     h1: &http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
     header_timeout: Duration,
     stopping: &CancellationToken,
-) -> ServeResult {
+) -> ServeResult
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
+    S::Future: Send + 'static,
+{
     // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
     let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, stopping).await else {
         return Ok(());
     };
-    let service = service_fn(move |request: Request<Incoming>| {
-        let app = live.load_full();
-        async move {
-            if let Some(location) = https_redirect(&app, &request) {
-                return Ok::<_, Infallible>(moved_to(&location));
-            }
-            Ok::<_, Infallible>(app.handle(request, peer).await)
-        }
-    });
     // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
     let _watcher = watcher;
     match first_bytes(&stream, header_timeout, stopping).await {
@@ -193,6 +209,41 @@ async fn serve_plain(
         Some(false) => serve_http1(stream, service, h1, stopping).await.map_err(Into::into),
         None => Ok(()),
     }
+}
+
+/// The service of a plain-HTTP connection: ACME's challenges, the redirect to HTTPS when it is on, and
+/// the app.
+fn plain_service(
+    live: LiveApp,
+    peer: std::net::SocketAddr,
+    challenges: Arc<Challenges>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send
+       + Unpin
+       + 'static {
+    service_fn(move |request: Request<Incoming>| {
+        let app = live.load_full();
+        let challenge = request
+            .uri()
+            .path()
+            .starts_with(redirect::ACME_CHALLENGE_PREFIX)
+            .then(|| challenges.answer(request.uri().path()))
+            .flatten();
+        async move {
+            if let Some(answer) = challenge {
+                return Ok(Response::new(body::full(answer)));
+            }
+            if let Some(location) = https_redirect(&app, &request) {
+                return Ok(moved_to(&location));
+            }
+            Ok::<_, Infallible>(app.handle(request, peer).await)
+        }
+    })
 }
 
 /// The service of an HTTPS connection: the app, and the HSTS header when `[tls] hsts_max_age` is set.

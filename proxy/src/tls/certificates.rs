@@ -171,8 +171,17 @@ impl Certificates {
             .iter()
             .map(|files| {
                 let stamp = stamp(files);
+                let key = match load_pair(files) {
+                    Ok(key) => Some(Arc::new(key)),
+                    // ACME's certificate comes later; its files appearing makes the watcher load it.
+                    Err(error) if files.managed => {
+                        tracing::info!(%error, "no ACME certificate yet");
+                        None
+                    }
+                    Err(error) => return Err(error),
+                };
                 Ok(Loaded {
-                    key: Some(Arc::new(load_pair(files)?)),
+                    key,
                     files: files.clone(),
                     stamp,
                 })
@@ -196,6 +205,7 @@ impl Certificates {
                 let stamp = stamp(files);
                 let key = match load_pair(files) {
                     Ok(key) => Some(Arc::new(key)),
+                    Err(_) if files.managed && stamp.is_none() && !loaded.iter().any(|old| old.files == *files && old.key.is_some()) => None,
                     Err(error) => {
                         failures += 1;
                         let last = loaded
