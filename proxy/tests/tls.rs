@@ -641,6 +641,18 @@ fn cert_local_makes_a_ca_and_a_localhost_certificate_that_the_proxy_serves_trust
         let mode = std::fs::metadata(certs.join(file)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+    let check = Command::new(env!("CARGO_BIN_EXE_modproxy"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success()
+            && summary.contains(&format!("https       127.0.0.1:{tls_port}; certificates: (default)")),
+        "{summary}"
+    );
     let ca_pem = std::fs::read(certs.join("local-ca.pem")).unwrap();
     let client = client_trusting(CertificateDer::from_pem_slice(&ca_pem).unwrap());
     let proxy = Proxy::start_in(home, port);
