@@ -127,10 +127,7 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         let streams = stream_forward::bind(&config.streams)
             .await
             .with_context(|| path.display().to_string())?;
-        let addr = std::net::SocketAddr::new(config.server.listen, config.server.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
+        // HTTPS before HTTP, for the same reason.
         let https = match (&config.tls, &certificates) {
             (Some(tls), Some(certificates)) => {
                 let listener = tokio::net::TcpListener::bind(tls.listen).await.with_context(|| {
@@ -142,6 +139,10 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             }
             _ => None,
         };
+        let addr = std::net::SocketAddr::new(config.server.listen, config.server.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ([server] listen and port in {})", path.display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));

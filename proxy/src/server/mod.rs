@@ -118,15 +118,12 @@ pub async fn serve(
         let header_timeout = server.header_timeout;
         let open = metrics.client_connections.clone();
         open.inc();
-        let (tls, challenges) = match &front {
-            Front::Plain(challenges) => (None, Some(Arc::clone(challenges))),
-            Front::Tls(acceptor) => (Some((acceptor.clone(), Arc::clone(&metrics))), None),
-        };
-        tokio::spawn(async move {
-            let served = match tls {
-                None => {
-                    let service = plain_service(live.clone(), peer, challenges.unwrap_or_default());
-                    serve_plain(
+        // Two tasks of their own, so that a plain connection's task is no larger than before TLS came.
+        match &front {
+            Front::Plain(challenges) => {
+                let service = plain_service(Arc::clone(&live), peer, Arc::clone(challenges));
+                tokio::spawn(async move {
+                    let served = serve_plain(
                         stream,
                         peer,
                         live,
@@ -137,10 +134,18 @@ pub async fn serve(
                         header_timeout,
                         &stopping,
                     )
-                    .await
-                }
-                Some((acceptor, metrics)) => {
-                    match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
+                    .await;
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
+                    }
+                    open.dec();
+                    drop(slot);
+                });
+            }
+            Front::Tls(acceptor) => {
+                let (acceptor, metrics) = (acceptor.clone(), Arc::clone(&metrics));
+                tokio::spawn(async move {
+                    let served = match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
                         Ok(Some(stream)) => {
                             let service = https_service(live, peer);
                             // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
@@ -156,15 +161,15 @@ pub async fn serve(
                             metrics.tls_handshake_failures.inc();
                             Err(error.into())
                         }
+                    };
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
                     }
-                }
-            };
-            if let Err(error) = served {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+                    open.dec();
+                    drop(slot);
+                });
             }
-            open.dec();
-            drop(slot);
-        });
+        }
     }
     drop(listener);
     stopping.cancel();
