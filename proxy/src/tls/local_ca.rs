@@ -26,7 +26,7 @@ pub struct LocalArgs {
     /// The names (and IP addresses) the certificate covers.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NAMES.map(String::from))]
     pub names: Vec<String>,
-    /// The HTTPS port written into the config when it has no [tls] section yet.
+    /// The HTTPS port written into the config when it has no `[tls]` section yet.
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
     /// Make the files only: do not add the CA to the system's or the browsers' trust stores.
