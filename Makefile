@@ -6,7 +6,7 @@ CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
@@ -46,8 +46,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-rust:
+test-rust: tls-tools
 	$(CARGO) test --workspace
+
+# curl, openssl, testssl.sh and pebble (Debian's packages; pebble is a real ACME server, run offline),
+# which proxy/tests/tls.rs drives against the HTTPS listener (in CI a missing one fails the test rather
+# than skipping it); installed once, skipped when already there. testssl.sh, restricted to protocols,
+# ciphers and vulnerabilities, takes about a minute.
+tls-tools:
+	command -v curl >/dev/null && command -v openssl >/dev/null && command -v testssl >/dev/null \
+	  && command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl testssl.sh pebble; }
 
 # The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).

@@ -21,6 +21,7 @@ import platform
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,7 @@ PYTHON_SDK = Path(os.environ.get("BENCH_PYTHON_SDK", PYTHON))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
-ROWS = {r.strip() for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8").split(",") if r.strip()}
+ROWS = {r.strip() for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11").split(",") if r.strip()}
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 IDLE_CONNECTIONS = int(os.environ.get("BENCH_IDLE", "5000"))
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warn")
@@ -202,7 +203,11 @@ class RssSampler:
 
 
 def wrk(
-    url: str, seconds: float, connections: int = CONNECTIONS, body: str | None = None
+    url: str,
+    seconds: float,
+    connections: int = CONNECTIONS,
+    body: str | None = None,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, float]:
     argv = [
         "taskset",
@@ -215,6 +220,8 @@ def wrk(
         "--timeout",
         "30s",
     ]
+    for header in headers:
+        argv += ["-H", header]
     argv += ["-s", str(BENCH / "wrk" / "load.lua"), url]
     env = {**os.environ, "BENCH_BODY": body or ""}
     out = subprocess.run(
@@ -338,8 +345,43 @@ class Lab:
         proc = stack.launch_proxy(home, port, "release", self.procs.start, name, log, timeout=30)
         return proc, port
 
-    def nginx(self, locations: str, upstream_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    def modproxy_tls(self) -> tuple[subprocess.Popen[bytes], int, tuple[Path, Path]]:
+        """modproxy with an HTTPS listener on a certificate from `modproxy cert local` (which also adds
+        the [tls] section); returns the process, the HTTPS port and the certificate and key files."""
+        port, tls_port = free_port(), free_port()
+        home = self.work / f"modproxy-{port}"
+        (home / "conf").mkdir(parents=True)
+        shutil.copytree(ROOT / "html", home / "html")
+        (home / "conf" / "default.toml").write_text(
+            textwrap.dedent(f"""\
+                [server]
+                port = {port}
+                listen = "127.0.0.1"
+                root_path = "{self.site}"
+
+                [log]
+                level = "{LOG_LEVEL}"
+                """)
+        )
+        subprocess.run(
+            [str(RELEASE / "modproxy"), "--home", str(home), "cert", "local", "--no-trust", "--port", str(tls_port)],
+            check=True,
+            capture_output=True,
+        )
+        proc = self.server("modproxy", [str(RELEASE / "modproxy"), "--home", str(home)], tls_port)
+        return proc, tls_port, (home / "certs" / "localhost.pem", home / "certs" / "localhost.key")
+
+    def nginx(
+        self, locations: str, upstream_port: int | None = None, tls: tuple[Path, Path] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
+        # As modproxy's [tls]: TLS 1.2 and 1.3, a session cache and tickets (wrk speaks HTTP/1.1 only).
+        listen = (
+            f"listen 127.0.0.1:{port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; "
+            "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+            if tls
+            else f"listen 127.0.0.1:{port};"
+        )
         prefix = self.work / f"nginx-{port}"
         prefix.mkdir()
         upstream = (
@@ -369,7 +411,7 @@ class Lab:
                     {temp_paths}
                     {upstream}
                     server {{
-                        listen 127.0.0.1:{port};
+                        {listen}
                         root {self.site};
                         {locations}
                     }}
@@ -609,6 +651,74 @@ def row_idle(lab: Lab, row: Row) -> None:
     ]
 
 
+def row_tls_keepalive(lab: Lab, row: Row) -> None:
+    """HTTPS GET of the 1 KB file on keep-alive connections: TLS record cost, not handshakes."""
+    proxy, pport, cert = lab.modproxy_tls()
+    nginx, nport = lab.nginx("location / { }", tls=cert)
+    for port in (pport, nport):
+        check_https_get(port)
+    row.contestant = Contestant(
+        "modproxy HTTPS", proxy, [], lambda s: wrk(f"https://127.0.0.1:{pport}/1kb.bin", s)
+    )
+    row.peer = Contestant("nginx HTTPS", nginx, [], lambda s: wrk(f"https://127.0.0.1:{nport}/1kb.bin", s))
+    measure(row)
+
+
+def row_tls_handshakes(lab: Lab, row: Row) -> None:
+    """A new TLS connection (full handshake, no resumption: wrk does not resume) per request."""
+    proxy, pport, cert = lab.modproxy_tls()
+    nginx, nport = lab.nginx("location / { }", tls=cert)
+    close = ("Connection: close",)
+    row.contestant = Contestant(
+        "modproxy TLS handshakes",
+        proxy,
+        [],
+        lambda s: wrk(f"https://127.0.0.1:{pport}/1kb.bin", s, headers=close),
+    )
+    row.peer = Contestant(
+        "nginx TLS handshakes", nginx, [], lambda s: wrk(f"https://127.0.0.1:{nport}/1kb.bin", s, headers=close)
+    )
+    measure(row)
+
+
+def check_https_get(port: int) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/1kb.bin", timeout=10, context=context) as response:
+        if len(response.read()) != 1024:
+            raise RuntimeError(f"https://127.0.0.1:{port}/1kb.bin: not the 1 KB file")
+
+
+def row_tls_idle(lab: Lab, row: Row) -> None:
+    """5,000 idle keep-alive TLS clients, each served one GET: RSS of modproxy and of nginx."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    request = b"GET /1kb.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    proxy, pport, cert = lab.modproxy_tls()
+    nginx, nport = lab.nginx("location / { }", tls=cert)
+    for name, proc, port in (("modproxy", proxy, pport), ("nginx", nginx, nport)):
+        time.sleep(1)
+        before = tree_rss_mb(proc.pid)
+        held: list[ssl.SSLSocket] = []
+        try:
+            opened = time.monotonic()
+            for _ in range(IDLE_CONNECTIONS):
+                conn = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+                held.append(conn)
+                conn.sendall(request)
+                read_response(conn)
+            opened = time.monotonic() - opened
+            time.sleep(1)
+            with_them = tree_rss_mb(proc.pid)
+        finally:
+            for conn in held:
+                conn.close()
+        row.notes.append(
+            f"{name}: {len(held)} idle TLS keep-alive connections opened in {opened:.1f} s; RSS (with workers) "
+            f"{before:.1f} MB before, **{with_them:.1f} MB** with them open"
+        )
+
+
 def read_response(conn: socket.socket) -> None:
     """Reads one response with a Content-Length body."""
     data = b""
@@ -672,6 +782,9 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
         ),
     ),
     (Row("8", "5,000 idle keep-alive connections", "", 0.0), row_idle),
+    (Row("9", "HTTPS static 1 KB file, keep-alive", "req/s", 1.0), row_tls_keepalive),
+    (Row("10", "new TLS connections (one GET each)", "req/s", 1.0), row_tls_handshakes),
+    (Row("11", "5,000 idle TLS keep-alive connections", "", 0.0), row_tls_idle),
 ]
 
 

@@ -31,4 +31,5 @@ pub mod static_site;
 pub mod status;
 pub mod stream_forward;
 pub mod summary;
+pub mod tls;
 pub mod url_path;

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use modproxy::app::App;
 use modproxy::config::Config;
 use modproxy::metrics::Metrics;
-use modproxy::{home, logging, pid_file, reload, server, stream_forward, summary};
+use modproxy::tls::certificates::Certificates;
+use modproxy::{home, logging, pid_file, reload, server, stream_forward, summary, tls};
 
 // mimalloc: glibc's malloc cost a tenth of the proxy's time per forwarded request (bench/RESULTS.md).
 // Without transparent huge pages, which would round its idle RSS up by megabytes.
@@ -51,6 +52,16 @@ enum Command {
     },
     /// Scaffold a new backend project in Rust, Python or Node, depending on this checkout's SDK.
     New(modproxy::scaffold::NewArgs),
+    /// Certificates for the HTTPS listener.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A local CA trusted by this machine's browsers, and a certificate for https://localhost from it,
+    /// served by a [tls] section added to the config (when it has none).
+    Local(tls::local_ca::LocalArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +72,7 @@ fn main() -> ExitCode {
         Some(Command::Reload) => reload_running(cli.home.as_deref()),
         Some(Command::Stop { wait }) => stop_running(cli.home.as_deref(), Duration::from_secs(wait)),
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
+        Some(Command::Cert(CertCommand::Local(args))) => cert_local(cli.home.as_deref(), cli.config.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +98,9 @@ fn locate(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Resul
 fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
     let (home, path) = locate(home_flag, config_flag)?;
     let config = Config::load(&path, &home)?;
+    if let Some(tls) = &config.tls {
+        Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?;
+    }
     print!("{}", summary::render(&config));
     Ok(())
 }
@@ -116,18 +131,51 @@ fn stop_running(home_flag: Option<&Path>, patience: Duration) -> anyhow::Result<
     Ok(())
 }
 
+fn cert_local(
+    home_flag: Option<&Path>,
+    config_flag: Option<&Path>,
+    args: &tls::local_ca::LocalArgs,
+) -> anyhow::Result<()> {
+    let (home, path) = locate(home_flag, config_flag)?;
+    let report = tls::local_ca::run(&home, &path, args).context("cert local")?;
+    for line in report.lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<()> {
     let (home, path) = locate(home_flag, config_flag)?;
     // A bad config never binds the port.
     let config = Config::load(&path, &home)?;
     let _log_guard = logging::init(config.log_level, &home.join("logs"), config.access_log.as_ref())
         .with_context(|| format!("cannot create the log directory {}", home.join("logs").display()))?;
+    // The process-wide default too, for any crate that asks for one: a second provider would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certificates = match &config.tls {
+        Some(tls) => Some(Arc::new(
+            Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?,
+        )),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Streams first: once the HTTP port answers, every port does.
         let streams = stream_forward::bind(&config.streams)
             .await
             .with_context(|| path.display().to_string())?;
+        // HTTPS before HTTP, for the same reason.
+        let https = match (&config.tls, &certificates) {
+            (Some(tls), Some(certificates)) => {
+                let listener = tokio::net::TcpListener::bind(tls.listen).await.with_context(|| {
+                    format!("cannot listen on {} ([tls] listen and port in {})", tls.listen, path.display())
+                })?;
+                let acceptor = tls::acceptor::acceptor(Arc::clone(certificates) as _)?;
+                tracing::info!(addr = %tls.listen, certificates = tls.certificates.len(), "HTTPS listening");
+                Some((listener, acceptor))
+            }
+            _ => None,
+        };
         let addr = std::net::SocketAddr::new(config.server.listen, config.server.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -138,7 +186,30 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
-        tokio::spawn(reload::on_sighup(Arc::clone(&live), Arc::clone(&metrics), path.clone(), home.clone()));
+        tokio::spawn(reload::on_sighup(
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+            path.clone(),
+            home.clone(),
+            certificates.clone(),
+        ));
+        let challenges = Arc::new(tls::acme::Challenges::default());
+        let acme = live.load().config().tls.as_ref().and_then(|tls| tls.acme.clone());
+        if let (Some(acme), Some(certificates)) = (acme, &certificates) {
+            let (live, certificates) = (Arc::clone(&live), Arc::clone(certificates));
+            // Loaded at once rather than at the watcher's next look.
+            let obtained = move || {
+                if let Some(tls) = &live.load().config().tls {
+                    certificates.reload(&tls.certificates);
+                }
+            };
+            tokio::spawn(tls::acme::keep_current(acme, Arc::clone(&challenges), Arc::clone(&metrics), obtained));
+        }
+        if let Some(certificates) = &certificates {
+            let live = Arc::clone(&live);
+            let current = move || live.load().config().tls.as_ref().map(|tls| tls.certificates.clone()).unwrap_or_default();
+            tokio::spawn(Arc::clone(certificates).watch(current, Arc::clone(&metrics)));
+        }
         let stopping = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
             let stopping = stopping.clone();
@@ -147,8 +218,15 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
                 stopping.cancel();
             }
         });
+        let serve_https = async {
+            if let Some((listener, acceptor)) = https {
+                let front = server::Front::Tls(acceptor);
+                server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, front, stopping.clone().cancelled_owned()).await;
+            }
+        };
         tokio::join!(
-            server::serve(live, Arc::clone(&metrics), listener, stopping.clone().cancelled_owned()),
+            server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, server::Front::Plain(challenges), stopping.clone().cancelled_owned()),
+            serve_https,
             stream_forward::serve(streams, &metrics, stopping.clone()),
         );
         tracing::info!("modproxy stopped");

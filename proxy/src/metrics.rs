@@ -62,6 +62,12 @@ pub struct Metrics {
     pub client_connections: Gauge,
     /// Client connections turned away because `max_connections` was reached.
     pub refused_connections: Counter,
+    /// TLS handshakes that failed or timed out on the HTTPS listener.
+    pub tls_handshake_failures: Counter,
+    /// Certificate files that could not be loaded on a reload (the last good certificate serves on).
+    pub tls_certificate_errors: Counter,
+    /// ACME attempts that failed to obtain or renew a certificate.
+    pub tls_acme_failures: Counter,
     /// Configuration reloads, by outcome.
     reloads: Family<ReloadLabels, Counter>,
     stream_connections: Family<StreamLabels, Counter>,
@@ -147,6 +153,24 @@ impl Metrics {
             "Client connections refused at the max_connections limit",
             refused_connections.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let tls_certificate_errors = Counter::default();
+        registry.register(
+            "tls_certificate_errors",
+            "Certificate files that failed to load on a reload; the last good certificate serves on",
+            tls_certificate_errors.clone(),
+        );
+        let tls_acme_failures = Counter::default();
+        registry.register(
+            "tls_acme_failures",
+            "ACME attempts that failed to obtain or renew a certificate; the current one serves on",
+            tls_acme_failures.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -191,6 +215,9 @@ impl Metrics {
             pooled,
             client_connections,
             refused_connections,
+            tls_handshake_failures,
+            tls_certificate_errors,
+            tls_acme_failures,
             reloads,
             stream_connections,
             stream_open,

@@ -7,9 +7,17 @@ use std::sync::Arc;
 use crate::app::{App, LiveApp};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tls::certificates::Certificates;
 
-/// Watches for SIGHUP for as long as the returned future runs.
-pub async fn on_sighup(live: LiveApp, metrics: Arc<Metrics>, config_path: PathBuf, home: PathBuf) {
+/// Watches for SIGHUP for as long as the returned future runs. The HTTPS listener's `certificates` are
+/// re-read too, from the new configuration's list (or the old one's, when the new one was refused).
+pub async fn on_sighup(
+    live: LiveApp,
+    metrics: Arc<Metrics>,
+    config_path: PathBuf,
+    home: PathBuf,
+    certificates: Option<Arc<Certificates>>,
+) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP; configuration reload is off");
         return;
@@ -17,6 +25,18 @@ pub async fn on_sighup(live: LiveApp, metrics: Arc<Metrics>, config_path: PathBu
     while hangups.recv().await.is_some() {
         let ok = reload(&live, &metrics, &config_path, &home);
         metrics.reloaded(ok);
+        if let Some(certificates) = &certificates {
+            let files = live.load().config().tls.as_ref().map(|tls| tls.certificates.clone());
+            match files {
+                Some(files) => {
+                    let failures = certificates.reload(&files);
+                    metrics.tls_certificate_errors.inc_by(failures as u64);
+                }
+                None => {
+                    tracing::warn!("[tls] was removed: HTTPS stops only on restart, with its certificates as they are")
+                }
+            }
+        }
     }
 }
 
@@ -45,6 +65,9 @@ pub fn reload(live: &LiveApp, metrics: &Arc<Metrics>, path: &Path, home: &Path) 
     }
     if old.config().access_log != config.access_log {
         tracing::warn!("[log] access and access_format take effect only on restart");
+    }
+    if old.config().tls.as_ref().map(|tls| tls.listen) != config.tls.as_ref().map(|tls| tls.listen) {
+        tracing::warn!("[tls] listen and port, and adding [tls], take effect only on restart");
     }
     if old.config().streams != config.streams {
         tracing::warn!("[[stream]] sections take effect only on restart");

@@ -28,6 +28,28 @@ pub fn render(config: &Config) -> String {
             "raw frames  on: socket-protocol clients are served on the HTTP port too"
         );
     }
+    if let Some(tls) = &config.tls {
+        let names: Vec<String> = tls
+            .certificates
+            .iter()
+            .map(|cert| match cert.names.as_slice() {
+                [] => "(default)".to_owned(),
+                names => names.join(","),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "https       {}; certificates: {}{}{}",
+            tls.listen,
+            names.join(" "),
+            if tls.acme.is_some() { " (last from ACME)" } else { "" },
+            if tls.redirect_http {
+                "; plain HTTP redirects"
+            } else {
+                ""
+            },
+        );
+    }
     for stream in &config.streams {
         let _ = writeln!(
             out,

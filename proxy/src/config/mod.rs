@@ -42,6 +42,55 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// Every `[[stream]]` section, in config order.
     pub streams: Vec<StreamConfig>,
+    /// `[tls]`: the HTTPS listener, when configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`, resolved: an HTTPS listener beside the HTTP one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Where the HTTPS listener binds (`[tls] listen`, default `[server] listen`, and `port`).
+    pub listen: std::net::SocketAddr,
+    /// The certificates, in config order; the first is served when no name matches.
+    pub certificates: Vec<CertificateFiles>,
+    /// Plain-HTTP requests are answered 308 to the same URL over HTTPS.
+    pub redirect_http: bool,
+    /// The `Strict-Transport-Security` value HTTPS responses carry, when `hsts_max_age` is set.
+    pub hsts: Option<http::HeaderValue>,
+    /// `acme = { ... }`: certificates obtained and renewed automatically.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[tls] acme`, resolved. Its certificate is the last of [`TlsConfig::certificates`] (marked `managed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The account's contact address.
+    pub email: String,
+    /// The names the certificate covers (lower case).
+    pub domains: Vec<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// A PEM root to trust for the directory's own HTTPS (a private or test ACME server).
+    pub ca_root: Option<PathBuf>,
+    /// Renew when the certificate expires within this.
+    pub renew_before: Duration,
+    /// How often expiry is checked (and a failed attempt retried).
+    pub check_every: Duration,
+    /// Where the account and the certificates are kept: `HOME/certs/acme`.
+    pub dir: PathBuf,
+}
+
+/// One `[[tls.certificate]]`: PEM files (absolute) and the server names they answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertificateFiles {
+    /// Lower-case names: `example.com`, or `*.example.com` for any one label before it.
+    pub names: Vec<String>,
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Written by ACME: missing until the first certificate is obtained, which is not an error.
+    pub managed: bool,
 }
 
 /// `[server]`, resolved.
@@ -779,5 +828,71 @@ fail_timeout = 5
         assert_eq!(access("[log]\naccess = \"off\"\n"), None);
         assert_eq!(access("[log]\naccess = false\n"), None);
         assert!(parse("[log]\naccess_format = \"common\"\n").is_err());
+    }
+
+    #[test]
+    fn tls_section() {
+        let config = parse(concat!(
+            "[server]\nport = 80\nlisten = \"127.0.0.1\"\n",
+            "[tls]\nport = 443\nredirect_http = true\nhsts_max_age = 600\n",
+            "[[tls.certificate]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n",
+            "[[tls.certificate]]\nnames = [\"Shop.Example\", \"*.apps.example\"]\ncert = \"/etc/b.pem\"\nkey = \"/etc/b.key\"\n",
+        ))
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.listen.to_string(), "127.0.0.1:443");
+        assert!(tls.redirect_http);
+        assert_eq!(tls.hsts.unwrap(), "max-age=600");
+        assert_eq!(tls.certificates[0].cert, Path::new("/home/mp/certs/a.pem"));
+        assert!(tls.certificates[0].names.is_empty());
+        assert_eq!(tls.certificates[1].names, ["shop.example", "*.apps.example"]);
+        assert_eq!(tls.certificates[1].key, Path::new("/etc/b.key"));
+        assert!(parse("").unwrap().tls.is_none(), "HTTPS is off unless [tls] is there");
+        let acme = parse(concat!(
+            "[tls]\nport = 443\n",
+            "acme = { email = \"ops@example.com\", domains = [\"Example.com\", \"www.example.com\"], directory = \"https://acme.test/dir\" }\n",
+        ))
+        .unwrap()
+        .tls
+        .unwrap();
+        let managed = &acme.certificates[0];
+        assert_eq!(managed.names, ["example.com", "www.example.com"]);
+        assert_eq!(managed.cert, Path::new("/home/mp/certs/acme/example.com.pem"));
+        assert!(managed.managed);
+        let acme = acme.acme.unwrap();
+        assert_eq!(
+            (acme.renew_before, acme.check_every),
+            (Duration::from_secs(30 * 86_400), Duration::from_secs(12 * 3600))
+        );
+
+        let cert = "[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\n";
+        let cases = [
+            (
+                "[tls]\nport = 8080\n".to_owned() + cert,
+                "HTTPS needs a port of its own",
+            ),
+            ("[tls]\nport = 8443\n".to_owned(), "has no certificate"),
+            (
+                "[tls]\nport = 8443\nlisten = \"x\"\n".to_owned() + cert,
+                "not an IP address",
+            ),
+            (format!("[tls]\nport = 8443\n{cert}{cert}"), "#2: names is empty"),
+            (
+                format!("[tls]\nport = 8443\n{cert}names = [\"*.com\"]\n"),
+                "too wide a wildcard",
+            ),
+            (
+                format!("[tls]\nport = 8443\n{cert}names = [\"a.*.com\"]\n"),
+                "not a DNS name",
+            ),
+            (
+                "[tls]\nport = 8443\nredirect = true\n".to_owned() + cert,
+                "unknown key 'redirect'",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
     }
 }

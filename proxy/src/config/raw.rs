@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) stream: Vec<RawStream>,
+    pub(super) tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -284,4 +285,40 @@ pub(super) struct RawStream {
     pub(super) connect_timeout: Option<Seconds>,
     pub(super) fail_timeout: Option<Seconds>,
     pub(super) idle_timeout: Option<Seconds>,
+}
+
+/// `[tls]` as written: the HTTPS listener.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) port: u16,
+    pub(super) listen: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_http: bool,
+    pub(super) hsts_max_age: Option<u64>,
+    #[serde(default)]
+    pub(super) certificate: Vec<RawCertificate>,
+    pub(super) acme: Option<RawAcme>,
+}
+
+/// `[tls] acme = { ... }`: certificates obtained and renewed from an ACME server.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) email: String,
+    pub(super) domains: Vec<String>,
+    pub(super) directory: String,
+    pub(super) ca_root: Option<String>,
+    pub(super) renew_before: Option<Seconds>,
+    pub(super) check_every: Option<Seconds>,
+}
+
+/// One `[[tls.certificate]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    #[serde(default)]
+    pub(super) names: Vec<String>,
+    pub(super) cert: String,
+    pub(super) key: String,
 }

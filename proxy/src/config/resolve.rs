@@ -6,12 +6,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::key_path::KeyPath;
-use super::raw::{AccessSetting, RawBackendModule, RawConfig, RawStream, RawUpstream, Seconds};
+use super::raw::{AccessSetting, RawAcme, RawBackendModule, RawConfig, RawStream, RawTls, RawUpstream, Seconds};
 use super::{
-    AccessFormat, AccessLogConfig, Config, HeadSource, Module, Policy, RateLimit, ServerConfig, StreamConfig, Upstream,
-    INNER_MODULE,
+    AccessFormat, AccessLogConfig, AcmeConfig, CertificateFiles, Config, HeadSource, Module, Policy, RateLimit,
+    ServerConfig, StreamConfig, TlsConfig, Upstream, INNER_MODULE,
 };
-
 /// A value that parsed but cannot be used: what is wrong, and the key (or module entry) to blame, whose
 /// line the message will name.
 pub(super) struct Invalid {
@@ -99,6 +98,12 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         trusted_proxies,
         proxy_protocol: server.proxy_protocol,
     };
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|tls| tls_config(tls, &server_config, home))
+        .transpose()
+        .map_err(|message| Invalid::at(KeyPath::of(&["tls"]), message))?;
 
     let mut modules = HashMap::new();
     let mut policies = HashMap::new();
@@ -164,6 +169,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         log_level: raw.log.level,
         access_log: access_log(raw.log.access, raw.log.access_format, home),
         streams,
+        tls,
     })
 }
 
@@ -406,5 +412,131 @@ fn check_socket_addr(node: &str) -> Result<(), &'static str> {
         return Err("has no host");
     }
     port.parse::<u16>().map_err(|_| "has a bad port")?;
+    Ok(())
+}
+
+fn tls_config(raw: &RawTls, server: &ServerConfig, home: &Path) -> Result<TlsConfig, String> {
+    let listen = match &raw.listen {
+        None => server.listen,
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("[tls] listen = {text:?} is not an IP address (try \"0.0.0.0\" or \"127.0.0.1\")"))?,
+    };
+    if raw.port == server.port && listen == server.listen {
+        return Err(format!(
+            "[tls] port = {} is [server] port too; HTTPS needs a port of its own (443 or 8443, say)",
+            raw.port
+        ));
+    }
+    if raw.certificate.is_empty() && raw.acme.is_none() {
+        return Err(
+            "[tls] has no certificate; add [[tls.certificate]] with cert and key files, or acme = { ... }".into(),
+        );
+    }
+    let mut certificates = Vec::new();
+    for (index, entry) in raw.certificate.iter().enumerate() {
+        let names = entry
+            .names
+            .iter()
+            .map(|name| {
+                let name = name.trim().to_ascii_lowercase();
+                check_server_name(&name)
+                    .map(|()| name.clone())
+                    .map_err(|why| format!("[[tls.certificate]] #{}: name {name:?} {why}", index + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.is_empty() && index > 0 {
+            return Err(format!(
+                "[[tls.certificate]] #{}: names is empty; only the first certificate (the default) may go without names",
+                index + 1
+            ));
+        }
+        certificates.push(CertificateFiles {
+            names,
+            cert: home.join(&entry.cert),
+            key: home.join(&entry.key),
+            managed: false,
+        });
+    }
+    let acme = raw.acme.as_ref().map(|acme| acme_config(acme, home)).transpose()?;
+    if let Some(acme) = &acme {
+        let stem = &acme.domains[0];
+        certificates.push(CertificateFiles {
+            names: acme.domains.clone(),
+            cert: acme.dir.join(format!("{stem}.pem")),
+            key: acme.dir.join(format!("{stem}.key")),
+            managed: true,
+        });
+    }
+    let hsts = raw
+        .hsts_max_age
+        .map(|age| http::HeaderValue::from_str(&format!("max-age={age}")).expect("digits are a header value"));
+    Ok(TlsConfig {
+        listen: std::net::SocketAddr::new(listen, raw.port),
+        certificates,
+        redirect_http: raw.redirect_http,
+        hsts,
+        acme,
+    })
+}
+
+fn acme_config(raw: &RawAcme, home: &Path) -> Result<AcmeConfig, String> {
+    if raw.domains.is_empty() {
+        return Err("[tls] acme: domains is empty; list the names to get a certificate for".into());
+    }
+    let domains = raw
+        .domains
+        .iter()
+        .map(|name| {
+            let name = name.trim().to_ascii_lowercase();
+            match check_server_name(&name) {
+                Ok(()) if !name.starts_with("*.") => Ok(name),
+                Ok(()) => Err(format!(
+                    "[tls] acme: {name:?}: a wildcard needs DNS-01, which modproxy does not do"
+                )),
+                Err(why) => Err(format!("[tls] acme: domain {name:?} {why}")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !raw.directory.starts_with("https://") {
+        return Err(format!(
+            "[tls] acme: directory = {:?} must be an https:// URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)",
+            raw.directory
+        ));
+    }
+    if !raw.email.contains('@') {
+        return Err(format!("[tls] acme: email = {:?} is not an address", raw.email));
+    }
+    Ok(AcmeConfig {
+        email: raw.email.clone(),
+        domains,
+        directory: raw.directory.clone(),
+        ca_root: raw.ca_root.as_ref().map(|root| home.join(root)),
+        renew_before: raw
+            .renew_before
+            .map_or(std::time::Duration::from_secs(30 * 86_400), Seconds::duration),
+        check_every: raw
+            .check_every
+            .map_or(std::time::Duration::from_secs(12 * 3600), Seconds::duration),
+        dir: home.join("certs/acme"),
+    })
+}
+
+/// A DNS name, or `*.` and a DNS name of two labels or more.
+fn check_server_name(name: &str) -> Result<(), &'static str> {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    if name.starts_with("*.") && !host.contains('.') {
+        return Err("is too wide a wildcard; write *.example.com");
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err("is not a DNS name (a wildcard may only be a leading *.)");
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ use hyper::rt::{ReadBufCursor, Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +33,21 @@ use crate::body::Body;
 /// and reused by the next connection rather than piling up in the heap.
 const PARK_AFTER: Duration = Duration::from_millis(10);
 
+/// A connection that can wait for the client's next bytes without a read buffer: plain TCP, or TLS over it.
+pub(crate) trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when the client has sent something (or the socket failed).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl Parkable for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+}
+
 /// Serves HTTP/1.1 on `stream`, parking it without hyper between requests (see the module docs).
-pub(super) async fn serve_http1<S>(
-    mut stream: TcpStream,
+pub(super) async fn serve_http1<T: Parkable, S>(
+    mut stream: T,
     mut service: S,
     h1: &http1::Builder,
     stopping: &CancellationToken,
@@ -164,13 +177,13 @@ impl Idle {
 }
 
 /// The connection's socket, with bytes read before it was parked to give hyper first.
-struct ParkIo {
-    io: TokioIo<TcpStream>,
+struct ParkIo<T> {
+    io: TokioIo<T>,
     unread: Bytes,
     idle: Arc<Idle>,
 }
 
-impl hyper::rt::Read for ParkIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for ParkIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.unread.is_empty() {
@@ -182,7 +195,7 @@ impl hyper::rt::Read for ParkIo {
     }
 }
 
-impl hyper::rt::Write for ParkIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for ParkIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.idle.flushed.store(false, Ordering::Relaxed);
@@ -331,7 +344,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let done = tokio::spawn(serve(app, metrics, listener, stop.clone().cancelled_owned()));
+        let done = tokio::spawn(serve(
+            app,
+            metrics,
+            listener,
+            crate::server::Front::Plain(Default::default()),
+            stop.clone().cancelled_owned(),
+        ));
         Server {
             addr,
             stop,

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
@@ -25,14 +25,15 @@ use crate::body::Body;
 /// would hold its connection slot for ever: a connection with no request being handled that moves no
 /// byte either way for `idle_after` is shut down gracefully (the client is told to go away), and dropped
 /// if it stays quiet for `idle_after` more (a client that never acknowledges the goodbye).
-pub(super) async fn serve_auto<S>(
-    stream: TcpStream,
+pub(super) async fn serve_auto<T, S>(
+    stream: T,
     service: S,
     http: &auto::Builder<TokioExecutor>,
     idle_after: Duration,
     stopping: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -105,12 +106,12 @@ impl Drop for Handling {
 }
 
 /// A socket that records when it last read or wrote a byte.
-struct ActivityIo {
-    io: TokioIo<TcpStream>,
+struct ActivityIo<T> {
+    io: TokioIo<T>,
     watch: Arc<Watch>,
 }
 
-impl hyper::rt::Read for ActivityIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for ActivityIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -121,7 +122,7 @@ impl hyper::rt::Read for ActivityIo {
     }
 }
 
-impl hyper::rt::Write for ActivityIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for ActivityIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);

@@ -4,21 +4,28 @@
 //!
 //! HTTP/1 connections are served by [`http1_parking`], which frees hyper's buffers while a keep-alive
 //! connection idles; HTTP/2 ones by [`http2_idle`], which bounds how long one may sit idle.
+//!
+//! The same loop serves the HTTPS listener ([`Front::Tls`]): the TLS handshake first, then HTTP/2 or
+//! HTTP/1 as ALPN chose, over the TLS stream. Raw frames are plain-TCP only.
 
 mod http1_parking;
 mod http2_idle;
 mod proxy_header;
+mod tls_stream;
 
 use http1_parking::serve_http1;
 use http2_idle::serve_auto;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,15 +34,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::LiveApp;
+use crate::app::{App, LiveApp};
+use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::raw_frames;
+use crate::tls::acme::Challenges;
+use crate::tls::redirect;
+
+/// What a listener speaks.
+pub enum Front {
+    /// Plain HTTP (and raw frames, when `[server] raw_frames` is on), answering ACME's HTTP-01
+    /// challenges from these.
+    Plain(Arc<Challenges>),
+    /// HTTPS: a TLS handshake with this acceptor first.
+    Tls(tokio_rustls::TlsAcceptor),
+}
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The answer to a connection over `max_connections`; written raw, since hyper never sees it.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\nThe server is at its connection limit; try again soon.\n";
 
 /// HTTP/2 flow-control windows: how much request body a client may send on one stream, and on the
 /// whole connection, before the proxy reads it. hyper's defaults (1 MiB and 5 MiB) let every connection
@@ -52,14 +74,18 @@ const H2_MAX_SEND_BUF: usize = 256 * 1024;
 const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_ERROR_RESETS: usize = 64;
 
-/// The answer to a connection over `max_connections`; written raw, since hyper never sees it.
-const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\nThe server is at its connection limit; try again soon.\n";
-
 /// What an HTTP/2 client sends first (prior knowledge); anything else is served as HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves the current `app` on `listener` until `shutdown` completes.
-pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves the current `app` on `listener` until `shutdown` completes. Each listener admits up to
+/// `max_connections` of its own.
+pub async fn serve(
+    app: LiveApp,
+    metrics: Arc<Metrics>,
+    listener: TcpListener,
+    front: Front,
+    shutdown: impl Future<Output = ()>,
+) {
     let server = app.load().config().server.clone();
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
@@ -105,59 +131,81 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics.refused_connections.inc();
             tracing::warn!(%peer, limit = server.max_connections, "connection refused: at [server] max_connections");
-            tokio::spawn(turn_away(stream));
+            // A TLS client could not read a plain answer: it is just closed.
+            if matches!(front, Front::Plain(_)) {
+                tokio::spawn(turn_away(stream));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let live = Arc::clone(&app);
-        let app = Arc::clone(&app);
         let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
         let (header_timeout, proxy_protocol) = (server.header_timeout, server.proxy_protocol);
         let open = metrics.client_connections.clone();
         open.inc();
-        tokio::spawn(async move {
-            let mut stream = stream;
-            // `[server] proxy_protocol`: the balancer in front names the client before anything else.
-            let peer = if proxy_protocol {
-                match proxy_header::read(&mut stream, header_timeout).await {
-                    Ok(client) => client.unwrap_or(peer),
-                    Err(error) => {
-                        tracing::warn!(%peer, %error, "connection closed: [server] proxy_protocol needs a valid PROXY header");
+        // Two tasks of their own, so that a plain connection's task is no larger than before TLS came.
+        match &front {
+            Front::Plain(challenges) => {
+                let challenges = Arc::clone(challenges);
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let Some(peer) = announced_client(&mut stream, peer, proxy_protocol, header_timeout).await else {
                         open.dec();
-                        drop(slot);
-                        return;
+                        return drop(slot);
+                    };
+                    let service = plain_service(Arc::clone(&live), peer, challenges);
+                    let served = serve_plain(
+                        stream,
+                        peer,
+                        live,
+                        service,
+                        &http,
+                        &h1,
+                        watcher,
+                        header_timeout,
+                        &stopping,
+                    )
+                    .await;
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
                     }
-                }
-            } else {
-                peer
-            };
-            let service = service_fn(move |request| {
-                let app = app.load_full();
-                async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
-            });
-            // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
-            if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
-                let served = match first_bytes(&stream, header_timeout, &stopping).await {
-                    // HTTP/2, or too few bytes to rule it out: hyper-util tells them apart, as before.
-                    Some(true) => {
-                        // Held, as for HTTP/1 below: `stopping` drives the graceful shutdown.
-                        let _watcher = watcher;
-                        serve_auto(stream, service, &http, header_timeout, &stopping).await
-                    }
-                    Some(false) => {
-                        // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
-                        let _watcher = watcher;
-                        serve_http1(stream, service, &h1, &stopping).await.map_err(Into::into)
-                    }
-                    None => Ok(()),
-                };
-                if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
-                }
+                    open.dec();
+                    drop(slot);
+                });
             }
-            open.dec();
-            drop(slot);
-        });
+            Front::Tls(acceptor) => {
+                let (acceptor, metrics) = (acceptor.clone(), Arc::clone(&metrics));
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let Some(peer) = announced_client(&mut stream, peer, proxy_protocol, header_timeout).await else {
+                        open.dec();
+                        return drop(slot);
+                    };
+                    let served = match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
+                        Ok(Some(stream)) => {
+                            let service = https_service(live, peer);
+                            // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
+                            let _watcher = watcher;
+                            if tls_stream::is_h2(&stream) {
+                                serve_auto(stream, service, &http, header_timeout, &stopping).await
+                            } else {
+                                serve_http1(stream, service, &h1, &stopping).await.map_err(Into::into)
+                            }
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => {
+                            metrics.tls_handshake_failures.inc();
+                            Err(error.into())
+                        }
+                    };
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
+                    }
+                    open.dec();
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     stopping.cancel();
@@ -165,6 +213,146 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
     }
+}
+
+/// The client of a new connection: the socket peer, or with `[server] proxy_protocol` the address its
+/// PROXY header names (read before anything else, TLS included). `None`: no valid header; closed.
+async fn announced_client(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    proxy_protocol: bool,
+    header_timeout: Duration,
+) -> Option<SocketAddr> {
+    if !proxy_protocol {
+        return Some(peer);
+    }
+    match proxy_header::read(stream, header_timeout).await {
+        Ok(client) => Some(client.unwrap_or(peer)),
+        Err(error) => {
+            tracing::warn!(%peer, %error, "connection closed: [server] proxy_protocol needs a valid PROXY header");
+            None
+        }
+    }
+}
+
+type ServeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A plain-TCP connection: raw frames when they are on, else HTTP/2 or HTTP/1 by the first bytes.
+#[allow(clippy::too_many_arguments)]
+async fn serve_plain<S>(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    live: LiveApp,
+    service: S,
+    http: &auto::Builder<TokioExecutor>,
+    h1: &http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+    stopping: &CancellationToken,
+) -> ServeResult
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
+    let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, stopping).await else {
+        return Ok(());
+    };
+    // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
+    let _watcher = watcher;
+    match first_bytes(&stream, header_timeout, stopping).await {
+        // HTTP/2, or too few bytes to rule it out: hyper-util tells them apart.
+        Some(true) => serve_auto(stream, service, http, header_timeout, stopping).await,
+        Some(false) => serve_http1(stream, service, h1, stopping).await.map_err(Into::into),
+        None => Ok(()),
+    }
+}
+
+/// The service of a plain-HTTP connection: ACME's challenges, the redirect to HTTPS when it is on, and
+/// the app.
+fn plain_service(
+    live: LiveApp,
+    peer: std::net::SocketAddr,
+    challenges: Arc<Challenges>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send
+       + Unpin
+       + 'static {
+    service_fn(move |request: Request<Incoming>| {
+        let app = live.load_full();
+        let challenge = request
+            .uri()
+            .path()
+            .starts_with(redirect::ACME_CHALLENGE_PREFIX)
+            .then(|| challenges.answer(request.uri().path()))
+            .flatten();
+        async move {
+            if let Some(answer) = challenge {
+                return Ok(Response::new(body::full(answer)));
+            }
+            if let Some(location) = https_redirect(&app, &request) {
+                return Ok(moved_to(&location));
+            }
+            Ok::<_, Infallible>(app.handle(request, peer).await)
+        }
+    })
+}
+
+/// The service of an HTTPS connection: the app, and the HSTS header when `[tls] hsts_max_age` is set.
+fn https_service(
+    live: LiveApp,
+    peer: std::net::SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send
+       + Unpin
+       + 'static {
+    service_fn(move |request: Request<Incoming>| {
+        let app = live.load_full();
+        async move {
+            let mut response = app.handle(request, peer).await;
+            if let Some(hsts) = app.config().tls.as_ref().and_then(|tls| tls.hsts.clone()) {
+                response
+                    .headers_mut()
+                    .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(hsts);
+            }
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+/// Where a plain-HTTP request goes instead, when `[tls] redirect_http` is on.
+fn https_redirect(app: &App, request: &Request<Incoming>) -> Option<String> {
+    let tls = app.config().tls.as_ref().filter(|tls| tls.redirect_http)?;
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|host| host.to_str().ok());
+    redirect::https_location(request.uri(), host, tls.listen.port())
+}
+
+/// 308: the same request, method and body included, at `location`.
+fn moved_to(location: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
 }
 
 /// Waits for the client's first bytes: `Some(true)` when they may begin the HTTP/2 preface, `Some(false)`
