@@ -5,8 +5,14 @@
 //! waiting, since a backend answers a connection's requests in order. On loopback the cost is per write
 //! and per wake-up, not per byte, so one write for many requests is the saving.
 //!
-//! The price is head-of-line blocking: a reply waits for the replies owed before it on its lane. A new
-//! request therefore joins the oldest lane that has room, and a lane never holds more than N.
+//! A new request joins the oldest lane that has room, and a lane never holds more than N. A wire may match
+//! replies by order ([`Replies::next`]) or by a key the reply carries ([`Replies::take`]); with the latter
+//! (sequenced socket replies) a slow reply holds up nobody.
+//!
+//! Limits ([`LaneLimits`]): at most `max_lanes` lanes per node (a request finding them all full waits
+//! [`ROOM_WAIT`] for room, then is handed back as busy); a lane whose oldest request has waited longer than
+//! `overdue` takes no new requests and closes once every request still waiting on it is answered or given
+//! up by its caller; a lane idle for `idle` closes.
 //!
 //! What goes on the wire is a [`Wire`]'s business: length-line frames for socket modules
 //! ([`crate::socket_forward::pipeline`]), HTTP/1.1 for HTTP modules ([`crate::http_forward::pipeline`]).
@@ -16,13 +22,23 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long a request waits for room when every lane to its node is full and no more may open.
+pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a node that refused pipelining ([`Wire::handshake`]) is remembered as one that does not: its
+/// requests go one at a time on plain connections meanwhile, and the next lane asks again.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
+
+/// How often a lane looks at its waiting requests' ages and its idleness.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// Buffers larger than this are given back once empty, so a lane that once carried a big request or
 /// reply stays small.
@@ -47,7 +63,20 @@ pub trait Wire: Clone + Send + Sync + 'static {
     /// The outcome of a request that may have been written, whose lane closed before its reply came.
     fn closed() -> Self::Outcome;
 
-    /// Reads replies, handing each to [`Replies::next`], until the connection ends, the reply stream
+    /// Asks the peer, before any request goes out on `stream`, whether it takes `depth` requests in flight
+    /// together; `false` (a refusal, a close, no answer within `within`) leaves the connection unused and
+    /// the node remembered as one that does not ([`Lanes::pipelines`]). The default asks nothing.
+    fn handshake(
+        &mut self,
+        stream: &mut TcpStream,
+        depth: usize,
+        within: Duration,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (stream, depth, within);
+        async { true }
+    }
+
+    /// Reads replies, handing each to [`Replies::next`] or [`Replies::take`], until the connection ends, the reply stream
     /// breaks, or [`Replies::finished`].
     fn read_replies(
         &mut self,
@@ -59,10 +88,53 @@ pub trait Wire: Clone + Send + Sync + 'static {
 /// The lanes of one module's nodes.
 #[derive(Debug)]
 pub struct Lanes<W: Wire> {
-    nodes: Vec<Mutex<Vec<Arc<Lane<W>>>>>,
+    nodes: Vec<Arc<NodeLanes<W>>>,
     depth: usize,
     connect_timeout: Duration,
+    limits: LaneLimits,
+    report: Option<Report>,
     wire: W,
+}
+
+/// Told the index of a node that broke the wire's rules ([`Lanes::when_broken`]).
+#[derive(Clone)]
+struct Report(Arc<dyn Fn(usize) + Send + Sync>);
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Report")
+    }
+}
+
+/// Bounds on a node's lanes (see the module's doc).
+#[derive(Debug, Clone, Copy)]
+pub struct LaneLimits {
+    /// Most lanes open at once to one node.
+    pub max_lanes: usize,
+    /// Age of a lane's oldest waiting request past which the lane takes no new requests.
+    pub overdue: Option<Duration>,
+    /// How long a lane with nothing to do stays open.
+    pub idle: Option<Duration>,
+}
+
+impl Default for LaneLimits {
+    fn default() -> Self {
+        LaneLimits {
+            max_lanes: usize::MAX,
+            overdue: None,
+            idle: None,
+        }
+    }
+}
+
+/// One node's lanes, and what it said to pipelining.
+#[derive(Debug)]
+struct NodeLanes<W: Wire> {
+    lanes: Mutex<Vec<Arc<Lane<W>>>>,
+    /// When the node last refused pipelining.
+    refused_at: Mutex<Option<Instant>>,
+    /// The node's position, for [`Lanes::when_broken`].
+    index: usize,
 }
 
 #[derive(Debug)]
@@ -70,6 +142,29 @@ struct Lane<W: Wire> {
     jobs: mpsc::UnboundedSender<Job<W>>,
     /// Requests queued or written whose replies have not come.
     in_flight: AtomicUsize,
+    state: Arc<LaneState<W>>,
+}
+
+/// What a lane's task and its module both see of it.
+struct LaneState<W: Wire> {
+    waiting: Waiting<W>,
+    /// Takes no new requests (overdue, idle or closing).
+    retired: AtomicBool,
+}
+
+impl<W: Wire> std::fmt::Debug for LaneState<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneState")
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Wire> LaneState<W> {
+    fn oldest_waited_longer_than(&self, limit: Duration) -> bool {
+        let waiting = self.waiting.lock().expect("waiting lock");
+        waiting.front().is_some_and(|entry| entry.since.elapsed() > limit)
+    }
 }
 
 #[derive(Debug)]
@@ -78,18 +173,54 @@ struct Job<W: Wire> {
     outcome: oneshot::Sender<W::Outcome>,
 }
 
+/// A request written and not yet answered.
+struct Entry<W: Wire> {
+    expect: W::Expect,
+    outcome: oneshot::Sender<W::Outcome>,
+    since: Instant,
+}
+
 /// Requests written and not yet answered, oldest first.
-type Waiting<W> = Mutex<VecDeque<(<W as Wire>::Expect, oneshot::Sender<<W as Wire>::Outcome>)>>;
+type Waiting<W> = Mutex<VecDeque<Entry<W>>>;
 
 impl<W: Wire> Lanes<W> {
     /// Lanes for `node_count` nodes, each carrying at most `depth` requests at a time.
     pub fn new(node_count: usize, depth: usize, connect_timeout: Duration, wire: W) -> Self {
         Lanes {
-            nodes: (0..node_count).map(|_| Mutex::default()).collect(),
+            nodes: (0..node_count)
+                .map(|index| {
+                    Arc::new(NodeLanes {
+                        lanes: Mutex::default(),
+                        refused_at: Mutex::default(),
+                        index,
+                    })
+                })
+                .collect(),
             depth,
             connect_timeout,
+            limits: LaneLimits::default(),
+            report: None,
             wire,
         }
+    }
+
+    /// The same lanes under `limits`.
+    pub fn with_limits(mut self, limits: LaneLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether node `index` is taken to pipeline: false for [`REFUSAL_MEMORY`] after it refused.
+    pub fn pipelines(&self, index: usize) -> bool {
+        let refused_at = self.nodes[index].refused_at.lock().expect("lanes lock");
+        !refused_at.is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
+    }
+
+    /// The same lanes, calling `report` with a node's index as soon as one of its lanes sees it break the
+    /// wire's rules (to mask it), whether or not a request was waiting then.
+    pub fn when_broken(mut self, report: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.report = Some(Report(Arc::new(report)));
+        self
     }
 
     /// Sends `request` to node `index` (at `addr`, `host:port`) and waits for what became of it.
@@ -97,7 +228,17 @@ impl<W: Wire> Lanes<W> {
     /// away when it comes.
     pub async fn call(&self, index: usize, addr: &str, request: W::Request) -> W::Outcome {
         let (outcome, answer) = oneshot::channel();
-        let lane = self.lane(index, addr);
+        let waited = Instant::now();
+        let lane = loop {
+            if let Some(lane) = self.lane(index, addr) {
+                break lane;
+            }
+            if waited.elapsed() >= ROOM_WAIT {
+                let full = io::Error::new(io::ErrorKind::WouldBlock, "every lane to the node is full");
+                return W::unsent(Some(full));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         if lane.jobs.send(Job { request, outcome }).is_err() {
             // The lane closed since it was chosen; the request is still in hand.
             lane.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -110,37 +251,66 @@ impl<W: Wire> Lanes<W> {
 
     /// Open lanes to node `index`.
     pub fn open(&self, index: usize) -> usize {
-        let mut lanes = self.nodes[index].lock().expect("lanes lock");
+        let mut lanes = self.nodes[index].lanes.lock().expect("lanes lock");
         lanes.retain(|lane| !lane.jobs.is_closed());
         lanes.len()
     }
 
-    /// The oldest open lane with room, or a new one (connecting in its own task: requests queue meanwhile),
-    /// with the caller's request counted in it.
-    fn lane(&self, index: usize, addr: &str) -> Arc<Lane<W>> {
-        let mut lanes = self.nodes[index].lock().expect("lanes lock");
+    /// The oldest open lane with room that is not overdue, or a new one (connecting in its own task:
+    /// requests queue meanwhile), with the caller's request counted in it; `None` when every lane is full
+    /// and no more may open.
+    fn lane(&self, index: usize, addr: &str) -> Option<Arc<Lane<W>>> {
+        let node = &self.nodes[index];
+        let mut lanes = node.lanes.lock().expect("lanes lock");
         lanes.retain(|lane| !lane.jobs.is_closed());
+        let overdue = |lane: &Lane<W>| {
+            if lane.state.retired.load(Ordering::Relaxed) {
+                return true;
+            }
+            let late = self
+                .limits
+                .overdue
+                .is_some_and(|limit| lane.state.oldest_waited_longer_than(limit));
+            if late {
+                // From now on it only finishes what it holds.
+                lane.state.retired.store(true, Ordering::Relaxed);
+            }
+            late
+        };
         if let Some(lane) = lanes
             .iter()
-            .find(|lane| lane.in_flight.load(Ordering::Relaxed) < self.depth)
+            .find(|lane| lane.in_flight.load(Ordering::Relaxed) < self.depth && !overdue(lane))
         {
             lane.in_flight.fetch_add(1, Ordering::Relaxed);
-            return Arc::clone(lane);
+            return Some(Arc::clone(lane));
+        }
+        if lanes.len() >= self.limits.max_lanes {
+            return None;
         }
         let (jobs, queue) = mpsc::unbounded_channel();
+        let state = Arc::new(LaneState {
+            waiting: Mutex::default(),
+            retired: AtomicBool::new(false),
+        });
         let lane = Arc::new(Lane {
             jobs,
             in_flight: AtomicUsize::new(1),
+            state: Arc::clone(&state),
         });
         let task = LaneTask {
             lane: Arc::downgrade(&lane),
+            state,
+            node: Arc::clone(node),
             addr: addr.to_owned(),
+            depth: self.depth,
             connect_timeout: self.connect_timeout,
+            limits: self.limits,
+            report: self.report.clone(),
             wire: self.wire.clone(),
         };
         tokio::spawn(task.run(queue));
         lanes.push(Arc::clone(&lane));
-        lane
+        Some(lane)
     }
 }
 
@@ -148,8 +318,13 @@ impl<W: Wire> Lanes<W> {
 struct LaneTask<W: Wire> {
     /// Weak, so that a lane no longer reachable from its module closes once its replies are in.
     lane: Weak<Lane<W>>,
+    state: Arc<LaneState<W>>,
+    node: Arc<NodeLanes<W>>,
     addr: String,
+    depth: usize,
     connect_timeout: Duration,
+    limits: LaneLimits,
+    report: Option<Report>,
     wire: W,
 }
 
@@ -157,6 +332,8 @@ struct LaneTask<W: Wire> {
 pub struct Replies<'a, W: Wire> {
     waiting: &'a Waiting<W>,
     lane: &'a Weak<Lane<W>>,
+    node_lanes: &'a NodeLanes<W>,
+    report: Option<&'a Report>,
     writing_done: &'a AtomicBool,
     node: &'a str,
 }
@@ -165,10 +342,36 @@ impl<W: Wire> Replies<'_, W> {
     /// The oldest request waiting for a reply, now answered as far as the lane's room goes.
     pub fn next(&self) -> Option<(W::Expect, oneshot::Sender<W::Outcome>)> {
         let next = self.waiting.lock().expect("waiting lock").pop_front()?;
+        self.answered();
+        Some((next.expect, next.outcome))
+    }
+
+    /// The waiting request whose `Expect` satisfies `answers`, wherever it is in the line (a wire whose
+    /// replies say which request they answer); `None` if no request waiting is the one.
+    pub fn take(&self, answers: impl Fn(&W::Expect) -> bool) -> Option<oneshot::Sender<W::Outcome>> {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let at = waiting.iter().position(|entry| answers(&entry.expect))?;
+        let entry = waiting.remove(at)?;
+        drop(waiting);
+        self.answered();
+        Some(entry.outcome)
+    }
+
+    /// The peer broke the wire's rules: every request waiting gets `outcome()`, and the node is reported
+    /// ([`Lanes::when_broken`]). The caller then closes the lane.
+    pub fn broken(&self, outcome: impl Fn() -> W::Outcome) {
+        if let Some(Report(report)) = self.report {
+            report(self.node_lanes.index);
+        }
+        while let Some((_, waiter)) = self.next() {
+            let _ = waiter.send(outcome());
+        }
+    }
+
+    fn answered(&self) {
         if let Some(lane) = self.lane.upgrade() {
             lane.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
-        Some(next)
     }
 
     /// True once the module let go of the lane and every reply owed has come: time to close.
@@ -191,8 +394,8 @@ impl<W: Wire> Replies<'_, W> {
 }
 
 impl<W: Wire> LaneTask<W> {
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<Job<W>>) {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job<W>>) {
+        let mut stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return refuse_queued(&mut queue, Some(error)),
             Err(_) => {
@@ -201,12 +404,23 @@ impl<W: Wire> LaneTask<W> {
             }
         };
         let _ = stream.set_nodelay(true);
+        if !self.wire.handshake(&mut stream, self.depth, self.connect_timeout).await {
+            tracing::info!(
+                node = self.addr,
+                "backend does not pipeline; one request at a time per connection"
+            );
+            *self.node.refused_at.lock().expect("lanes lock") = Some(Instant::now());
+            self.state.retired.store(true, Ordering::Relaxed);
+            return refuse_queued(&mut queue, None);
+        }
         let (mut reader, mut writer) = stream.into_split();
-        let waiting = Waiting::<W>::default();
+        let waiting = &self.state.waiting;
         let writing_done = AtomicBool::new(false);
         let replies = Replies {
-            waiting: &waiting,
+            waiting,
             lane: &self.lane,
+            node_lanes: &self.node,
+            report: self.report.as_ref(),
             writing_done: &writing_done,
             node: &self.addr,
         };
@@ -215,7 +429,8 @@ impl<W: Wire> LaneTask<W> {
         tokio::pin!(reading);
         tokio::select! {
             () = &mut reading => {}
-            written = write_requests(self.wire, &mut writer, &mut queue, &waiting) => {
+            () = watch(&self.lane, &self.state, &self.node, self.limits) => {}
+            written = write_requests(self.wire.clone(), &mut writer, &mut queue, waiting) => {
                 // The module let go of this lane: collect the replies still owed, then close.
                 if written.is_ok() {
                     writing_done.store(true, Ordering::Relaxed);
@@ -227,7 +442,58 @@ impl<W: Wire> LaneTask<W> {
         }
         // Whatever is still queued was never written: its callers may try another lane or node. Whatever
         // waits for a reply learns, as its sender drops here, that the lane closed.
+        self.state.retired.store(true, Ordering::Relaxed);
         refuse_queued(&mut queue, None);
+        self.state.waiting.lock().expect("waiting lock").clear();
+    }
+}
+
+/// Returns when the lane should close: it was retired (overdue) and no caller waits on it any more, or it
+/// sat idle past `limits.idle`.
+async fn watch<W: Wire>(lane: &Weak<Lane<W>>, state: &LaneState<W>, node: &NodeLanes<W>, limits: LaneLimits) {
+    if limits.overdue.is_none() && limits.idle.is_none() {
+        return std::future::pending().await;
+    }
+    let mut idle_since = Instant::now();
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        if let Some(overdue) = limits.overdue {
+            if state.oldest_waited_longer_than(overdue) {
+                state.retired.store(true, Ordering::Relaxed);
+            }
+        }
+        let (empty, abandoned) = {
+            let waiting = state.waiting.lock().expect("waiting lock");
+            (
+                waiting.is_empty(),
+                waiting.iter().all(|entry| entry.outcome.is_closed()),
+            )
+        };
+        if state.retired.load(Ordering::Relaxed) && abandoned {
+            let queued = lane.upgrade().map_or(0, |lane| lane.in_flight.load(Ordering::Relaxed));
+            // Callers that gave up leave their count behind; only the waiting ones hold it up.
+            let unwritten = queued.saturating_sub(state.waiting.lock().expect("waiting lock").len());
+            if unwritten == 0 {
+                return tracing::debug!("closing a retired lane: no caller waits on it");
+            }
+        }
+        if !empty {
+            idle_since = Instant::now();
+            continue;
+        }
+        let Some(idle) = limits.idle else { continue };
+        if idle_since.elapsed() < idle {
+            continue;
+        }
+        // Under the node's lock, so no request is counted in the lane while it goes.
+        let mut lanes = node.lanes.lock().expect("lanes lock");
+        let Some(this) = lane.upgrade() else { return };
+        if this.in_flight.load(Ordering::Relaxed) == 0 {
+            this.state.retired.store(true, Ordering::Relaxed);
+            lanes.retain(|other| !Arc::ptr_eq(other, &this));
+            return tracing::debug!("closing an idle lane");
+        }
+        idle_since = Instant::now();
     }
 }
 
@@ -247,7 +513,11 @@ async fn write_requests<W: Wire>(
             let mut next = Some(first);
             while let Some(job) = next.take().or_else(|| queue.try_recv().ok()) {
                 match wire.encode(job.request, &mut out) {
-                    Ok(expect) => waiting.push_back((expect, job.outcome)),
+                    Ok(expect) => waiting.push_back(Entry {
+                        expect,
+                        outcome: job.outcome,
+                        since: Instant::now(),
+                    }),
                     Err(refused) => drop(job.outcome.send(refused)),
                 }
             }

@@ -154,9 +154,12 @@ fn backend_faults_map_to_502_and_504() {
             started.elapsed() < Duration::from_secs(5),
             "answered within the configured timeout"
         );
+        // A pipelined module first asks a new connection whether it pipelines; a backend that hangs never
+        // answers that, so the request times out before it is written.
+        let reached = usize::from(!matches!(style, Style::Hang) || pipeline.is_empty());
         assert_eq!(
             backend.requests(),
-            1,
+            reached,
             "a request that reached a backend is never sent again"
         );
         assert!(proxy.log().contains(needle), "every error is logged");

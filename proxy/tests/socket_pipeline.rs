@@ -1,5 +1,6 @@
 //! `pipeline = N` on a socket module: requests share backend connections, N at most on each, and every
-//! reply still reaches its own request. Against the real binary and real TCP backends.
+//! reply still reaches its own request. Against the real binary and real TCP backends that accept
+//! pipelining (`Style::Sequenced`, as the SDKs do).
 
 mod support;
 
@@ -26,7 +27,7 @@ fn concurrent_posts(addr: SocketAddr, path: &'static str, count: usize) -> Vec<(
 
 #[test]
 fn concurrent_requests_share_connections_and_each_gets_its_own_reply() {
-    let backend = Backend::start(Style::SpaceKeepAlive);
+    let backend = Backend::start(Style::Sequenced(Duration::ZERO));
     let proxy = Proxy::start("", &config(&[socket_module("s3", &[backend.addr], ", pipeline = 8")]));
     let results = concurrent_posts(proxy.addr, "/s3/", 200);
     for (i, result) in results.into_iter().enumerate() {
@@ -56,7 +57,7 @@ fn concurrent_requests_share_connections_and_each_gets_its_own_reply() {
 
 #[test]
 fn sequential_requests_keep_to_one_connection() {
-    let backend = Backend::start(Style::SpaceKeepAlive);
+    let backend = Backend::start(Style::Sequenced(Duration::ZERO));
     let proxy = Proxy::start("", &config(&[socket_module("s3", &[backend.addr], ", pipeline = 4")]));
     for i in 0..20 {
         let response = proxy.post("/s3/", &[], &envelope("add", json!({ "i": i })));
@@ -68,7 +69,7 @@ fn sequential_requests_keep_to_one_connection() {
 
 #[test]
 fn a_dead_node_is_masked_and_its_requests_go_to_the_live_one() {
-    let live = Backend::start(Style::SpaceKeepAlive);
+    let live = Backend::start(Style::Sequenced(Duration::ZERO));
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let proxy = Proxy::start(
         "",
@@ -87,7 +88,7 @@ fn a_dead_node_is_masked_and_its_requests_go_to_the_live_one() {
 
 #[test]
 fn a_backend_that_dies_fails_what_it_held_and_a_restarted_one_is_used_again() {
-    let backend = Backend::start(Style::Slow(Duration::from_millis(300)));
+    let backend = Backend::start(Style::Sequenced(Duration::from_millis(300)));
     let addr = backend.addr;
     let proxy = Proxy::start(
         "",
@@ -109,7 +110,7 @@ fn a_backend_that_dies_fails_what_it_held_and_a_restarted_one_is_used_again() {
         proxy.log()
     );
 
-    let revived = Backend::start_on(TcpListener::bind(addr).unwrap(), Style::SpaceKeepAlive);
+    let revived = Backend::start_on(TcpListener::bind(addr).unwrap(), Style::Sequenced(Duration::ZERO));
     std::thread::sleep(Duration::from_millis(300));
     let response = proxy.post("/s3/", &[], &envelope("add", json!({ "i": 7 })));
     assert_eq!(response.status, 200, "{}", response.text());

@@ -38,6 +38,8 @@ pub enum Event {
     TimedOut,
     /// The client failed (its body broke off or was too large): not the node's fault.
     ClientFailed,
+    /// Every connection the module may open to the node is full: the node is busy, not failing.
+    Busy,
 }
 
 /// How often the current request has been sent again to the same node, per reason.
@@ -78,16 +80,19 @@ pub struct Decision {
 /// - Possibly written, then the connection closed: a request that `may_resend` is sent again at most
 ///   [`UNANSWERED_RESENDS`] times; otherwise the node is masked and the client answered, since the
 ///   backend may have acted on it.
-/// - A failure after sending, or a timeout: mask the node and answer.
-/// - The client's own failure: answer; the node is not masked.
-pub fn decide(event: Event, reused: bool, may_resend: bool, resends: Resends) -> Decision {
+/// - A failure after sending: mask the node and answer.
+/// - A timeout: answer; mask the node unless it `answered` other requests meanwhile (one slow method does
+///   not make a node that serves the rest unhealthy).
+/// - The client's own failure, or a node too busy to take more: answer; the node is not masked.
+pub fn decide(event: Event, reused: bool, may_resend: bool, resends: Resends, answered: bool) -> Decision {
     let (mask, then) = match event {
+        Event::TimedOut if answered => (false, Then::Answer),
         Event::Refused => (true, Then::NextNode),
         Event::Unsent if reused && resends.unsent < UNSENT_RESENDS => (false, Then::Resend),
         Event::Unsent => (true, Then::NextNode),
         Event::Unanswered if may_resend && resends.unanswered < UNANSWERED_RESENDS => (false, Then::Resend),
         Event::Unanswered | Event::Failed | Event::TimedOut => (true, Then::Answer),
-        Event::ClientFailed => (false, Then::Answer),
+        Event::ClientFailed | Event::Busy => (false, Then::Answer),
     };
     Decision { mask, then }
 }
@@ -182,6 +187,7 @@ pub async fn run<A: Attempt>(
         let in_flight = balancer.track(pick.index);
         let mut resend = false;
         loop {
+            let started = balancer.answers(pick.index);
             let miss = match request.attempt(pick.index, node, resend).await {
                 Ok(answer) => {
                     balancer.answered(pick);
@@ -193,7 +199,8 @@ pub async fn run<A: Attempt>(
                 }
                 Err(miss) => miss,
             };
-            let decision = decide(miss.event, miss.reused, may_resend, resends);
+            let answered = balancer.answers(pick.index) != started;
+            let decision = decide(miss.event, miss.reused, may_resend, resends, answered);
             if decision.mask {
                 balancer.mark_failed(pick.index);
                 request.masked(pick.index);
@@ -254,7 +261,7 @@ mod tests {
     fn a_refused_connect_masks_and_moves_on_whatever_else_holds() {
         for (reused, may_resend) in [(false, false), (true, true)] {
             assert_eq!(
-                decide(Event::Refused, reused, may_resend, NONE),
+                decide(Event::Refused, reused, may_resend, NONE, false),
                 d(true, Then::NextNode)
             );
         }
@@ -264,12 +271,18 @@ mod tests {
     fn unsent_on_a_kept_connection_is_resent_up_to_its_bound_then_moves_on() {
         let mut resends = NONE;
         for _ in 0..UNSENT_RESENDS {
-            assert_eq!(decide(Event::Unsent, true, false, resends), d(false, Then::Resend));
+            assert_eq!(
+                decide(Event::Unsent, true, false, resends, false),
+                d(false, Then::Resend)
+            );
             resends.unsent += 1;
         }
-        assert_eq!(decide(Event::Unsent, true, false, resends), d(true, Then::NextNode));
         assert_eq!(
-            decide(Event::Unsent, false, true, NONE),
+            decide(Event::Unsent, true, false, resends, false),
+            d(true, Then::NextNode)
+        );
+        assert_eq!(
+            decide(Event::Unsent, false, true, NONE, false),
             d(true, Then::NextNode),
             "a fresh connection"
         );
@@ -277,26 +290,50 @@ mod tests {
 
     #[test]
     fn unanswered_is_resent_only_when_the_request_may_be_and_twice_at_most() {
-        assert_eq!(decide(Event::Unanswered, true, false, NONE), d(true, Then::Answer));
+        assert_eq!(
+            decide(Event::Unanswered, true, false, NONE, false),
+            d(true, Then::Answer)
+        );
         let mut resends = NONE;
         for _ in 0..UNANSWERED_RESENDS {
-            assert_eq!(decide(Event::Unanswered, true, true, resends), d(false, Then::Resend));
+            assert_eq!(
+                decide(Event::Unanswered, true, true, resends, false),
+                d(false, Then::Resend)
+            );
             resends.unanswered += 1;
         }
-        assert_eq!(decide(Event::Unanswered, true, true, resends), d(true, Then::Answer));
+        assert_eq!(
+            decide(Event::Unanswered, true, true, resends, false),
+            d(true, Then::Answer)
+        );
         // The bounds are counted apart: spent unsent resends leave the unanswered ones.
         let spent = Resends {
             unsent: UNSENT_RESENDS,
             unanswered: 0,
         };
-        assert_eq!(decide(Event::Unanswered, true, true, spent), d(false, Then::Resend));
+        assert_eq!(
+            decide(Event::Unanswered, true, true, spent, false),
+            d(false, Then::Resend)
+        );
     }
 
     #[test]
     fn failures_after_sending_mask_and_answer_and_the_clients_own_do_not_mask() {
         for event in [Event::Failed, Event::TimedOut] {
-            assert_eq!(decide(event, true, true, NONE), d(true, Then::Answer));
+            assert_eq!(decide(event, true, true, NONE, false), d(true, Then::Answer));
         }
-        assert_eq!(decide(Event::ClientFailed, false, true, NONE), d(false, Then::Answer));
+        assert_eq!(
+            decide(Event::ClientFailed, false, true, NONE, false),
+            d(false, Then::Answer)
+        );
+    }
+
+    #[test]
+    fn a_timeout_does_not_mask_a_node_that_answered_others_meanwhile() {
+        assert_eq!(decide(Event::TimedOut, true, false, NONE, true), d(false, Then::Answer));
+        assert_eq!(decide(Event::TimedOut, true, false, NONE, false), d(true, Then::Answer));
+        // Only a timeout: a broken reply masks whatever else the node did.
+        assert_eq!(decide(Event::Failed, true, false, NONE, true), d(true, Then::Answer));
+        assert_eq!(decide(Event::Busy, true, false, NONE, false), d(false, Then::Answer));
     }
 }

@@ -42,6 +42,8 @@ impl Clock for SystemClock {
 pub struct Balancer {
     nodes: Vec<Node>,
     in_flight: Arc<[AtomicUsize]>,
+    /// Per node: replies counted so far, to tell whether a node answered others while one request waited.
+    answers: Vec<AtomicU64>,
     selection: Box<dyn Selection>,
     /// Per node: the clock reading (in ms) until which it is masked; 0 = healthy.
     masked_until_ms: Vec<AtomicU64>,
@@ -70,6 +72,7 @@ impl Balancer {
         Balancer {
             masked_until_ms: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
             in_flight: nodes.iter().map(|_| AtomicUsize::new(0)).collect(),
+            answers: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
             selection: Box::new(WeightedRandom),
             nodes,
             fail_timeout,
@@ -119,9 +122,16 @@ impl Balancer {
     /// Reports that the node `pick` chose answered. A masked node that was tried anyway (every node
     /// was masked) is taken back at once, as nginx counts a success; a healthy one needs nothing.
     pub fn answered(&self, pick: Pick) {
+        self.answers[pick.index].fetch_add(1, Ordering::Relaxed);
         if pick.all_masked {
             self.masked_until_ms[pick.index].store(0, Ordering::Relaxed);
         }
+    }
+
+    /// How many requests node `index` has answered so far: compare two readings to learn whether it
+    /// answered any in between.
+    pub fn answers(&self, index: usize) -> u64 {
+        self.answers[index].load(Ordering::Relaxed)
     }
 
     /// Chooses a node that is not in `tried`: by the policy among the healthy ones, or among all untried

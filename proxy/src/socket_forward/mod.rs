@@ -24,6 +24,7 @@ use crate::body::{full, Body, BoxError};
 use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
+use crate::lanes::LaneLimits;
 use crate::request_context::{generate, RequestContext};
 use pipeline::{FrameOutcome, FrameWire, Pipelines};
 use pool::{Connection, SocketPool};
@@ -37,7 +38,8 @@ pub struct ServedBy(pub Arc<str>);
 pub struct SocketGateway {
     name: String,
     upstream: Upstream,
-    balancer: Balancer,
+    /// Shared with the lanes, which mask a node that breaks the pipelining rules.
+    balancer: Arc<Balancer>,
     connections: Connections,
 }
 
@@ -46,8 +48,9 @@ pub struct SocketGateway {
 enum Connections {
     /// One request at a time on each, idle ones pooled (the default).
     Pooled(SocketPool),
-    /// Shared by requests in flight together (`pipeline` above 1).
-    Pipelined(Pipelines),
+    /// Shared by requests in flight together (`pipeline` above 1); the pool serves a node that does not
+    /// pipeline, one request at a time.
+    Pipelined(Pipelines, SocketPool),
 }
 
 /// Why a socket request failed; each maps to one status.
@@ -76,7 +79,20 @@ pub enum GatewayError {
     ClosedBeforeReply { node: Arc<str> },
     #[error("backend {node} did not reply within {secs} s (upstream.timeout)")]
     Timeout { node: Arc<str>, secs: f64 },
+    #[error("backend {node} broke the pipelining protocol: {what}")]
+    Violation { node: Arc<str>, what: String },
+    #[error("every connection to backend {node} is full ({MAX_LANES} lanes of pipeline requests); try again")]
+    Busy { node: Arc<str> },
 }
+
+/// Most pipelined connections (lanes) open at once to one node of a module with `pipeline`.
+pub const MAX_LANES: usize = 8;
+
+/// How long a lane to a socket backend with nothing to do stays open.
+pub const LANE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The share of `timeout` a lane's oldest request may wait before the lane takes no new requests.
+const OVERDUE_SHARE: u32 = 4;
 
 impl GatewayError {
     /// The HTTP status that reports this error.
@@ -90,8 +106,10 @@ impl GatewayError {
             GatewayError::Connect { .. }
             | GatewayError::Unreachable { .. }
             | GatewayError::BadReply { .. }
-            | GatewayError::ClosedBeforeReply { .. } => StatusCode::BAD_GATEWAY,
+            | GatewayError::ClosedBeforeReply { .. }
+            | GatewayError::Violation { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -102,22 +120,28 @@ type Failure = (GatewayError, Option<Arc<str>>);
 impl SocketGateway {
     /// The gateway for module `name`.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
-        let balancer = Balancer::for_upstream(&upstream, clock);
+        let balancer = Arc::new(Balancer::for_upstream(&upstream, clock));
         let nodes = upstream.nodes.len();
+        let pool = SocketPool::new(nodes, upstream.keepalive, upstream.max_frame, upstream.connect_timeout);
         let connections = if upstream.pipeline > 1 {
-            Connections::Pipelined(Pipelines::new(
+            let limits = LaneLimits {
+                max_lanes: MAX_LANES,
+                overdue: Some(upstream.timeout / OVERDUE_SHARE),
+                idle: Some(LANE_IDLE),
+            };
+            let lanes = Pipelines::new(
                 nodes,
                 upstream.pipeline,
                 upstream.connect_timeout,
                 FrameWire::new(upstream.max_frame),
-            ))
+            );
+            let masks = Arc::clone(&balancer);
+            let lanes = lanes
+                .with_limits(limits)
+                .when_broken(move |index| masks.mark_failed(index));
+            Connections::Pipelined(lanes, pool)
         } else {
-            Connections::Pooled(SocketPool::new(
-                nodes,
-                upstream.keepalive,
-                upstream.max_frame,
-                upstream.connect_timeout,
-            ))
+            Connections::Pooled(pool)
         };
         SocketGateway {
             name: name.to_owned(),
@@ -136,7 +160,7 @@ impl SocketGateway {
     pub fn open_connections(&self, index: usize) -> usize {
         match &self.connections {
             Connections::Pooled(pool) => pool.idle_count(index),
-            Connections::Pipelined(pipelines) => pipelines.open(index),
+            Connections::Pipelined(pipelines, pool) => pipelines.open(index) + pool.idle_count(index),
         }
     }
 
@@ -252,6 +276,12 @@ impl SocketGateway {
         // A lane is a kept connection: a request it closed on before writing may be sent again.
         Err(match outcome {
             Ok(FrameOutcome::Reply(reply)) => return Ok(reply),
+            Ok(FrameOutcome::Unsent(Some(full))) if full.kind() == io::ErrorKind::WouldBlock => {
+                Miss::new(Event::Busy, true, GatewayError::Busy { node: name() })
+            }
+            Ok(FrameOutcome::Violation(what)) => {
+                Miss::new(Event::Failed, true, GatewayError::Violation { node: name(), what })
+            }
             Ok(FrameOutcome::Unsent(Some(source))) => {
                 Miss::new(Event::Refused, false, GatewayError::Connect { node: name(), source })
             }
@@ -352,26 +382,29 @@ impl Attempt for SocketRequest<'_> {
     async fn attempt(&mut self, index: usize, node: &Node, _resend: bool) -> Tried {
         let gateway = self.gateway;
         match &gateway.connections {
-            Connections::Pooled(pool) => match pool.get(index, node.address()).await {
-                Ok(connection) => gateway.send(pool, connection, index, node, self.payload).await,
-                Err(source) => Err(Miss::new(
-                    Event::Refused,
-                    false,
-                    GatewayError::Connect {
-                        node: node.name().clone(),
-                        source,
-                    },
-                )),
-            },
-            Connections::Pipelined(pipelines) => gateway.send_pipelined(pipelines, index, node, self.payload).await,
+            Connections::Pipelined(pipelines, _) if pipelines.pipelines(index) => {
+                gateway.send_pipelined(pipelines, index, node, self.payload).await
+            }
+            Connections::Pooled(pool) | Connections::Pipelined(_, pool) => {
+                match pool.get(index, node.address()).await {
+                    Ok(connection) => gateway.send(pool, connection, index, node, self.payload).await,
+                    Err(source) => Err(Miss::new(
+                        Event::Refused,
+                        false,
+                        GatewayError::Connect {
+                            node: node.name().clone(),
+                            source,
+                        },
+                    )),
+                }
+            }
         }
     }
 
     fn masked(&mut self, index: usize) {
         // Idle connections to a failed node are suspect; shared ones close on their own when they fail.
-        if let Connections::Pooled(pool) = &self.gateway.connections {
-            pool.clear(index);
-        }
+        let (Connections::Pooled(pool) | Connections::Pipelined(_, pool)) = &self.gateway.connections;
+        pool.clear(index);
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Style {
     CloseAfterRead,
     /// Keep-alive, but each reply takes this long.
     Slow(Duration),
+    /// Like the SDKs: accepts `_pipeline`, then answers in sequenced envelopes (in order), each reply
+    /// after this long.
+    Sequenced(Duration),
     /// Replies once, then waits this long without reading and closes: a request sent meanwhile is reset.
     ReplyThenCloseUnread(Duration),
 }
@@ -110,6 +113,7 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
     let port = stream.local_addr().unwrap().port();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
+    let mut sequenced: Option<u64> = None;
     loop {
         let mut line = [0u8; 12];
         if reader.read_exact(&mut line).is_err() {
@@ -118,9 +122,28 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
         let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
         let mut payload = vec![0u8; len];
         reader.read_exact(&mut payload).unwrap();
-        requests.fetch_add(1, Ordering::SeqCst);
+        // The proxy's pipelining question (docs/PROTOCOL.md 4.2) is not a client's request; these
+        // backends answer it as any other frame, which the proxy takes as a refusal.
+        if modproxy_sdk::pipeline::is_negotiation(&payload) {
+            if let (Style::Sequenced(_), None) = (style, sequenced) {
+                let accepted = modproxy_sdk::pipeline::PIPELINE_ACCEPTED;
+                let _ = writer.write_all(&[format!("{:>10}\r\n", accepted.len()).as_bytes(), accepted].concat());
+                sequenced = Some(0);
+                continue;
+            }
+        } else {
+            requests.fetch_add(1, Ordering::SeqCst);
+        }
         let request: Value = serde_json::from_slice(&payload).unwrap();
-        let reply = serde_json::to_vec(&json!({ "echo": request, "port": port })).unwrap();
+        let mut reply = serde_json::to_vec(&json!({ "echo": request, "port": port })).unwrap();
+        if let Some(seq) = sequenced.as_mut() {
+            *seq += 1;
+            reply = modproxy_sdk::pipeline::Sequenced {
+                seq: *seq,
+                reply: &reply,
+            }
+            .to_vec();
+        }
         let keep_alive_reply = [format!("{:>10}\r\n", reply.len()).as_bytes(), &reply].concat();
         let _ = match style {
             Style::ZeroPaddedThenClose => {
@@ -128,7 +151,7 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
                 return;
             }
             Style::SpaceKeepAlive => writer.write_all(&keep_alive_reply),
-            Style::Slow(delay) => {
+            Style::Slow(delay) | Style::Sequenced(delay) => {
                 std::thread::sleep(delay);
                 writer.write_all(&keep_alive_reply)
             }
@@ -147,7 +170,7 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
             }
             Style::Http => unreachable!("served by serve_http"),
         };
-        if !matches!(style, Style::SpaceKeepAlive | Style::Slow(_)) {
+        if !matches!(style, Style::SpaceKeepAlive | Style::Slow(_) | Style::Sequenced(_)) {
             return;
         }
     }
