@@ -5,6 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WHEELS := $(TARGET_DIR)/wheels
 
 .PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold
 
@@ -27,11 +29,17 @@ run: python-sdk node-sdk
 	echo; \
 	./target/release/modproxy --home .
 
-# The Python SDK built into .venv/ (with its test tools).
+# The Python SDK's wheel (maturin, release, abi3: one wheel for CPython >= 3.9; maturin checks that it is
+# manylinux-compliant), installed into .venv/ with its test tools. The tests run what a user installs,
+# and `make dist` ships this same wheel, so it is built once. Same version, new build: hence the
+# --force-reinstall (without dependencies; the second install adds the test extra).
 python-sdk:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release --manifest-path sdk-python/Cargo.toml --extras test
+	rm -f $(WHEELS)/modproxy_sdk-*.whl
+	$(VENV)/bin/maturin build --release --manifest-path sdk-python/Cargo.toml --out $(WHEELS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(WHEELS)/modproxy_sdk-*.whl
+	$(PY) -m pip install --quiet --disable-pip-version-check "$$(echo $(WHEELS)/modproxy_sdk-*.whl)[test]"
 
 # The Node SDK's addon, built in sdk-node/.
 # `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build
