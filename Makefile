@@ -96,17 +96,25 @@ test-browser: chromium python-sdk node-sdk
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
 
-# The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh and
-# stop.sh (sources in packaging/). `make dist PROFILE=debug` packs a debug build as
-# modproxy-VERSION-debug.tar.gz instead, which is what the test uses, to spare a release build.
+# The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh,
+# stop.sh, modproxy.service and sdk/ (the wheel, the npm tarballs, the crate; packaging/dist.sh says
+# more). The SDKs are the release builds python-sdk and node-sdk made; the crate is `cargo package`'s.
+# `make dist PROFILE=debug` packs a debug proxy as modproxy-VERSION-debug.tar.gz instead, which is what
+# the test uses, to spare a release build; it also skips `cargo package`'s verification build (the
+# test builds the packed crate anyway) and allows uncommitted changes. A release needs a clean tree.
 PROFILE ?= release
-dist:
+dist: python-sdk node-sdk
 	$(CARGO) build --profile $(if $(filter debug,$(PROFILE)),dev,$(PROFILE)) -p modproxy
-	packaging/dist.sh $${CARGO_TARGET_DIR:-target}/$(PROFILE)/modproxy dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
+	$(CARGO) package -p modproxy-sdk $(if $(filter release,$(PROFILE)),,--no-verify --allow-dirty)
+	packaging/dist.sh $(TARGET_DIR)/$(PROFILE)/modproxy $(WHEELS)/modproxy_sdk-*.whl \
+	  $$(ls -t $(TARGET_DIR)/package/modproxy-sdk-*.crate | head -n 1) \
+	  dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
 
-# Unpacks that tarball into a temporary directory, starts it with start.sh, fetches the welcome page and
-# stops it with stop.sh.
-test-dist: python-sdk
+# Unpacks that tarball into a temporary directory and uses it as a user would, with the checkout out of
+# sight (a fresh HOME, virtual environment and npm cache): start.sh, the welcome page, stop.sh; a backend
+# generated in each language from the release's SDKs, installed, tested and called through the proxy;
+# the systemd unit checked with systemd-analyze where it is installed.
+test-dist: python-sdk node-sdk
 	$(MAKE) --no-print-directory dist PROFILE=debug
 	$(VENV)/bin/ruff check tests/dist
 	$(VENV)/bin/ruff format --check tests/dist
