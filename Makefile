@@ -100,12 +100,12 @@ test-browser: chromium python-sdk node-sdk
 # stop.sh, modproxy.service and sdk/ (the wheel, the npm tarballs, the crate; packaging/dist.sh says
 # more). The SDKs are the release builds python-sdk and node-sdk made; the crate is `cargo package`'s.
 # `make dist PROFILE=debug` packs a debug proxy as modproxy-VERSION-debug.tar.gz instead, which is what
-# the test uses, to spare a release build; it also skips `cargo package`'s verification build (the
-# test builds the packed crate anyway) and allows uncommitted changes. A release needs a clean tree.
+# the test uses, to spare a release build; it also lets `cargo package` pack uncommitted changes. A
+# release needs a clean tree.
 PROFILE ?= release
 dist: python-sdk node-sdk
 	$(CARGO) build --profile $(if $(filter debug,$(PROFILE)),dev,$(PROFILE)) -p modproxy
-	$(CARGO) package -p modproxy-sdk $(if $(filter release,$(PROFILE)),,--no-verify --allow-dirty)
+	$(CARGO) package -p modproxy-sdk $(if $(filter release,$(PROFILE)),,--allow-dirty)
 	packaging/dist.sh $(TARGET_DIR)/$(PROFILE)/modproxy $(WHEELS)/modproxy_sdk-*.whl \
 	  $$(ls -t $(TARGET_DIR)/package/modproxy-sdk-*.crate | head -n 1) \
 	  dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
@@ -114,8 +114,10 @@ dist: python-sdk node-sdk
 # sight (a fresh HOME, virtual environment and npm cache): start.sh, the welcome page, stop.sh; a backend
 # generated in each language from the release's SDKs, installed, tested and called through the proxy;
 # the systemd unit checked with systemd-analyze where it is installed.
-test-dist: python-sdk node-sdk
-	$(MAKE) --no-print-directory dist PROFILE=debug
+# PROFILE is set for dist as a prerequisite, not by a recursive make, so that python-sdk and node-sdk
+# run once in `make test`.
+test-dist: PROFILE = debug
+test-dist: dist
 	$(VENV)/bin/ruff check tests/dist
 	$(VENV)/bin/ruff format --check tests/dist
 	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist
