@@ -336,6 +336,17 @@ def test_a_backend_in_each_language_from_the_release_alone(
         in (projects["python"][0] / "pyproject.toml").read_text()
     )
 
+    # Python and Node install prebuilt SDKs: no Rust toolchain on PATH for them.
+    no_rust = {
+        **env,
+        "PATH": os.pathsep.join(
+            entry
+            for entry in env["PATH"].split(os.pathsep)
+            if not (Path(entry) / "cargo").exists()
+        ),
+    }
+    assert not shutil.which("cargo", path=no_rust["PATH"])
+
     python_project = projects["python"][0]
     venv = tmp_path / "venv"
     with clock.phase("python: venv, pip install -e .[test]"):
@@ -343,7 +354,7 @@ def test_a_backend_in_each_language_from_the_release_alone(
         must(
             [str(venv / "bin/pip"), "install", "--quiet", "-e", ".[test]"],
             python_project,
-            env,
+            no_rust,
         )
     installed = must(
         [
@@ -364,7 +375,7 @@ def test_a_backend_in_each_language_from_the_release_alone(
 
     node_project = projects["node"][0]
     with clock.phase("node: npm install (empty cache)"):
-        must(["npm", "install", "--no-audit", "--no-fund"], node_project, env)
+        must(["npm", "install", "--no-audit", "--no-fund"], node_project, no_rust)
     addon = (
         node_project
         / "node_modules/modproxy-sdk-linux-x64-gnu/modproxy-sdk.linux-x64-gnu.node"

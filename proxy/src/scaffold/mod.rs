@@ -323,7 +323,7 @@ impl Generated {
                 ("python app.py", "serve"),
             ],
             Lang::Node => &[
-                ("npm install", "links the SDK"),
+                ("npm install", "installs the SDK"),
                 ("npm test", "run its tests"),
                 ("node index.js", "serve"),
             ],
