@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -267,6 +268,26 @@ def user_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+# What a user of the release does not have: the checkout's SDK sources and its .venv.
+CHECKOUT_SDKS = ("sdk-rust", "sdk-python", "sdk-node", ".venv")
+
+
+def hiding_the_checkout() -> list[str]:
+    """A prefix that runs a command with CHECKOUT_SDKS out of sight, empty directories mounted over
+    them in a mount namespace of its own (`unshare`, as root); [] where that cannot be done, leaving
+    the assertions on the generated manifests as the check."""
+    mounts = " && ".join(
+        f"mount -t tmpfs none {shlex.quote(str(REPO / name))}" for name in CHECKOUT_SDKS
+    )
+    prefix = ["unshare", "--mount", "sh", "-c", f'{mounts} && exec "$0" "$@"']
+    probe = [*prefix, "test", "!", "-e", str(REPO / "sdk-rust/Cargo.toml")]
+    try:
+        hidden = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+    except OSError:
+        return []
+    return prefix if hidden.returncode == 0 else []
+
+
 def must(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
     done = subprocess.run(
         args,
@@ -307,6 +328,7 @@ def test_a_backend_in_each_language_from_the_release_alone(
 ) -> None:
     clock = Clock()
     env = user_env(tmp_path)
+    hide = hiding_the_checkout()
     work = tmp_path / "work"
     work.mkdir()
     conf = home / "conf/default.toml"
@@ -316,7 +338,9 @@ def test_a_backend_in_each_language_from_the_release_alone(
     for lang in ("python", "node", "rust"):
         name = f"release-{lang}"
         out = must(
-            [modproxy, "new", name, "--lang", lang, "--register", str(conf)], work, env
+            [*hide, modproxy, "new", name, "--lang", lang, "--register", str(conf)],
+            work,
+            env,
         )
         listen = re.search(r"listening on (\S+)\.\n", out)
         assert listen, out
@@ -350,14 +374,19 @@ def test_a_backend_in_each_language_from_the_release_alone(
     python_project = projects["python"][0]
     venv = tmp_path / "venv"
     with clock.phase("python: venv, pip install -e .[test]"):
-        must([os.path.realpath(sys.executable), "-m", "venv", str(venv)], work, env)
         must(
-            [str(venv / "bin/pip"), "install", "--quiet", "-e", ".[test]"],
+            [*hide, os.path.realpath(sys.executable), "-m", "venv", str(venv)],
+            work,
+            env,
+        )
+        must(
+            [*hide, str(venv / "bin/pip"), "install", "--quiet", "-e", ".[test]"],
             python_project,
             no_rust,
         )
     installed = must(
         [
+            *hide,
             str(venv / "bin/python"),
             "-c",
             "import modproxy_sdk; print(modproxy_sdk.__file__)",
@@ -368,14 +397,16 @@ def test_a_backend_in_each_language_from_the_release_alone(
     assert Path(installed.strip()).is_relative_to(venv), installed
     with clock.phase("python: pytest"):
         must(
-            [str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider"],
+            [*hide, str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider"],
             python_project,
             env,
         )
 
     node_project = projects["node"][0]
     with clock.phase("node: npm install (empty cache)"):
-        must(["npm", "install", "--no-audit", "--no-fund"], node_project, no_rust)
+        must(
+            [*hide, "npm", "install", "--no-audit", "--no-fund"], node_project, no_rust
+        )
     addon = (
         node_project
         / "node_modules/modproxy-sdk-linux-x64-gnu/modproxy-sdk.linux-x64-gnu.node"
@@ -383,14 +414,14 @@ def test_a_backend_in_each_language_from_the_release_alone(
     assert addon.is_file(), "the platform package brings the prebuilt addon"
     assert not (node_project / "node_modules/modproxy-sdk").is_symlink()
     with clock.phase("node: npm test"):
-        must(["npm", "test"], node_project, env)
+        must([*hide, "npm", "test"], node_project, env)
 
     rust_project = projects["rust"][0]
     # The repository's target/ and lock, so that only the SDK crate and the project compile.
     rust_env = {**env, "CARGO_TARGET_DIR": str(REPO / "target")}
     shutil.copy(REPO / "Cargo.lock", rust_project / "Cargo.lock")
     with clock.phase("rust: cargo test"):
-        must(["cargo", "test", "--quiet"], rust_project, rust_env)
+        must([*hide, "cargo", "test", "--quiet"], rust_project, rust_env)
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -406,7 +437,7 @@ def test_a_backend_in_each_language_from_the_release_alone(
                 log = logs / f"{lang}.log"
                 with log.open("wb") as out:
                     process = subprocess.Popen(
-                        [*commands[lang], listen],
+                        [*hide, *commands[lang], listen],
                         cwd=project,
                         env=env,
                         stdin=subprocess.DEVNULL,
@@ -437,4 +468,5 @@ def test_a_backend_in_each_language_from_the_release_alone(
             process.terminate()
             process.wait(timeout=15)
     with capsys.disabled():
-        print("\n" + clock.report())
+        hidden = "hidden by mounts" if hide else "not hidden (no unshare here)"
+        print(f"\n{clock.report()}\n  (the checkout's SDKs were {hidden})")
