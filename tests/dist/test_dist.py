@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,6 +150,23 @@ def test_the_npm_packages_are_laid_out_as_napi_rs_does(home: Path) -> None:
         ["glibc"],
     )
     assert "package/modproxy-sdk.linux-x64-gnu.node" in platform_files, platform_files
+
+
+def test_the_wheel_is_one_typed_abi3_wheel_that_describes_itself(home: Path) -> None:
+    (wheel,) = (home / "sdk").glob("modproxy_sdk-*.whl")
+    # One wheel for every CPython from 3.9: the stable ABI, a manylinux platform tag.
+    assert re.fullmatch(
+        r"modproxy_sdk-[^-]+-cp39-abi3-manylinux_2_\d+_x86_64\.whl", wheel.name
+    )
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = archive.read(metadata).decode()
+    for entry in ("py.typed", "_native.pyi", "_native.abi3.so", "__init__.py"):
+        assert f"modproxy_sdk/{entry}" in names, entry
+    assert "Requires-Python: >=3.9" in meta
+    assert "Description-Content-Type: text/markdown" in meta
+    assert "# modproxy-sdk (Python)" in meta, "the README is the long description"
 
 
 @pytest.mark.skipif(
