@@ -190,11 +190,7 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
         lang: args.lang.label(),
         missing,
     };
-    let sdk = match sdk.root().canonicalize() {
-        Ok(root) if matches!(sdk, Sdk::Release(_)) => Sdk::Release(root),
-        Ok(root) => Sdk::Checkout(root),
-        Err(_) => return Err(no_sdk(String::from("the directory"))),
-    };
+    let sdk = sdk.canonical().ok_or_else(|| no_sdk(String::from("the directory")))?;
     let dependency = sdk.dependency(args.lang).map_err(no_sdk)?;
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));

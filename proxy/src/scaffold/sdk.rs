@@ -71,6 +71,15 @@ impl Sdk {
         }
     }
 
+    /// The same kind of folder at its canonical path (symlinks resolved), or `None` if it does not exist.
+    pub fn canonical(&self) -> Option<Sdk> {
+        let root = self.root().canonicalize().ok()?;
+        Some(match self {
+            Sdk::Release(_) => Sdk::Release(root),
+            Sdk::Checkout(_) => Sdk::Checkout(root),
+        })
+    }
+
     /// `lang`'s SDK in this folder, or the file that proves it missing (relative to the folder).
     pub fn dependency(&self, lang: Lang) -> Result<Dependency, String> {
         let need = |relative: String| {
