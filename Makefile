@@ -5,6 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WHEELS := $(TARGET_DIR)/wheels
 
 .PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools
 
@@ -27,11 +29,17 @@ run: python-sdk node-sdk
 	echo; \
 	./target/release/modproxy --home .
 
-# The Python SDK built into .venv/ (with its test tools).
+# The Python SDK's wheel (maturin, release, abi3: one wheel for CPython >= 3.9; maturin checks that it is
+# manylinux-compliant), installed into .venv/ with its test tools. The tests run what a user installs,
+# and `make dist` ships this same wheel, so it is built once. Same version, new build: hence the
+# --force-reinstall (without dependencies; the second install adds the test extra).
 python-sdk:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release --manifest-path sdk-python/Cargo.toml --extras test
+	rm -f $(WHEELS)/modproxy_sdk-*.whl
+	$(VENV)/bin/maturin build --release --manifest-path sdk-python/Cargo.toml --out $(WHEELS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(WHEELS)/modproxy_sdk-*.whl
+	$(PY) -m pip install --quiet --disable-pip-version-check "$$(echo $(WHEELS)/modproxy_sdk-*.whl)[test]"
 
 # The Node SDK's addon, built in sdk-node/.
 # `npm install --no-save`, not `npm ci`: the lock lacks other platforms' optional binaries of the build
@@ -97,18 +105,28 @@ test-browser: chromium python-sdk node-sdk
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
 
-# The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh and
-# stop.sh (sources in packaging/). `make dist PROFILE=debug` packs a debug build as
-# modproxy-VERSION-debug.tar.gz instead, which is what the test uses, to spare a release build.
+# The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh,
+# stop.sh, modproxy.service and sdk/ (the wheel, the npm tarballs, the crate; packaging/dist.sh says
+# more). The SDKs are the release builds python-sdk and node-sdk made; the crate is `cargo package`'s.
+# `make dist PROFILE=debug` packs a debug proxy as modproxy-VERSION-debug.tar.gz instead, which is what
+# the test uses, to spare a release build; it also lets `cargo package` pack uncommitted changes. A
+# release needs a clean tree.
 PROFILE ?= release
-dist:
+dist: python-sdk node-sdk
 	$(CARGO) build --profile $(if $(filter debug,$(PROFILE)),dev,$(PROFILE)) -p modproxy
-	packaging/dist.sh $${CARGO_TARGET_DIR:-target}/$(PROFILE)/modproxy dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
+	$(CARGO) package -p modproxy-sdk $(if $(filter release,$(PROFILE)),,--allow-dirty)
+	packaging/dist.sh $(TARGET_DIR)/$(PROFILE)/modproxy $(WHEELS)/modproxy_sdk-*.whl \
+	  $$(ls -t $(TARGET_DIR)/package/modproxy-sdk-*.crate | head -n 1) \
+	  dist $(if $(filter-out release,$(PROFILE)),-$(PROFILE))
 
-# Unpacks that tarball into a temporary directory, starts it with start.sh, fetches the welcome page and
-# stops it with stop.sh.
-test-dist: python-sdk
-	$(MAKE) --no-print-directory dist PROFILE=debug
+# Unpacks that tarball into a temporary directory and uses it as a user would, with the checkout out of
+# sight (a fresh HOME, virtual environment and npm cache): start.sh, the welcome page, stop.sh; a backend
+# generated in each language from the release's SDKs, installed, tested and called through the proxy;
+# the systemd unit checked with systemd-analyze where it is installed.
+# PROFILE is set for dist as a prerequisite, not by a recursive make, so that python-sdk and node-sdk
+# run once in `make test`.
+test-dist: PROFILE = debug
+test-dist: dist
 	$(VENV)/bin/ruff check tests/dist
 	$(VENV)/bin/ruff format --check tests/dist
 	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist

@@ -128,9 +128,10 @@ fn to_json_at(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> 
             .ok_or_else(|| Failure::new(format!("float {} (JSON has no NaN or infinity)", float_repr(f))));
     }
     if let Ok(s) = value.cast::<PyString>() {
+        // to_cow, not to_str: the stable ABI of CPython 3.9 (abi3-py39) has no borrowed UTF-8 view.
         return s
-            .to_str()
-            .map(|s| Value::String(s.to_owned()))
+            .to_cow()
+            .map(|s| Value::String(s.into_owned()))
             .map_err(|_| Failure::new("str that is not valid UTF-8 (lone surrogate)".to_owned()));
     }
     if let Ok(dict) = value.cast::<PyDict>() {
@@ -143,9 +144,9 @@ fn to_json_at(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Failure> 
                 )));
             };
             let key = key
-                .to_str()
+                .to_cow()
                 .map_err(|_| Failure::new("dict key that is not valid UTF-8".to_owned()))?
-                .to_owned();
+                .into_owned();
             let item = to_json_at(&item, depth + 1).map_err(|failure| failure.within(format!("[{key:?}]")))?;
             map.insert(key, item);
         }

@@ -52,6 +52,18 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Getting the crate
+//!
+//! Until it is on crates.io, a Module Proxy release ships it in its `sdk/` folder, as
+//! `modproxy-sdk-VERSION.crate` and unpacked beside it; depend on the unpacked folder by path:
+//!
+//! ```toml
+//! [dependencies]
+//! modproxy-sdk = { path = "/opt/modproxy/sdk/modproxy-sdk-0.1.0" }
+//! ```
+//!
+//! `modproxy new NAME --lang rust`, run from the release, generates a project that does this.
 
 #![warn(missing_docs)]
 

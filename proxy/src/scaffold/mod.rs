@@ -1,13 +1,16 @@
 //! `modproxy new`: scaffolds a ready-to-run backend in Rust, Python or Node, optionally registered in a
 //! proxy config.
 //!
-//! Until the SDKs are published to crates.io, PyPI and npm, a generated project depends on the SDK in
-//! this Module Proxy checkout, by a path computed from where the project is generated. Everything that
-//! can be refused (names, the directory, the config edit) is checked before the first file is written.
+//! Until the SDKs are published to crates.io, PyPI and npm, a generated project depends on the SDK by a
+//! path computed from where the project is generated: the release's `sdk/` folder (the wheel, the npm
+//! tarballs, the crate) when this binary runs from a release, else the Module Proxy checkout it was built
+//! from. Everything that can be refused (names, the directory, the config edit) is checked before the
+//! first file is written.
 
 mod names;
 mod paths;
 mod register;
+mod sdk;
 mod templates;
 
 use std::io;
@@ -18,10 +21,11 @@ pub use names::{validate_module, validate_name, NameError, MODULE_RULE, NAME_RUL
 pub use register::{register, RegisterError};
 
 use crate::config::{Config, ConfigError};
+pub use sdk::Sdk;
 use templates::Template;
 
-/// The checkout whose SDKs a generated project depends on, unless `--sdk-root` says otherwise: the one
-/// this binary was built from.
+/// The checkout whose SDKs a generated project depends on when neither `--sdk-root` nor a release's
+/// `sdk/` folder beside this binary says otherwise: the one this binary was built from.
 pub const DEFAULT_SDK_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The language of the generated backend.
@@ -46,12 +50,12 @@ impl Lang {
         }
     }
 
-    /// The SDK's directory in the checkout, and a file that proves it is there.
-    fn sdk(self) -> (&'static str, &'static str) {
+    /// The templates' placeholder for the SDK dependency (see [`sdk::Dependency::manifest_text`]).
+    fn sdk_placeholder(self) -> &'static str {
         match self {
-            Lang::Rust => ("sdk-rust", "Cargo.toml"),
-            Lang::Python => ("sdk-python", "pyproject.toml"),
-            Lang::Node => ("sdk-node", "package.json"),
+            Lang::Rust => "sdk_rust",
+            Lang::Python => "sdk_python",
+            Lang::Node => "node_dependencies",
         }
     }
 
@@ -87,8 +91,9 @@ pub struct NewArgs {
     /// layout. Refused if any module list there already has that module.
     #[arg(long, value_name = "CONF")]
     pub register: Option<PathBuf>,
-    /// The Module Proxy checkout holding sdk-rust/, sdk-python/ and sdk-node/, which the project depends
-    /// on by path until the SDKs are published. Default: the checkout this binary was built from.
+    /// Where the project gets the SDK (by path, until the SDKs are published): a release's sdk/ folder
+    /// or its HOME, or a Module Proxy checkout holding sdk-rust/, sdk-python/ and sdk-node/. Default:
+    /// HOME/sdk when this binary is a release's HOME/bin/modproxy, else the checkout it was built from.
     #[arg(long, value_name = "DIR")]
     pub sdk_root: Option<PathBuf>,
 }
@@ -105,9 +110,9 @@ pub enum ScaffoldError {
     /// The target path is a file.
     #[error("{0} already exists and is not a directory; choose another --dir")]
     NotADirectory(PathBuf),
-    /// The SDK checkout was not found.
+    /// The SDK was not found.
     #[error(
-        "{root} does not hold the {lang} SDK ({missing} is missing); pass --sdk-root DIR, the Module Proxy checkout"
+        "{root} does not hold the {lang} SDK ({missing} is missing); pass --sdk-root DIR: a release's sdk/ folder or a Module Proxy checkout"
     )]
     NoSdk {
         /// Where it was looked for.
@@ -164,8 +169,8 @@ pub struct Generated {
     /// The config it was registered in (absolute), and the proxy's URL for the module according to
     /// that config.
     pub registered: Option<(PathBuf, String)>,
-    /// The SDK checkout it depends on.
-    pub sdk_root: PathBuf,
+    /// The SDK folder it depends on.
+    pub sdk: Sdk,
 }
 
 /// Generates the project `args` describe; relative paths in `args` resolve against `cwd`.
@@ -174,21 +179,19 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
     let module = args.module.clone().unwrap_or_else(|| args.name.clone());
     validate_module(&module)?;
 
-    let sdk_root = args
-        .sdk_root
-        .as_deref()
-        .map(|root| cwd.join(root))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SDK_ROOT));
-    let (sdk_dir, marker) = args.lang.sdk();
-    let no_sdk = || ScaffoldError::NoSdk {
-        root: sdk_root.clone(),
-        lang: args.lang.label(),
-        missing: format!("{sdk_dir}/{marker}"),
+    let sdk = match &args.sdk_root {
+        Some(root) => sdk::classify(&cwd.join(root)),
+        None => sdk::beside_binary()
+            .map(Sdk::Release)
+            .unwrap_or_else(|| Sdk::Checkout(PathBuf::from(DEFAULT_SDK_ROOT))),
     };
-    let sdk_root = sdk_root.canonicalize().map_err(|_| no_sdk())?;
-    if !sdk_root.join(sdk_dir).join(marker).is_file() {
-        return Err(no_sdk());
-    }
+    let no_sdk = |missing: String| ScaffoldError::NoSdk {
+        root: sdk.root().to_owned(),
+        lang: args.lang.label(),
+        missing,
+    };
+    let sdk = sdk.canonical().ok_or_else(|| no_sdk(String::from("the directory")))?;
+    let dependency = sdk.dependency(args.lang).map_err(no_sdk)?;
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
     let project = paths::resolve_new(&cwd.join(&dir)).map_err(io_error("resolve", &dir))?;
@@ -215,18 +218,16 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
         None => None,
     };
 
-    let sdk_path = paths::relative(&project, &sdk_root);
-    let sdk_path = paths::manifest_safe(&sdk_path).ok_or_else(|| ScaffoldError::UnwritablePath(sdk_path.clone()))?;
-    let sdk_url =
-        paths::file_url(&sdk_root.join("sdk-python")).ok_or_else(|| ScaffoldError::UnwritablePath(sdk_root.clone()))?;
+    let sdk_text = dependency
+        .manifest_text(&project)
+        .ok_or_else(|| ScaffoldError::UnwritablePath(sdk.root().to_owned()))?;
     let port_text = port.to_string();
     let values = [
         ("name", args.name.as_str()),
         ("module", module.as_str()),
         ("port", port_text.as_str()),
         ("listen", listen.as_str()),
-        ("sdk_path", sdk_path),
-        ("sdk_url", sdk_url.as_str()),
+        (args.lang.sdk_placeholder(), sdk_text.as_str()),
     ];
     for template in args.lang.templates() {
         let path = project.join(template.path);
@@ -250,7 +251,7 @@ pub fn generate(args: &NewArgs, cwd: &Path) -> Result<Generated, ScaffoldError> 
         dir,
         listen,
         registered,
-        sdk_root,
+        sdk,
     })
 }
 
@@ -310,12 +311,15 @@ impl Generated {
             Lang::Rust => &[("cargo test", "build it and run its tests"), ("cargo run", "serve")],
             Lang::Python => &[
                 ("python3 -m venv .venv && . .venv/bin/activate", "a virtual environment"),
-                ("pip install -e '.[test]'", "the SDK too (builds its Rust core once)"),
+                match self.sdk {
+                    Sdk::Release(_) => ("pip install -e '.[test]'", "the SDK too, from the release's wheel"),
+                    Sdk::Checkout(_) => ("pip install -e '.[test]'", "the SDK too (builds its Rust core once)"),
+                },
                 ("pytest", "run its tests"),
                 ("python app.py", "serve"),
             ],
             Lang::Node => &[
-                ("npm install", "links the SDK"),
+                ("npm install", "installs the SDK"),
                 ("npm test", "run its tests"),
                 ("node index.js", "serve"),
             ],
@@ -323,11 +327,13 @@ impl Generated {
         for (command, why) in steps {
             out.push_str(&format!("  {command:<48} # {why}\n"));
         }
-        if self.lang == Lang::Node && !paths::has_node_addon(&self.sdk_root.join("sdk-node")) {
-            out.push_str(&format!(
-                "  (the Node SDK is not built yet: cd {}/sdk-node && npm install && npm run build)\n",
-                self.sdk_root.display()
-            ));
+        if let (Lang::Node, Sdk::Checkout(root)) = (self.lang, &self.sdk) {
+            if !paths::has_node_addon(&root.join("sdk-node")) {
+                out.push_str(&format!(
+                    "  (the Node SDK is not built yet: cd {}/sdk-node && npm install && npm run build)\n",
+                    root.display()
+                ));
+            }
         }
         let example = r#"'{"head":{"method":"add"},"data":{"a":2,"b":3}}'"#;
         match &self.registered {

@@ -68,7 +68,15 @@ mod tests {
     use std::path::Path;
 
     /// The placeholders `generate` gives a value for.
-    const PLACEHOLDERS: &[&str] = &["name", "module", "port", "listen", "sdk_path", "sdk_url"];
+    const PLACEHOLDERS: &[&str] = &[
+        "name",
+        "module",
+        "port",
+        "listen",
+        "sdk_rust",
+        "sdk_python",
+        "node_dependencies",
+    ];
 
     fn all() -> [(&'static str, &'static [Template]); 3] {
         [("rust", RUST), ("python", PYTHON), ("node", NODE)]
