@@ -7,6 +7,7 @@ pub mod app;
 pub mod balancer;
 pub mod body;
 pub mod config;
+pub mod conform;
 pub mod error_response;
 pub mod frame_request;
 pub mod head_shaping;

@@ -51,6 +51,8 @@ enum Command {
     },
     /// Scaffold a new backend project in Rust, Python or Node, depending on this checkout's SDK.
     New(modproxy::scaffold::NewArgs),
+    /// Run the socket protocol's conformance checks against a backend (ADDR, or `-- COMMAND {addr}`).
+    Conform(modproxy::conform::ConformArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Some(Command::Reload) => reload_running(cli.home.as_deref()),
         Some(Command::Stop { wait }) => stop_running(cli.home.as_deref(), Duration::from_secs(wait)),
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
+        Some(Command::Conform(args)) => modproxy::conform::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
