@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WHEELS := $(TARGET_DIR)/wheels
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools go test-conform
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
@@ -21,10 +21,13 @@ run: python-sdk node-sdk
 	./target/release/rust-backend 127.0.0.1:21230 & pids+=($$!); \
 	$(PY) examples/python-backend/app.py 127.0.0.1:21231 & pids+=($$!); \
 	node examples/node-backend/index.js 127.0.0.1:21232 & pids+=($$!); \
+	if command -v go >/dev/null && (cd examples/go-backend && go build -o ../../target/release/go-backend .); then \
+	  ./target/release/go-backend 127.0.0.1:21233 & pids+=($$!); \
+	else echo "  todo-go: no Go here, so its card stays empty; \`make go\` installs it"; fi; \
 	echo; \
 	echo "  welcome page  http://127.0.0.1:8080/"; \
 	echo "  demo          http://127.0.0.1:8080/module_proxy_inner_mod/demo.html"; \
-	echo "  backends      /todo-rust/ /todo-python/ /todo-node/  (POST {\"head\":{\"method\":\"list\"}})"; \
+	echo "  backends      /todo-rust/ /todo-python/ /todo-node/ /todo-go/  (POST {\"head\":{\"method\":\"list\"}})"; \
 	echo "  Ctrl-C stops the proxy and the backends"; \
 	echo; \
 	./target/release/modproxy --home .
@@ -48,7 +51,7 @@ node-sdk:
 	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 
-test: lint test-rust test-python test-node test-e2e test-scaffold test-browser test-dist
+test: lint test-rust test-python test-node test-e2e test-scaffold test-conform test-browser test-dist
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -93,6 +96,15 @@ test-e2e: test-python test-node
 # test-rust). The Python and Node cases use the SDKs built into .venv/ and sdk-node/.
 test-scaffold: python-sdk node-sdk
 	$(CARGO) test -p modproxy --test scaffold -- --ignored
+
+# `modproxy conform` against the Python, Node and Go examples (proxy/tests/conform.rs; the Rust example and
+# the broken fixtures also run in test-rust).
+test-conform: python-sdk node-sdk go
+	$(CARGO) test -p modproxy --test conform -- --ignored
+
+# Debian's Go (1.19 on Debian 12) for examples/go-backend; installed once, skipped when `go` is there.
+go:
+	command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang; }
 
 # Debian's Chromium for the browser test; installed once (we run as root), skipped when already there.
 chromium:

@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod body;
 pub mod client_address;
 pub mod config;
+pub mod conform;
 pub mod error_response;
 pub mod frame_request;
 pub mod head_shaping;

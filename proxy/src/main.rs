@@ -55,6 +55,8 @@ enum Command {
     /// Certificates for the HTTPS listener.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Run the socket protocol's conformance checks against a backend (ADDR, or `-- COMMAND {addr}`).
+    Conform(modproxy::conform::ConformArgs),
 }
 
 #[derive(Subcommand)]
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Some(Command::Stop { wait }) => stop_running(cli.home.as_deref(), Duration::from_secs(wait)),
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
         Some(Command::Cert(CertCommand::Local(args))) => cert_local(cli.home.as_deref(), cli.config.as_deref(), &args),
+        Some(Command::Conform(args)) => modproxy::conform::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

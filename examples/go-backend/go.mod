@@ -1,0 +1,3 @@
+module modproxy.example/go-backend
+
+go 1.19
