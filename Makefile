@@ -57,7 +57,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-rust: tls-tools
+# python-sdk: the lanes tests serve a Python SDK backend from .venv.
+test-rust: tls-tools python-sdk
 	$(CARGO) test --workspace
 
 # curl, openssl, testssl.sh and pebble (Debian's packages; pebble is a real ACME server, run offline),
