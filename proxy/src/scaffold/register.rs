@@ -210,10 +210,8 @@ mod tests {
         let edited = add(shipped);
         loads(&edited);
         let expected = shipped.replace(
-            "  { module = \"todo-node\",   forward_pass = \"127.0.0.1:21232\", pipeline = 16 },\n]",
-            &format!(
-                "  {{ module = \"todo-node\",   forward_pass = \"127.0.0.1:21232\", pipeline = 16 }},\n  {ENTRY},\n]"
-            ),
+            "  { module = \"todo-go\",     forward_pass = \"127.0.0.1:21233\" },\n]",
+            &format!("  {{ module = \"todo-go\",     forward_pass = \"127.0.0.1:21233\" }},\n  {ENTRY},\n]"),
         );
         assert_ne!(expected, shipped, "the shipped config changed; update this test");
         assert_eq!(edited, expected);
