@@ -298,7 +298,7 @@ impl App {
                 let respond: BoxFuture<'_, _> = Box::pin(async move {
                     let _admission = match mounted.policy.admit(peer.ip()).await {
                         Ok(admission) => admission,
-                        Err(refusal) => return self.refuse(&*mounted.role, &request, &mounted.stats.name, refusal),
+                        Err(refusal) => return self.refuse(&mounted.role, &request, &mounted.stats.name, refusal),
                     };
                     let mut response = match &*mounted.role {
                         Role::Socket(gateway) => gateway.handle(request, max_body, pages).await,
