@@ -123,3 +123,54 @@ fn reloads_under_load_lose_and_truncate_nothing() {
         pooled.connections()
     );
 }
+
+/// A keep-alive backend that answers the first request of each connection, then, after `linger`, closes
+/// its side cleanly (FIN) without reading anything more.
+fn reply_once_then_fin(linger: Duration) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let mut line = [0u8; 12];
+                stream.read_exact(&mut line).unwrap();
+                let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                stream
+                    .write_all(&[format!("{len:>10}\r\n").as_bytes(), &payload].concat())
+                    .unwrap();
+                std::thread::sleep(linger);
+                stream.shutdown(std::net::Shutdown::Both).unwrap();
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[test]
+fn a_kept_connection_the_backend_closed_cleanly_is_replaced_not_failed() {
+    let (addr, served) = reply_once_then_fin(Duration::from_millis(100));
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[addr], "fail_timeout = 60")]));
+    for n in 0..3 {
+        let body = envelope("x", json!(n));
+        let response = proxy.post("/s3/", &[], &body);
+        assert_eq!(response.status, 200, "request {n}: {}", response.text());
+        assert_eq!(response.body, body, "request {n} echoed");
+        // Between requests the backend closes the connection the proxy kept.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    assert_eq!(
+        metric(&metrics, &format!(r#"modproxy_node_up{{module="s3",node="{addr}"}}"#)),
+        Some(1.0),
+        "a clean close masks nothing"
+    );
+}
