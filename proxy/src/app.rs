@@ -51,12 +51,16 @@ pub enum Role {
 }
 
 /// A module as mounted in the running app: what answers, its traffic policy, and its metrics.
+///
+/// The role and the policy are shared with the app a reload replaced when their configuration did not
+/// change, so that masked nodes, pooled connections, lanes, rate-limit buckets and `max_conns` slots
+/// live on across the reload.
 #[derive(Debug)]
 pub struct Mounted {
     /// What answers the module's requests.
-    pub role: Role,
+    pub role: Arc<Role>,
     /// Rate limit, concurrency cap and added headers.
-    pub policy: ModulePolicy,
+    pub policy: Arc<ModulePolicy>,
     /// Its request counters and latency histogram.
     pub stats: ModuleMetrics,
 }
@@ -115,8 +119,9 @@ impl Arrival<'_> {
 }
 
 impl App {
-    /// Builds the runtime for `config`; `home` holds the built-in `html/` directory.
-    pub fn new(config: Config, home: &Path, metrics: Arc<Metrics>) -> App {
+    /// Builds the runtime for `config`; `home` holds the built-in `html/` directory. On a reload,
+    /// `previous` is the running app: a module whose entry (or policy) is unchanged keeps its runtime.
+    pub fn new(config: Config, home: &Path, metrics: Arc<Metrics>, previous: Option<&App>) -> App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let server = &config.server;
         let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size, server.dotfiles);
@@ -125,12 +130,28 @@ impl App {
             .modules
             .iter()
             .map(|(name, module)| {
-                let role = match module {
-                    Module::Html { path } => Role::Html(site(path.clone())),
-                    Module::Http(upstream) => Role::Http(HttpForward::new(name, upstream.clone(), clock.clone())),
-                    Module::Socket(upstream) => Role::Socket(SocketGateway::new(name, upstream.clone(), clock.clone())),
+                let old = previous.and_then(|app| Some((app, app.modules.get(name)?)));
+                // A static site holds no state, and depends on `[server]` too: it is always built anew.
+                let role = match old {
+                    Some((app, mounted))
+                        if !matches!(module, Module::Html { .. }) && app.config.modules.get(name) == Some(module) =>
+                    {
+                        Arc::clone(&mounted.role)
+                    }
+                    _ => Arc::new(match module {
+                        Module::Html { path } => Role::Html(site(path.clone())),
+                        Module::Http(upstream) => Role::Http(HttpForward::new(name, upstream.clone(), clock.clone())),
+                        Module::Socket(upstream) => {
+                            Role::Socket(SocketGateway::new(name, upstream.clone(), clock.clone()))
+                        }
+                    }),
                 };
-                let policy = config.policies.get(name).map(ModulePolicy::new).unwrap_or_default();
+                let policy = match old {
+                    Some((app, mounted)) if app.config.policies.get(name) == config.policies.get(name) => {
+                        Arc::clone(&mounted.policy)
+                    }
+                    _ => Arc::new(config.policies.get(name).map(ModulePolicy::new).unwrap_or_default()),
+                };
                 (
                     name.clone(),
                     Mounted {
@@ -201,7 +222,7 @@ impl App {
                 MethodError::new("module_not_found", format!("no module '{module}' is configured")),
             );
         };
-        let Role::Socket(gateway) = &mounted.role else {
+        let Role::Socket(gateway) = &*mounted.role else {
             return frame_request::refuse(
                 peer,
                 MethodError::new(
@@ -279,7 +300,7 @@ impl App {
                         Ok(admission) => admission,
                         Err(refusal) => return self.refuse(&mounted.role, &request, &mounted.stats.name, refusal),
                     };
-                    let mut response = match &mounted.role {
+                    let mut response = match &*mounted.role {
                         Role::Socket(gateway) => gateway.handle(request, max_body, pages).await,
                         Role::Http(forward) => forward.handle(request, socket_peer, max_body, pages).await,
                         Role::Html(site) => site.serve(request, prefix, rest, pages).await,
@@ -381,7 +402,7 @@ impl App {
             .modules
             .iter()
             .map(|(name, mounted)| {
-                let role = match mounted.role {
+                let role = match *mounted.role {
                     Role::Html(_) => "html",
                     Role::Http(_) => "http",
                     Role::Socket(_) => "socket",
@@ -404,7 +425,7 @@ impl App {
 
 /// The state of each backend node of one module (none for a static site).
 fn node_states_of(name: &str, mounted: &Mounted) -> Vec<NodeState> {
-    let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &mounted.role {
+    let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &*mounted.role {
         Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.open_connections(i))),
         Role::Http(forward) => (forward.balancer(), &|_| None),
         Role::Html(_) => return Vec::new(),

@@ -188,7 +188,7 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             .with_context(|| format!("cannot write {}", pid_file::path(&home).display()))?;
         tracing::info!(%addr, home = %home.display(), config = %path.display(), modules = config.modules.len(), "modproxy listening");
         let metrics = Arc::new(Metrics::new());
-        let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics))));
+        let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics), None)));
         tokio::spawn(reload::on_sighup(
             Arc::clone(&live),
             Arc::clone(&metrics),

@@ -73,7 +73,7 @@ pub fn reload(live: &LiveApp, metrics: &Arc<Metrics>, path: &Path, home: &Path) 
         tracing::warn!("[[stream]] sections take effect only on restart");
     }
     let modules = config.modules.len();
-    live.store(Arc::new(App::new(config, home, Arc::clone(metrics))));
+    live.store(Arc::new(App::new(config, home, Arc::clone(metrics), Some(&old))));
     tracing::info!(config = %path.display(), modules, "configuration reloaded");
     true
 }

@@ -77,6 +77,11 @@ pub struct Decision {
 /// - A *kept* connection closed, or the backend turned the request away, before reading it: send it again
 ///   to the same node, at most [`UNSENT_RESENDS`] times; past that, or on a fresh connection, the node is
 ///   masked and another tried (still nothing was sent).
+///   A clean close (FIN) seen *before* the write counts here: the pool checks each kept connection
+///   without blocking before it is used, and one the backend closed is dropped for a new one. A FIN
+///   seen only *after* the write proves nothing (the backend may have read the request and acted on
+///   it), so it is [`Event::Unanswered`], never `Unsent`; only a reset before any reply byte is, since a
+///   backend resets only a connection whose received bytes it never read.
 /// - Possibly written, then the connection closed: a request that `may_resend` is sent again at most
 ///   [`UNANSWERED_RESENDS`] times; otherwise the node is masked and the client answered, since the
 ///   backend may have acted on it.

@@ -187,7 +187,7 @@ impl LogLevel {
 }
 
 /// What a module does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Module {
     /// `module_html`: a static sub-site served from `path`.
     Html {
@@ -201,7 +201,7 @@ pub enum Module {
 }
 
 /// A balanced group of backend nodes and the settings used to talk to them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// `host:port` of each node (socket modules) or `http://host:port` (HTTP modules), in config order.
     pub nodes: Vec<String>,
@@ -253,7 +253,7 @@ pub enum HeadSource {
 }
 
 /// Per-module traffic policy; every key is off unless set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     /// Token bucket per client address.
     pub rate_limit: Option<RateLimit>,

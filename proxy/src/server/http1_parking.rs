@@ -340,6 +340,7 @@ mod tests {
             config,
             site.path(),
             Arc::clone(&metrics),
+            None,
         )));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
