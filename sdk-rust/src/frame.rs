@@ -134,17 +134,27 @@ pub fn length_line(len: usize) -> Result<[u8; LENGTH_LINE_LEN], FrameError> {
     let mut line = [b' '; LENGTH_LINE_LEN];
     line[DIGIT_COLUMNS] = b'\r';
     line[DIGIT_COLUMNS + 1] = b'\n';
-    let mut rest = len;
-    let mut column = DIGIT_COLUMNS;
+    let mut digits = [0; MAX_DECIMAL_DIGITS];
+    let digits = decimal(len as u64, &mut digits);
+    line[DIGIT_COLUMNS - digits.len()..DIGIT_COLUMNS].copy_from_slice(digits);
+    Ok(line)
+}
+
+/// Digits in the largest `u64`.
+pub(crate) const MAX_DECIMAL_DIGITS: usize = 20;
+
+/// `n` in decimal, in the tail of `buf`: by hand, since `format!` would allocate on every frame.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; MAX_DECIMAL_DIGITS]) -> &[u8] {
+    let mut start = MAX_DECIMAL_DIGITS;
     loop {
-        column -= 1;
-        line[column] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    Ok(line)
+    &buf[start..]
 }
 
 /// Writes one frame to a blocking stream.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio_util::codec::Encoder;
 
 use crate::codec::LengthLineCodec;
-use crate::frame::{length_line, FrameError, LENGTH_LINE_LEN};
+use crate::frame::{decimal, length_line, FrameError, LENGTH_LINE_LEN, MAX_DECIMAL_DIGITS};
 
 /// The reserved method that asks a backend for sequenced replies.
 pub const PIPELINE_METHOD: &str = "_pipeline";
@@ -28,9 +28,6 @@ pub const PIPELINE_ACCEPTED: &[u8] = br#"{"pipeline":1}"#;
 const SEQ_PREFIX: &[u8] = br#"{"seq":"#;
 const REPLY_PREFIX: &[u8] = br#","reply":"#;
 const CLOSING: u8 = b'}';
-
-/// Most decimal digits of a `u64`.
-const MAX_DIGITS: usize = 20;
 
 /// The request that opens a pipelined connection, asking for up to `depth` requests in flight.
 ///
@@ -90,13 +87,13 @@ pub struct Sequenced<R> {
 impl<R: AsRef<[u8]>> Sequenced<R> {
     /// The envelope's length in bytes.
     pub fn encoded_len(&self) -> usize {
-        let mut digits = [0; MAX_DIGITS];
+        let mut digits = [0; MAX_DECIMAL_DIGITS];
         SEQ_PREFIX.len() + decimal(self.seq, &mut digits).len() + REPLY_PREFIX.len() + self.reply.as_ref().len() + 1
     }
 
     /// Appends the envelope to `dst`.
     pub fn write_to(&self, dst: &mut impl BufMut) {
-        let mut digits = [0; MAX_DIGITS];
+        let mut digits = [0; MAX_DECIMAL_DIGITS];
         dst.put_slice(SEQ_PREFIX);
         dst.put_slice(decimal(self.seq, &mut digits));
         dst.put_slice(REPLY_PREFIX);
@@ -120,7 +117,7 @@ impl<'a> Sequenced<&'a [u8]> {
         let rest = rest.strip_suffix(&[CLOSING])?;
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         let (number, rest) = rest.split_at(digits);
-        if number.is_empty() || number.len() > MAX_DIGITS || (number[0] == b'0' && number.len() > 1) {
+        if number.is_empty() || number.len() > MAX_DECIMAL_DIGITS || (number[0] == b'0' && number.len() > 1) {
             return None;
         }
         let seq = number
@@ -146,27 +143,13 @@ impl<R: AsRef<[u8]>> Encoder<Sequenced<R>> for LengthLineCodec {
     }
 }
 
-/// `n` in decimal, in the tail of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
-    let mut start = MAX_DIGITS;
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[start..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn numbers_are_plain_decimal() {
-        let mut buf = [0; MAX_DIGITS];
+        let mut buf = [0; MAX_DECIMAL_DIGITS];
         for (n, text) in [
             (0, "0"),
             (1, "1"),
