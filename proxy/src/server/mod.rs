@@ -153,7 +153,7 @@ pub async fn serve(
                         open.dec();
                         return drop(slot);
                     };
-                    let service = plain_service(Arc::clone(&live), peer, challenges);
+                    let service = service(Arc::clone(&live), peer, Side::Plain(challenges));
                     let served = serve_plain(
                         stream,
                         peer,
@@ -183,7 +183,7 @@ pub async fn serve(
                     };
                     let served = match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
                         Ok(Some(stream)) => {
-                            let service = https_service(live, peer);
+                            let service = service(live, peer, Side::Tls);
                             // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
                             let _watcher = watcher;
                             if tls_stream::is_h2(&stream) {
@@ -272,12 +272,19 @@ where
     }
 }
 
-/// The service of a plain-HTTP connection: ACME's challenges, the redirect to HTTPS when it is on, and
-/// the app.
-fn plain_service(
+/// What a listener adds around the app: ACME's challenges and the redirect to HTTPS on plain HTTP, the
+/// HSTS header on HTTPS.
+#[derive(Clone)]
+enum Side {
+    Plain(Arc<Challenges>),
+    Tls,
+}
+
+/// The service of one connection: the app, with what its listener's [`Side`] adds.
+fn service(
     live: LiveApp,
-    peer: std::net::SocketAddr,
-    challenges: Arc<Challenges>,
+    peer: SocketAddr,
+    side: Side,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -289,42 +296,28 @@ fn plain_service(
        + 'static {
     service_fn(move |request: Request<Incoming>| {
         let app = live.load_full();
-        let challenge = request
-            .uri()
-            .path()
-            .starts_with(redirect::ACME_CHALLENGE_PREFIX)
-            .then(|| challenges.answer(request.uri().path()))
-            .flatten();
+        let challenge = match &side {
+            Side::Plain(challenges) => (request.uri().path())
+                .starts_with(redirect::ACME_CHALLENGE_PREFIX)
+                .then(|| challenges.answer(request.uri().path()))
+                .flatten(),
+            Side::Tls => None,
+        };
+        let secure = matches!(side, Side::Tls);
         async move {
             if let Some(answer) = challenge {
                 return Ok(Response::new(body::full(answer)));
             }
-            if let Some(location) = https_redirect(&app, &request) {
-                return Ok(moved_to(&location));
+            if !secure {
+                if let Some(location) = https_redirect(&app, &request) {
+                    return Ok(moved_to(&location));
+                }
             }
-            Ok::<_, Infallible>(app.handle(request, peer).await)
-        }
-    })
-}
-
-/// The service of an HTTPS connection: the app, and the HSTS header when `[tls] hsts_max_age` is set.
-fn https_service(
-    live: LiveApp,
-    peer: std::net::SocketAddr,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
-> + Clone
-       + Send
-       + Unpin
-       + 'static {
-    service_fn(move |request: Request<Incoming>| {
-        let app = live.load_full();
-        async move {
             let mut response = app.handle(request, peer).await;
-            if let Some(hsts) = app.config().tls.as_ref().and_then(|tls| tls.hsts.clone()) {
+            if let Some(hsts) = (app.config().tls.as_ref())
+                .filter(|_| secure)
+                .and_then(|tls| tls.hsts.clone())
+            {
                 response
                     .headers_mut()
                     .entry(http::header::STRICT_TRANSPORT_SECURITY)
