@@ -59,6 +59,12 @@ pub struct ServerConfig {
     pub index: Vec<String>,
     /// Request bodies larger than this get 413.
     pub max_body: u64,
+    /// Most bytes of request bodies held in memory at once, over all clients.
+    pub body_memory: u64,
+    /// Time allowed to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Longest pause allowed between a request body's bytes.
+    pub body_chunk_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_timeout: Duration,
     /// Most client connections open at once; more are answered 503 and closed.
