@@ -4,11 +4,14 @@
 //! A body takes its bytes before it is read into memory and gives them back when its [`BodyPermit`] is
 //! dropped, whichever way the request ends (answered, refused, timed out, or cancelled because the client
 //! left). A body that does not fit waits up to the budget's `wait` for others to finish, then is refused.
+//!
+//! Waiting is not first come, first served: whoever fits when bytes come back takes them, so a small body
+//! is never stuck behind a large one that waits for room (tokio's semaphore alone would queue it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// The largest number of bytes taken in one step (a semaphore counts permits in `u32`).
 const MAX_STEP: u64 = u32::MAX as u64;
@@ -17,6 +20,7 @@ const MAX_STEP: u64 = u32::MAX as u64;
 #[derive(Debug)]
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
+    freed: Arc<Notify>,
     total: u64,
     wait: Duration,
 }
@@ -25,6 +29,15 @@ pub struct BodyBudget {
 #[derive(Debug)]
 pub struct BodyPermit {
     held: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        if self.held.take().is_some() {
+            self.freed.notify_waiters();
+        }
+    }
 }
 
 /// The budget had no room for a body within its wait.
@@ -41,6 +54,7 @@ impl BodyBudget {
         let permits = usize::try_from(total).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
         BodyBudget {
             bytes: Arc::new(Semaphore::new(permits)),
+            freed: Arc::new(Notify::new()),
             total: permits as u64,
             wait,
         }
@@ -53,7 +67,10 @@ impl BodyBudget {
 
     /// Takes `bytes` for a new body, waiting for room up to the budget's wait.
     pub async fn take(&self, bytes: u64) -> Result<BodyPermit, OverBudget> {
-        let mut permit = BodyPermit { held: None };
+        let mut permit = BodyPermit {
+            held: None,
+            freed: Arc::clone(&self.freed),
+        };
         self.grow(&mut permit, bytes).await?;
         Ok(permit)
     }
@@ -71,10 +88,7 @@ impl BodyBudget {
         let taking = async {
             while left > 0 {
                 let step = left.min(MAX_STEP);
-                let more = Arc::clone(&self.bytes)
-                    .acquire_many_owned(step as u32)
-                    .await
-                    .map_err(|_| refused)?;
+                let more = self.try_take(step as u32).await.map_err(|_| refused)?;
                 match &mut permit.held {
                     Some(held) => held.merge(more),
                     none => *none = Some(more),
@@ -86,6 +100,22 @@ impl BodyBudget {
         match tokio::time::timeout(self.wait, taking).await {
             Ok(taken) => taken,
             Err(_) => Err(refused),
+        }
+    }
+}
+
+impl BodyBudget {
+    /// Takes `bytes` as soon as they are free, whoever else waits.
+    async fn try_take(&self, bytes: u32) -> Result<OwnedSemaphorePermit, TryAcquireError> {
+        loop {
+            // Registered before trying, so bytes freed in between are not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match Arc::clone(&self.bytes).try_acquire_many_owned(bytes) {
+                Err(TryAcquireError::NoPermits) => freed.await,
+                taken => return taken,
+            }
         }
     }
 }
@@ -138,6 +168,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(held);
         assert_eq!(waiter.await.unwrap(), Ok(50));
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_not_queued_behind_a_large_one() {
+        let budget = budget(100);
+        let _held = budget.take(60).await.unwrap();
+        let large = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.take(50).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(budget.take(30).await.is_ok(), "30 bytes are free");
+        assert!(!large.await.unwrap(), "the large one never fit");
     }
 
     #[tokio::test]

@@ -141,8 +141,9 @@ where
 }
 
 /// Reads `body` whole under `limits`: `declared` (its `Content-Length`) over `max_body` is refused before
-/// a byte is read, and the bytes it holds are taken from the budget as they arrive, so a client that
-/// announces much and sends little holds little. The permit goes with the bytes: keep it while they live.
+/// a byte is read. A declared length is taken from the budget at once, so that bodies never hold part of
+/// what they need while waiting for the rest (many such could fill the budget and all wait); a body of
+/// unknown length takes its bytes as they arrive. The permit goes with the bytes: keep it while they live.
 pub async fn read_whole<B>(
     body: B,
     declared: Option<u64>,
@@ -158,7 +159,7 @@ where
     }
     // What the body will hold at most: its declared length, else `max_body`.
     let ceiling = declared.unwrap_or(max);
-    let first = ceiling.min(FIRST_STEP);
+    let first = declared.unwrap_or(FIRST_STEP.min(max));
     let mut permit = limits.budget.take(first).await?;
     let mut buffer = BytesMut::with_capacity(first as usize);
     let mut body = TimedBody::new(body, limits.chunk_timeout, limits.total_timeout);

@@ -10,12 +10,15 @@ pub mod pool;
 use std::io;
 use std::sync::Arc;
 
+use bytes::Buf;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use modproxy_sdk::frame::length_line;
 use modproxy_sdk::FrameError;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::balancer::attempts::{self, Attempt, Event, Miss, Unanswered};
 use crate::balancer::{Balancer, Clock, Node};
@@ -316,7 +319,7 @@ impl SocketGateway {
     ) -> Tried {
         let reused = connection.is_reused();
         let exchange = async {
-            connection.framed.send(payload).await?;
+            write_frame(connection.framed.get_mut(), payload).await?;
             connection.framed.next().await.transpose()
         };
         let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
@@ -361,6 +364,17 @@ fn fits_a_frame(len: usize) -> Result<(), GatewayError> {
         Err(FrameError::TooLarge { len, max }) => Err(GatewayError::FrameTooLarge { len, max }),
         _ => Ok(()),
     }
+}
+
+/// Writes one request frame straight to the socket. Through the codec the payload would first be copied
+/// whole into the connection's write buffer: twice a body's memory while it is sent, and a buffer that
+/// keeps that capacity for as long as the connection stays pooled.
+async fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> Result<(), FrameError> {
+    let line = length_line(payload.len())?;
+    // One vectored write for a small frame, as the codec's single buffer gave.
+    let mut frame = (&line[..]).chain(payload);
+    stream.write_all_buf(&mut frame).await?;
+    Ok(())
 }
 
 /// What one try at a node yields.

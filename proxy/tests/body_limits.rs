@@ -1,0 +1,301 @@
+//! Request bodies against hostile clients, on the real binary: a client that stops sending its body is cut
+//! off (socket modules, `module_http`, raw frames) without holding a module's `max_conns` slot, and a
+//! flood of large bodies over HTTP/2 holds no more than `[server] body_memory`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::config::{config, http_config, http_module, socket_module};
+use support::socket_backend::{envelope, Backend, Style};
+use support::Proxy;
+
+/// Reads from `stream` until the proxy ends it; returns what came, or panics if it is still open at
+/// `deadline`.
+fn ended_by(stream: &mut TcpStream, deadline: Instant, what: &str) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what}: still open at the deadline");
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::ConnectionReset) => return received,
+            Err(error) => panic!("{what}: still open at the deadline ({error})"),
+        }
+    }
+}
+
+/// Opens `count` connections that send a request head announcing `announced` body bytes and only part
+/// of the body, then nothing.
+fn slow_posts(addr: SocketAddr, path: &str, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"head\":");
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect()
+}
+
+fn status_of(bytes: &[u8]) -> Option<u16> {
+    support::parse_response(bytes).map(|response| response.status)
+}
+
+#[test]
+fn a_slow_post_to_a_socket_module_is_cut_off_and_holds_no_slot() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "body_chunk_timeout = 1",
+        &config(&[socket_module(
+            "s3",
+            &[backend.addr],
+            "max_conns = 1, max_conns_wait = 0.5",
+        )]),
+    );
+    let mut slow = slow_posts(proxy.addr, "/s3/", 5);
+    let started = Instant::now();
+    // The one slot is free for well-behaved clients all along: the slow ones have not sent their bodies.
+    for i in 0..10 {
+        let response = proxy.post("/s3/", &[], &envelope("x", json!(i)));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "served while the slow ones wait"
+    );
+    let deadline = started + Duration::from_secs(4);
+    for stream in &mut slow {
+        let received = ended_by(stream, deadline, "a slow POST");
+        assert_eq!(
+            status_of(&received),
+            Some(408),
+            "{}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+    assert!(proxy.log().contains("body_chunk_timeout"), "{}", proxy.log());
+}
+
+#[test]
+fn a_slow_post_to_an_http_module_is_cut_off() {
+    let upstream = Backend::start(Style::Http);
+    let proxy = Proxy::start(
+        "body_chunk_timeout = 1",
+        &http_config(&[http_module("web", &[format!("http://{}", upstream.addr)], "")]),
+    );
+    let mut slow = slow_posts(proxy.addr, "/web/", 3);
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(proxy.post("/web/", &[], b"{}").status, 200);
+    }
+    let deadline = started + Duration::from_secs(4);
+    for stream in &mut slow {
+        let received = ended_by(stream, deadline, "a slow POST");
+        assert!(
+            matches!(status_of(&received), Some(408) | None),
+            "{}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+}
+
+#[test]
+fn a_total_body_timeout_cuts_off_a_trickle() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "body_timeout = 1.5\nbody_chunk_timeout = 1",
+        &config(&[socket_module("s3", &[backend.addr], "")]),
+    );
+    let mut stream = slow_posts(proxy.addr, "/s3/", 1).pop().unwrap();
+    let started = Instant::now();
+    // A byte every 300 ms never pauses long enough for the chunk timeout; the total stops it.
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut buf) {
+            received.extend_from_slice(&buf[..n]);
+            break;
+        }
+    }
+    received.extend(ended_by(&mut stream, started + Duration::from_secs(4), "a trickle"));
+    assert_eq!(
+        status_of(&received),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_raw_frame_that_stalls_is_cut_off() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "raw_frames = true\nbody_chunk_timeout = 1",
+        &config(&[socket_module("s3", &[backend.addr], "")]),
+    );
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.write_all(b"       100\r\n{\"head\":").unwrap();
+    let started = Instant::now();
+    ended_by(&mut stream, started + Duration::from_secs(4), "a stalled raw frame");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(backend.requests(), 0);
+}
+
+/// A socket backend that reads each frame and answers a short one: the flood's memory is the proxy's,
+/// not an echo of 9 MiB replies.
+fn short_reply_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone().unwrap());
+                let mut writer = stream;
+                let reply = br#"{"ok":true}"#;
+                loop {
+                    let mut line = [0u8; 12];
+                    if reader.read_exact(&mut line).is_err() {
+                        return;
+                    }
+                    let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
+                    let mut left = len;
+                    while left > 0 {
+                        let got = reader.fill_buf().unwrap().len().min(left);
+                        if got == 0 {
+                            return;
+                        }
+                        reader.consume(got);
+                        left -= got;
+                    }
+                    let framed = [format!("{:>10}\r\n", reply.len()).as_bytes(), reply].concat();
+                    if writer.write_all(&framed).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One client, one HTTP/2 connection, 100 streams of 9 MiB JSON at once: the proxy holds at most
+/// `body_memory` of them (the rest wait, then get 503), its peak RSS stays under idle + `body_memory` +
+/// the slack README's *Memory and time bounds* states, a well-behaved client meanwhile gets every answer,
+/// and RSS comes back near idle after.
+#[test]
+fn a_flood_of_large_bodies_over_http2_stays_within_body_memory() {
+    use http_body_util::{BodyExt, Full};
+    const BODY_MEMORY_MIB: u64 = 64;
+    const STREAMS: usize = 100;
+    // README: peak ≤ idle + body_memory + 32 MiB here (one HTTP/2 connection's window and buffers, and the
+    // allocator's slack).
+    const SLACK_MIB: u64 = 32;
+
+    let backend = short_reply_backend();
+    let proxy = Proxy::start(
+        &format!("body_memory = {}", BODY_MEMORY_MIB * 1024 * 1024),
+        &config(&[socket_module("s3", &[backend], "")]),
+    );
+    // Warm up, so idle includes what serving at all costs.
+    for i in 0..20 {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(i))).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (idle, _) = proxy.memory_kib();
+
+    let big = bytes::Bytes::from(envelope("x", json!("a".repeat(9 * 1024 * 1024))));
+    let addr = proxy.addr;
+    let flood = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let streams: Vec<_> = (0..STREAMS)
+                .map(|_| {
+                    let mut sender = sender.clone();
+                    let body = big.clone();
+                    tokio::spawn(async move {
+                        let request = http::Request::post(format!("http://{addr}/s3/"))
+                            .header("content-type", "application/json")
+                            .body(Full::new(body))
+                            .unwrap();
+                        let response = sender.send_request(request).await.ok()?;
+                        let status = response.status().as_u16();
+                        let _ = response.into_body().collect().await;
+                        Some(status)
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for stream in streams {
+                statuses.push(stream.await.unwrap());
+            }
+            statuses
+        })
+    });
+
+    // Meanwhile a well-behaved client is answered every time.
+    let mut answered = 0;
+    while !flood.is_finished() {
+        let response = proxy.post("/s3/", &[], &envelope("x", json!(answered)));
+        assert_eq!(
+            response.status,
+            200,
+            "a small request during the flood: {}",
+            response.text()
+        );
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let statuses = flood.join().unwrap();
+    let (_, peak) = proxy.memory_kib();
+    let served = statuses.iter().filter(|s| **s == Some(200)).count();
+    let refused = statuses.iter().filter(|s| **s == Some(503)).count();
+    println!(
+        "idle {idle} KiB, peak {peak} KiB; flood: {served} answered, {refused} refused, {} other; \
+         {answered} small requests answered meanwhile",
+        STREAMS - served - refused
+    );
+    assert!(served > 0, "the flood is served as the budget allows: {statuses:?}");
+    assert!(answered > 0);
+    let bound = idle + (BODY_MEMORY_MIB + SLACK_MIB) * 1024;
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB over the bound {bound} KiB (idle {idle} KiB)"
+    );
+
+    // Near idle again once the flood is over: freed bodies go back to the system.
+    let settled = Instant::now() + Duration::from_secs(5);
+    let near_idle = idle + 8 * 1024;
+    let mut now = proxy.memory_kib().0;
+    while now > near_idle && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(200));
+        now = proxy.memory_kib().0;
+    }
+    assert!(now <= near_idle, "RSS {now} KiB after the flood, idle was {idle} KiB");
+}
