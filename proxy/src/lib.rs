@@ -25,6 +25,7 @@ pub mod request_body;
 pub mod request_context;
 pub mod routing;
 pub mod scaffold;
+pub mod send_timeout;
 pub mod server;
 pub mod socket_forward;
 pub mod static_site;

@@ -32,6 +32,7 @@ use crate::app::LiveApp;
 use crate::body_budget::BodyPermit;
 use crate::frame_request::{self, FrameRequest};
 use crate::request_body::{self, BodyError};
+use crate::send_timeout::SendTimeout;
 
 /// How long the rest of a length line may take once its first bytes have arrived. Clients write the line
 /// and the payload at once, so this only matters on a congested link; an HTTP client never waits on it.
@@ -90,10 +91,15 @@ pub async fn serve_if_raw(
     live: &LiveApp,
     stopping: &CancellationToken,
 ) -> Option<TcpStream> {
-    let (enabled, first_byte_wait, max_body) = {
+    let (enabled, first_byte_wait, max_body, send_timeout) = {
         let app = live.load();
         let server = &app.config().server;
-        (server.raw_frames, server.header_timeout, server.max_body)
+        (
+            server.raw_frames,
+            server.header_timeout,
+            server.max_body,
+            server.send_timeout,
+        )
     };
     if !enabled {
         return Some(stream);
@@ -105,7 +111,7 @@ pub async fn serve_if_raw(
     match verdict {
         Some(Sniffed::Frames) => {
             tracing::debug!(%peer, "raw-frame client");
-            serve(stream, peer, live, max_body, stopping).await;
+            serve(stream, peer, live, (max_body, send_timeout), stopping).await;
             None
         }
         Some(_) => Some(stream),
@@ -144,17 +150,24 @@ async fn peek_verdict(stream: &TcpStream, first_byte_wait: Duration) -> Option<S
 
 /// Reads frames and answers each in turn until the client leaves, breaks the framing, idles out, stalls
 /// mid-frame, or the server stops. A frame being answered when the server stops is answered first.
-async fn serve(stream: TcpStream, peer: SocketAddr, live: &LiveApp, max_body: u64, stopping: &CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    live: &LiveApp,
+    (max_body, send_timeout): (u64, Duration),
+    stopping: &CancellationToken,
+) {
     let max_frame = usize::try_from(max_body).unwrap_or(usize::MAX);
     let (mut reader, writer) = stream.into_split();
-    let mut writer = FramedWrite::new(writer, LengthLineCodec::new(max_frame));
+    // A client that stops reading its replies is cut off (`send_timeout`).
+    let mut writer = FramedWrite::new(SendTimeout::new(writer, send_timeout), LengthLineCodec::new(max_frame));
     loop {
         // A frame's bytes are held against `[server] body_memory` until it is answered.
         let (payload, _permit) = match read_frame(&mut reader, max_frame, live, stopping).await {
             Ok(frame) => frame,
             Err(Ended::Quietly) => return,
             Err(Ended::Refused(refusal)) => {
-                let _ = tokio::time::timeout(IDLE_TIMEOUT, writer.send(Bytes::from(refusal.to_reply()))).await;
+                let _ = writer.send(Bytes::from(refusal.to_reply())).await;
                 return;
             }
         };
@@ -162,9 +175,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, live: &LiveApp, max_body: u6
             Ok(request) => live.load_full().handle_frame(request, peer).await,
             Err(error) => frame_request::refuse(peer, error),
         };
-        match tokio::time::timeout(IDLE_TIMEOUT, writer.send(reply)).await {
-            Ok(Ok(())) => {}
-            _ => {
+        match writer.send(reply).await {
+            Ok(()) => {}
+            Err(_) => {
                 tracing::debug!(%peer, "raw-frame client did not take its reply; closed");
                 return;
             }

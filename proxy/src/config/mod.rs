@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Longest pause allowed between a request body's bytes.
     pub body_chunk_timeout: Duration,
+    /// Longest a write to a client may wait for it to read.
+    pub send_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_timeout: Duration,
     /// Most client connections open at once; more are answered 503 and closed.

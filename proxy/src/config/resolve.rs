@@ -82,6 +82,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         body_memory: server.body_memory,
         body_timeout: server.body_timeout.duration(),
         body_chunk_timeout: server.body_chunk_timeout.duration(),
+        send_timeout: server.send_timeout.duration(),
         header_timeout: server.header_timeout.duration(),
         max_connections: server.max_connections,
         metrics_allow,

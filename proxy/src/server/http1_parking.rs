@@ -22,6 +22,8 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::send_timeout::SendTimeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
@@ -37,6 +39,7 @@ pub(super) async fn serve_http1<S>(
     mut stream: TcpStream,
     mut service: S,
     h1: &http1::Builder,
+    send_timeout: Duration,
     stopping: &CancellationToken,
 ) -> hyper::Result<()>
 where
@@ -51,7 +54,7 @@ where
     loop {
         let idle = Arc::new(Idle::new(deadline));
         let io = ParkIo {
-            io: TokioIo::new(stream),
+            io: TokioIo::new(SendTimeout::new(stream, send_timeout)),
             unread,
             idle: Arc::clone(&idle),
         };
@@ -87,7 +90,7 @@ where
             ..
         } = parts;
         unread = unread_head(read_buf, io.unread);
-        stream = io.io.into_inner();
+        stream = io.io.into_inner().into_inner();
         service = s;
         let head_deadline = idle.deadline();
         deadline = Some(head_deadline);
@@ -165,7 +168,7 @@ impl Idle {
 
 /// The connection's socket, with bytes read before it was parked to give hyper first.
 struct ParkIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<SendTimeout<TcpStream>>,
     unread: Bytes,
     idle: Arc<Idle>,
 }

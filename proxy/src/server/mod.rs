@@ -92,7 +92,7 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
             async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
         });
         let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
-        let header_timeout = server.header_timeout;
+        let (header_timeout, send_timeout) = (server.header_timeout, server.send_timeout);
         let open = metrics.client_connections.clone();
         open.inc();
         tokio::spawn(async move {
@@ -103,12 +103,14 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
                     Some(true) => {
                         // Held, as for HTTP/1 below: `stopping` drives the graceful shutdown.
                         let _watcher = watcher;
-                        serve_auto(stream, service, &http, header_timeout, &stopping).await
+                        serve_auto(stream, service, &http, header_timeout, send_timeout, &stopping).await
                     }
                     Some(false) => {
                         // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
                         let _watcher = watcher;
-                        serve_http1(stream, service, &h1, &stopping).await.map_err(Into::into)
+                        serve_http1(stream, service, &h1, send_timeout, &stopping)
+                            .await
+                            .map_err(Into::into)
                     }
                     None => Ok(()),
                 };

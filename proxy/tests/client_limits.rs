@@ -1,6 +1,7 @@
-//! Request bodies against hostile clients, on the real binary: a client that stops sending its body is cut
-//! off (socket modules, `module_http`, raw frames) without holding a module's `max_conns` slot, and a
-//! flood of large bodies over HTTP/2 holds no more than `[server] body_memory`.
+//! Clients that send slowly, read slowly or send too much, on the real binary: a client that stops
+//! sending its body is cut off (socket modules, `module_http`, raw frames) without holding a module's
+//! `max_conns` slot; one that stops reading is cut off; a flood of large bodies over HTTP/2 holds no more
+//! than `[server] body_memory`.
 
 mod support;
 
@@ -298,4 +299,30 @@ fn a_flood_of_large_bodies_over_http2_stays_within_body_memory() {
         now = proxy.memory_kib().0;
     }
     assert!(now <= near_idle, "RSS {now} KiB after the flood, idle was {idle} KiB");
+}
+
+/// A client that asks for a large file and stops reading is cut off after `send_timeout`, rather than
+/// holding its connection and the file's stream for ever.
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let proxy = Proxy::start("send_timeout = 1", "");
+    std::fs::write(proxy.home.path().join("html/big.bin"), vec![b'x'; SIZE]).unwrap();
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Reads nothing while the proxy's writes fill both sides' buffers, and longer than send_timeout.
+    std::thread::sleep(Duration::from_secs(4));
+    let started = Instant::now();
+    let received = ended_by(
+        &mut stream,
+        started + Duration::from_secs(10),
+        "a client that stopped reading",
+    );
+    assert!(
+        received.len() < SIZE,
+        "the whole file came ({} bytes): the connection was never cut off",
+        received.len()
+    );
+    // Everyone else is still served.
+    assert_eq!(proxy.get("/", &[]).status, 200);
 }
