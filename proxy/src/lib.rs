@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod body;
 pub mod body_budget;
 pub mod config;
+pub mod connection_hold;
 pub mod error_response;
 pub mod frame_request;
 pub mod head_shaping;

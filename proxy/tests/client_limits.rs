@@ -326,3 +326,122 @@ fn a_client_that_stops_reading_is_cut_off() {
     // Everyone else is still served.
     assert_eq!(proxy.get("/", &[]).status, 200);
 }
+
+/// A thousand idle WebSockets: each counts against `max_connections` for as long as it is open (hyper is
+/// done with the connection once it is upgraded, the proxy is not), and `websocket_idle_timeout` closes
+/// them.
+#[test]
+fn a_thousand_idle_websockets_count_and_idle_out() {
+    use futures_util::{SinkExt, StreamExt};
+    use support::http_upstream::{Behaviour, Upstream};
+    use tokio_tungstenite::tungstenite::Message;
+    const SOCKETS: usize = 1000;
+
+    let ws = Upstream::start("ws", Behaviour::WebSocket);
+    let proxy = Proxy::start(
+        &format!("max_connections = {SOCKETS}\nwebsocket_idle_timeout = 3"),
+        &http_config(&[http_module("chat", &[ws.url()], "")]),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("ws://{}/chat/", proxy.addr);
+    let mut sockets = runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for _ in 0..SOCKETS {
+            let (socket, response) = tokio_tungstenite::connect_async(url.as_str()).await.expect("handshake");
+            assert_eq!(response.status(), 101);
+            sockets.push(socket);
+        }
+        sockets
+    });
+    let opened = Instant::now();
+    // Every slot is a WebSocket's: the next client is turned away.
+    assert_eq!(
+        proxy.get("/", &[]).status,
+        503,
+        "the WebSockets hold the connection slots"
+    );
+    let (spliced, closed) = runtime.block_on(async {
+        // Still spliced while they idle under the bound.
+        let first = &mut sockets[0];
+        first.send(Message::text("still here")).await.unwrap();
+        let echoed = first.next().await.unwrap().unwrap() == Message::text("still here");
+        // Then every one of them is closed by the proxy once it has been quiet for the bound.
+        let mut closed = 0;
+        for socket in &mut sockets {
+            let ended = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match socket.next().await {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                        Some(Ok(_)) => {}
+                    }
+                }
+            })
+            .await;
+            closed += usize::from(ended.is_ok());
+        }
+        (echoed, closed)
+    });
+    assert!(spliced, "an idle WebSocket under the bound is still spliced");
+    assert_eq!(closed, SOCKETS, "WebSockets still open after the idle bound");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "closed before the idle bound"
+    );
+    // Their slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.get("/", &[]).status != 200 {
+        assert!(Instant::now() < deadline, "connection slots not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `[[stream]]` holds at most its `max_connections`: one more is closed at once, and a slot freed is
+/// taken again.
+#[test]
+fn a_stream_holds_at_most_its_max_connections() {
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let proxy = Proxy::start(
+        "",
+        &format!("[[stream]]\nlisten = \"{listen}\"\nproxy_pass = \"{node}\"\nmax_connections = 3\n"),
+    );
+    let echoes = |stream: &mut TcpStream| {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if stream.write_all(b"ping").is_err() {
+            return false;
+        }
+        let mut back = [0u8; 4];
+        stream.read_exact(&mut back).is_ok() && &back == b"ping"
+    };
+    let mut open: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(listen).unwrap()).collect();
+    for stream in &mut open {
+        assert!(echoes(stream), "a connection within the limit is forwarded");
+    }
+    let mut over = TcpStream::connect(listen).unwrap();
+    assert!(!echoes(&mut over), "the fourth connection is closed");
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = TcpStream::connect(listen).unwrap();
+        if echoes(&mut again) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never taken again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(proxy.log().contains("at its max_connections"), "{}", proxy.log());
+}

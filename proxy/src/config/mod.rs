@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub body_chunk_timeout: Duration,
     /// Longest a write to a client may wait for it to read.
     pub send_timeout: Duration,
+    /// An upgraded connection (a WebSocket) that moves no byte for this long is closed.
+    pub websocket_idle_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_timeout: Duration,
     /// Most client connections open at once; more are answered 503 and closed.
@@ -90,6 +92,8 @@ pub struct StreamConfig {
     pub fail_timeout: Duration,
     /// A connection with no bytes in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// Most connections open at once; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// `[log] level`.

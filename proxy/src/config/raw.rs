@@ -40,6 +40,7 @@ pub(super) struct RawServer {
     pub(super) body_timeout: Seconds,
     pub(super) body_chunk_timeout: Seconds,
     pub(super) send_timeout: Seconds,
+    pub(super) websocket_idle_timeout: Seconds,
     pub(super) header_timeout: Seconds,
     pub(super) max_connections: usize,
     pub(super) metrics_allow: Vec<String>,
@@ -59,6 +60,7 @@ impl Default for RawServer {
             body_timeout: Seconds(60.0),
             body_chunk_timeout: Seconds(10.0),
             send_timeout: Seconds(60.0),
+            websocket_idle_timeout: Seconds(300.0),
             header_timeout: Seconds(10.0),
             max_connections: 10_000,
             metrics_allow: Vec::new(),
@@ -273,4 +275,5 @@ pub(super) struct RawStream {
     pub(super) connect_timeout: Option<Seconds>,
     pub(super) fail_timeout: Option<Seconds>,
     pub(super) idle_timeout: Option<Seconds>,
+    pub(super) max_connections: Option<usize>,
 }

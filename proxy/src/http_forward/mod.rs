@@ -38,6 +38,7 @@ use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
 
+use crate::connection_hold::ConnectionHold;
 use crate::request_body::{BodyLimits, Stalled, TimedBody};
 
 /// One HTTP module.
@@ -222,7 +223,11 @@ impl Shared {
             return Err((ForwardError::BodyTooLarge(max_body), None));
         }
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
-        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
+        // The splice keeps a share of the client connection's hold (its slot, and shutdown's wait).
+        let client_upgrade = upgrading.then(|| {
+            let hold = request.extensions().get::<ConnectionHold>().cloned();
+            (hyper::upgrade::on(&mut request), hold)
+        });
         let (parts, body) = request.into_parts();
         // Only a bodyless GET or HEAD may go out twice (RFC 9110, section 9.2.2), and only those share lanes.
         let may_resend = !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body));
@@ -417,7 +422,7 @@ impl Shared {
         &self,
         answer: Answer,
         index: usize,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, Option<ConnectionHold>)>,
         in_flight: InFlight,
     ) -> Result<Response<Body>, ForwardError> {
         let (mut response, lease) = match answer {
@@ -427,7 +432,7 @@ impl Shared {
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            let Some(client) = client_upgrade else {
+            let Some((client, hold)) = client_upgrade else {
                 self.balancer.mark_failed(index);
                 return Err(ForwardError::UnexpectedUpgrade {
                     node: self.balancer.node(index).name().clone(),
@@ -439,6 +444,7 @@ impl Shared {
                 self.balancer.node(index).name().to_string(),
                 client,
                 upstream,
+                hold,
             );
             tokio::spawn(async move {
                 splice.await;

@@ -21,12 +21,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::LiveApp;
+use crate::connection_hold::ConnectionHold;
 use crate::metrics::Metrics;
 use crate::raw_frames;
 
@@ -85,41 +87,43 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let live = Arc::clone(&app);
-        let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = app.load_full();
-            async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
-        });
-        let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
-        let (header_timeout, send_timeout) = (server.header_timeout, server.send_timeout);
+        // The slot, the gauge and shutdown's wait, held by the connection and any WebSocket it becomes.
         let open = metrics.client_connections.clone();
         open.inc();
+        let hold = ConnectionHold::new(
+            (slot, Open(open), graceful.watcher()),
+            stopping.clone(),
+            server.websocket_idle_timeout,
+        );
+        let live = Arc::clone(&app);
+        let app = Arc::clone(&app);
+        let service = service_fn({
+            let hold = hold.clone();
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(hold.clone());
+                let app = app.load_full();
+                async move { Ok::<_, Infallible>(app.handle(request, peer).await) }
+            }
+        });
+        let (http, h1, stopping) = (http.clone(), h1.clone(), stopping.clone());
+        let (header_timeout, send_timeout) = (server.header_timeout, server.send_timeout);
         tokio::spawn(async move {
             // `[server] raw_frames`: a socket-protocol client is served there; anything else comes back.
             if let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, &stopping).await {
                 let served = match first_bytes(&stream, header_timeout, &stopping).await {
                     // HTTP/2, or too few bytes to rule it out: hyper-util tells them apart, as before.
-                    Some(true) => {
-                        // Held, as for HTTP/1 below: `stopping` drives the graceful shutdown.
-                        let _watcher = watcher;
-                        serve_auto(stream, service, &http, header_timeout, send_timeout, &stopping).await
-                    }
-                    Some(false) => {
-                        // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
-                        let _watcher = watcher;
-                        serve_http1(stream, service, &h1, send_timeout, &stopping)
-                            .await
-                            .map_err(Into::into)
-                    }
+                    // `stopping` drives the graceful shutdown; the hold keeps shutdown waiting.
+                    Some(true) => serve_auto(stream, service, &http, header_timeout, send_timeout, &stopping).await,
+                    Some(false) => serve_http1(stream, service, &h1, send_timeout, &stopping)
+                        .await
+                        .map_err(Into::into),
                     None => Ok(()),
                 };
                 if let Err(error) = served {
                     tracing::debug!(%peer, %error, "client connection ended with an error");
                 }
             }
-            open.dec();
-            drop(slot);
+            drop(hold);
         });
     }
     drop(listener);
@@ -127,6 +131,15 @@ pub async fn serve(app: LiveApp, metrics: Arc<Metrics>, listener: TcpListener, s
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
+
+/// A connection's place in the open connections gauge.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
