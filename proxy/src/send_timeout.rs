@@ -129,18 +129,18 @@ mod tests {
     async fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
         use tokio::io::AsyncReadExt;
         let (near, mut far) = tokio::io::duplex(1024);
-        let mut near = SendTimeout::new(near, Duration::from_millis(200));
+        let mut near = SendTimeout::new(near, Duration::from_secs(1));
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let mut total = 0;
-            // 8 KiB over about 800 ms: slower than the bound in all, never stalled as long as it.
-            while total < 8 * 1024 {
+            // 16 KiB over about 1.6 s: longer than the bound in all, but never stalled anywhere near it.
+            while total < 16 * 1024 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 total += far.read(&mut buf).await.unwrap();
             }
             total
         });
-        near.write_all(&[0u8; 8 * 1024]).await.unwrap();
-        assert_eq!(reader.await.unwrap(), 8 * 1024);
+        near.write_all(&[0u8; 16 * 1024]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 16 * 1024);
     }
 }
