@@ -445,3 +445,52 @@ fn a_stream_holds_at_most_its_max_connections() {
     }
     assert!(proxy.log().contains("at its max_connections"), "{}", proxy.log());
 }
+
+/// A reload drains the WebSockets opened under the old configuration: they are closed (and their clients
+/// reconnect to the new one), while new ones are spliced as before.
+#[test]
+fn a_reload_drains_websockets() {
+    use futures_util::{SinkExt, StreamExt};
+    use support::http_upstream::{Behaviour, Upstream};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ws = Upstream::start("ws", Behaviour::WebSocket);
+    let proxy = Proxy::start("", &http_config(&[http_module("chat", &[ws.url()], "")]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("ws://{}/chat/", proxy.addr);
+    let echoes = |socket: &mut tokio_tungstenite::WebSocketStream<_>| {
+        runtime.block_on(async {
+            socket.send(Message::text("hi")).await.is_ok()
+                && matches!(socket.next().await, Some(Ok(message)) if message == Message::text("hi"))
+        })
+    };
+    let (mut old, _) = runtime
+        .block_on(tokio_tungstenite::connect_async(url.as_str()))
+        .unwrap();
+    assert!(echoes(&mut old));
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match old.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+    });
+    assert!(closed.is_ok(), "the old configuration's WebSocket is still open");
+    let (mut new, _) = runtime
+        .block_on(tokio_tungstenite::connect_async(url.as_str()))
+        .unwrap();
+    assert!(echoes(&mut new), "a WebSocket opened after the reload is spliced");
+}

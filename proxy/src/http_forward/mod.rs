@@ -38,6 +38,8 @@ use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
 
+use tokio_util::sync::{CancellationToken, DropGuard};
+
 use crate::connection_hold::ConnectionHold;
 use crate::request_body::{BodyLimits, Stalled, TimedBody};
 
@@ -56,6 +58,10 @@ struct Shared {
     pool: Arc<Pool>,
     /// With `pipeline`: the connections bodyless `GET` and `HEAD` requests share.
     lanes: Option<HttpLanes>,
+    /// Cancelled when this module is dropped, i.e. when a reload has replaced the app it belongs to and its
+    /// requests have finished: its WebSockets are then closed, and reconnect to the new configuration.
+    retired: CancellationToken,
+    _retire_on_drop: DropGuard,
 }
 
 /// An upstream's response head, and where its body comes from.
@@ -139,8 +145,11 @@ impl HttpForward {
                 HttpWire,
             )
         });
+        let retired = CancellationToken::new();
         HttpForward {
             shared: Arc::new(Shared {
+                _retire_on_drop: retired.clone().drop_guard(),
+                retired,
                 lanes,
                 name: name.to_owned(),
                 balancer: Balancer::for_upstream(&upstream, clock),
@@ -445,6 +454,7 @@ impl Shared {
                 client,
                 upstream,
                 hold,
+                self.retired.clone(),
             );
             tokio::spawn(async move {
                 splice.await;

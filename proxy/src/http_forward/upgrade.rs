@@ -1,12 +1,13 @@
 //! After a `101 Switching Protocols`, the client's connection and the upstream's are spliced together
-//! byte for byte until either side closes, no byte moves for `[server] websocket_idle_timeout`, or the
-//! server stops. The splice keeps the client connection's hold, so it counts against `max_connections`.
+//! byte for byte until either side closes, no byte moves for `[server] websocket_idle_timeout`, the
+//! server stops, or a reload retires the module it was opened through. The splice keeps the client connection's hold, so it counts against `max_connections`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, Touching};
 use crate::connection_hold::ConnectionHold;
@@ -15,13 +16,14 @@ use crate::connection_hold::ConnectionHold;
 const IDLE_WITHOUT_HOLD: Duration = Duration::from_secs(300);
 
 /// Splices the two connections once both have switched protocols; runs until either closes, the splice
-/// idles out or the server stops.
+/// idles out, the server stops, or `retired` is cancelled.
 pub async fn splice(
     module: String,
     node: String,
     client: OnUpgrade,
     upstream: OnUpgrade,
     hold: Option<ConnectionHold>,
+    retired: CancellationToken,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -50,6 +52,9 @@ pub async fn splice(
             tracing::debug!(module, node, idle_s = idle.as_secs_f64(), "upgraded connection idle; closed");
         }
         () = stopping => tracing::debug!(module, node, "upgraded connection closed: the server is stopping"),
+        () = retired.cancelled() => {
+            tracing::debug!(module, node, "upgraded connection closed: the configuration was reloaded");
+        }
     }
     drop(hold);
 }
