@@ -494,3 +494,49 @@ fn a_reload_drains_websockets() {
         .unwrap();
     assert!(echoes(&mut new), "a WebSocket opened after the reload is spliced");
 }
+
+/// Large replies do not stay resident in pooled backend connections: after clients have drawn 9 MiB
+/// echoes over several kept connections at once, the proxy's RSS comes back near idle.
+#[test]
+fn large_replies_do_not_stay_resident_in_pooled_connections() {
+    const CLIENTS: usize = 8;
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[backend.addr], "")]));
+    for i in 0..20 {
+        assert_eq!(proxy.post("/s3/", &[], &envelope("x", json!(i))).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (idle, _) = proxy.memory_kib();
+    let big = std::sync::Arc::new(envelope("x", json!("a".repeat(9 * 1024 * 1024))));
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let big = std::sync::Arc::clone(&big);
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let response = support::send_raw(addr, &support::http("POST", "/s3/", &[], &big));
+                    assert_eq!(response.status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(
+        backend.connections() > 1,
+        "the replies came over several kept connections"
+    );
+    let settled = Instant::now() + Duration::from_secs(5);
+    let near_idle = idle + 16 * 1024;
+    let mut now = proxy.memory_kib().0;
+    while now > near_idle && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(200));
+        now = proxy.memory_kib().0;
+    }
+    println!("idle {idle} KiB, after {now} KiB, peak {} KiB", proxy.memory_kib().1);
+    assert!(
+        now <= near_idle,
+        "RSS {now} KiB after the large replies, idle was {idle} KiB"
+    );
+}

@@ -10,8 +10,8 @@ pub mod pool;
 use std::io;
 use std::sync::Arc;
 
-use bytes::Buf;
 use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -326,6 +326,11 @@ impl SocketGateway {
         let name = || node.name().clone();
         Err(match outcome {
             Ok(Ok(Some(reply))) => {
+                // The reply shares the read buffer's allocation, which the buffer would keep alive (and
+                // resident) for as long as the connection stays pooled: a large one goes with the reply.
+                if reply.len() > KEEP_READ_BUFFER_AFTER && connection.framed.read_buffer().is_empty() {
+                    *connection.framed.read_buffer_mut() = BytesMut::new();
+                }
                 pool.put(index, connection);
                 return Ok(reply);
             }
@@ -376,6 +381,10 @@ async fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> Result<(), Frame
     stream.write_all_buf(&mut frame).await?;
     Ok(())
 }
+
+/// A pooled connection's read buffer is dropped after a reply larger than this (it would hold the reply's
+/// allocation); after smaller ones it is kept, saving an allocation per request.
+const KEEP_READ_BUFFER_AFTER: usize = 64 * 1024;
 
 /// What one try at a node yields.
 type Tried = Result<Bytes, Miss<GatewayError>>;
