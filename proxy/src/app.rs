@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use modproxy_sdk::MethodError;
 use crate::access_log::{self, AccessLine, Asked};
 use crate::balancer::{Clock, SystemClock};
 use crate::body::{full, Body};
+use crate::body_budget::BodyBudget;
 use crate::client_address;
 use crate::config::{Config, Module, INNER_MODULE};
 use crate::error_response::{accepts_html, ErrorPages};
@@ -28,12 +29,16 @@ use crate::http_forward::HttpForward;
 use crate::log_text::LogText;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
+use crate::request_body::BodyLimits;
 use crate::request_context::{self, RequestContext, REQUEST_ID};
 use crate::routing::{route, Route};
 use crate::socket_forward::{ServedBy, SocketGateway};
 use crate::static_site::StaticSite;
 use crate::status::{ModuleStatus, Status};
 use crate::url_path;
+
+/// How long a body waits for room in `[server] body_memory` before it is refused (503).
+const BODY_MEMORY_WAIT: Duration = Duration::from_secs(2);
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -77,6 +82,7 @@ pub struct App {
     inner: StaticSite,
     inner_stats: ModuleMetrics,
     modules: HashMap<String, Mounted>,
+    body_limits: BodyLimits,
 }
 
 /// The running configuration, replaced whole by a reload.
@@ -162,7 +168,14 @@ impl App {
                 )
             })
             .collect();
+        let body_limits = BodyLimits {
+            max_body: server.max_body,
+            chunk_timeout: server.body_chunk_timeout,
+            total_timeout: server.body_timeout,
+            budget: Arc::new(BodyBudget::new(server.body_memory, BODY_MEMORY_WAIT)),
+        };
         App {
+            body_limits,
             pages: ErrorPages::load(&html_dir),
             root: site(server.root_path.clone()),
             root_stats: metrics.module("-"),
@@ -172,6 +185,11 @@ impl App {
             metrics,
             config,
         }
+    }
+
+    /// The limits on request bodies, and the budget they share.
+    pub fn body_limits(&self) -> &BodyLimits {
+        &self.body_limits
     }
 
     /// The configuration this app runs.
@@ -284,7 +302,6 @@ impl App {
             }
         }
         let uri = request.uri().clone();
-        let max_body = self.config.server.max_body;
         let pages = &self.pages;
         // Each arm is boxed so the future's type does not carry the borrowed route across the await
         // (rustc cannot prove such futures `Send` for every lifetime).
@@ -296,14 +313,49 @@ impl App {
                 ..
             } => {
                 let respond: BoxFuture<'_, _> = Box::pin(async move {
-                    let _admission = match mounted.policy.admit(peer.ip()).await {
-                        Ok(admission) => admission,
-                        Err(refusal) => return self.refuse(&mounted.role, &request, &mounted.stats.name, refusal),
+                    let policy = &mounted.policy;
+                    let refuse = |refusal| {
+                        let wants_html = accepts_html(request.headers());
+                        self.refuse(&mounted.role, wants_html, peer, &mounted.stats.name, refusal)
                     };
+                    if let Err(refusal) = policy.check_rate(peer.ip()) {
+                        return refuse(refusal);
+                    }
                     let mut response = match &*mounted.role {
-                        Role::Socket(gateway) => gateway.handle(request, max_body, pages).await,
-                        Role::Http(forward) => forward.handle(request, socket_peer, max_body, pages).await,
-                        Role::Html(site) => site.serve(request, prefix, rest, pages).await,
+                        // A socket request takes its `max_conns` slot once its body is in: a slow
+                        // uploader holds body bytes (bounded by time and body_memory), never a slot.
+                        Role::Socket(gateway) => {
+                            let wants_html = accepts_html(request.headers());
+                            match gateway.receive(request, &self.body_limits, pages).await {
+                                Ok(received) => match policy.take_slot().await {
+                                    Ok(_slot) => gateway.answer(received, pages).await,
+                                    Err(refusal) => {
+                                        return self.refuse(
+                                            &mounted.role,
+                                            wants_html,
+                                            peer,
+                                            &mounted.stats.name,
+                                            refusal,
+                                        )
+                                    }
+                                },
+                                Err(refused) => refused,
+                            }
+                        }
+                        Role::Http(forward) => {
+                            let _slot = match policy.take_slot().await {
+                                Ok(slot) => slot,
+                                Err(refusal) => return refuse(refusal),
+                            };
+                            forward.handle(request, socket_peer, &self.body_limits, pages).await
+                        }
+                        Role::Html(site) => {
+                            let _slot = match policy.take_slot().await {
+                                Ok(slot) => slot,
+                                Err(refusal) => return refuse(refusal),
+                            };
+                            site.serve(request, prefix, rest, pages).await
+                        }
                     };
                     mounted.policy.decorate(&mut response);
                     response
@@ -340,16 +392,21 @@ impl App {
     }
 
     /// The response to a request the module's policy turned away: 429 with `Retry-After`, or 503.
-    fn refuse(&self, role: &Role, request: &Request<Incoming>, module: &str, refusal: Refusal) -> Response<Body> {
+    fn refuse(
+        &self,
+        role: &Role,
+        wants_html: bool,
+        peer: SocketAddr,
+        module: &str,
+        refusal: Refusal,
+    ) -> Response<Body> {
         let (status, retry_after) = match refusal {
             Refusal::RateLimited(seconds) => (refusal.status(), seconds),
             Refusal::Busy(_) => (refusal.status(), 1),
         };
-        tracing::warn!(module, client = ?request.extensions().get::<RequestContext>().map(|c| c.peer), %refusal, "request refused by policy");
+        tracing::warn!(module, client = %peer, %refusal, "request refused by policy");
         let mut response = match role {
-            Role::Socket(_) => self
-                .pages
-                .for_script(accepts_html(request.headers()), status, &refusal.to_string()),
+            Role::Socket(_) => self.pages.for_script(wants_html, status, &refusal.to_string()),
             Role::Http(_) | Role::Html(_) => self.pages.page(status),
         };
         response

@@ -77,9 +77,22 @@ impl ModulePolicy {
 
     /// Admits a request from `client`, waiting for a `max_conns` slot up to the configured bound.
     pub async fn admit(&self, client: IpAddr) -> Result<Admission, Refusal> {
-        if let Some(rate) = &self.rate {
-            rate.check(client)?;
+        self.check_rate(client)?;
+        self.take_slot().await
+    }
+
+    /// Spends one of `client`'s tokens, if the module has a rate limit: the check that costs nothing,
+    /// made before a request's body is read.
+    pub fn check_rate(&self, client: IpAddr) -> Result<(), Refusal> {
+        match &self.rate {
+            Some(rate) => rate.check(client),
+            None => Ok(()),
         }
+    }
+
+    /// Waits for a `max_conns` slot up to the configured bound. Taken only once a request is ready to
+    /// go to the module, so that clients slow to send cannot hold the slots.
+    pub async fn take_slot(&self) -> Result<Admission, Refusal> {
         let Some((slots, wait)) = &self.slots else {
             return Ok(Admission(None));
         };

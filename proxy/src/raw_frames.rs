@@ -14,16 +14,25 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use modproxy_sdk::frame::{parse_length_line, LENGTH_LINE_LEN};
 use modproxy_sdk::{FrameError, LengthLineCodec, MethodError};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::LiveApp;
+use crate::body_budget::BodyPermit;
 use crate::frame_request::{self, FrameRequest};
+use crate::request_body::{self, BodyError};
+use crate::send_timeout::SendTimeout;
 
 /// How long the rest of a length line may take once its first bytes have arrived. Clients write the line
 /// and the payload at once, so this only matters on a congested link; an HTTP client never waits on it.
@@ -32,6 +41,9 @@ const REST_OF_LINE_WAIT: Duration = Duration::from_secs(1);
 /// How often a partial length line is peeked again (a peeked socket stays readable, so waiting for
 /// readiness would spin).
 const PEEK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The most bytes of a frame's payload read at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A raw-frame connection that sends no frame for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -79,10 +91,15 @@ pub async fn serve_if_raw(
     live: &LiveApp,
     stopping: &CancellationToken,
 ) -> Option<TcpStream> {
-    let (enabled, first_byte_wait, max_body) = {
+    let (enabled, first_byte_wait, max_body, send_timeout) = {
         let app = live.load();
         let server = &app.config().server;
-        (server.raw_frames, server.header_timeout, server.max_body)
+        (
+            server.raw_frames,
+            server.header_timeout,
+            server.max_body,
+            server.send_timeout,
+        )
     };
     if !enabled {
         return Some(stream);
@@ -94,7 +111,7 @@ pub async fn serve_if_raw(
     match verdict {
         Some(Sniffed::Frames) => {
             tracing::debug!(%peer, "raw-frame client");
-            serve(stream, peer, live, max_body, stopping).await;
+            serve(stream, peer, live, (max_body, send_timeout), stopping).await;
             None
         }
         Some(_) => Some(stream),
@@ -131,34 +148,26 @@ async fn peek_verdict(stream: &TcpStream, first_byte_wait: Duration) -> Option<S
     }
 }
 
-/// Reads frames and answers each in turn until the client leaves, breaks the framing, idles out, or the
-/// server stops. A frame being answered when the server stops is answered first.
-async fn serve(stream: TcpStream, peer: SocketAddr, live: &LiveApp, max_body: u64, stopping: &CancellationToken) {
+/// Reads frames and answers each in turn until the client leaves, breaks the framing, idles out, stalls
+/// mid-frame, or the server stops. A frame being answered when the server stops is answered first.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    live: &LiveApp,
+    (max_body, send_timeout): (u64, Duration),
+    stopping: &CancellationToken,
+) {
     let max_frame = usize::try_from(max_body).unwrap_or(usize::MAX);
-    let mut framed = Framed::new(stream, LengthLineCodec::new(max_frame));
+    let (mut reader, writer) = stream.into_split();
+    // A client that stops reading its replies is cut off (`send_timeout`).
+    let mut writer = FramedWrite::new(SendTimeout::new(writer, send_timeout), LengthLineCodec::new(max_frame));
     loop {
-        let next = tokio::select! {
-            () = stopping.cancelled() => return,
-            next = tokio::time::timeout(IDLE_TIMEOUT, framed.next()) => next,
-        };
-        let payload = match next {
-            Err(_) => {
-                tracing::debug!(%peer, "raw-frame connection idle; closed");
-                return;
-            }
-            Ok(None) => return,
-            Ok(Some(Ok(payload))) => payload,
-            Ok(Some(Err(FrameError::TooLarge { len, max }))) => {
-                tracing::warn!(%peer, len, max, "raw frame over [server] max_body; connection closed");
-                let refusal = MethodError::new(
-                    "payload_too_large",
-                    format!("a frame of {len} bytes is over the limit of {max} bytes (server.max_body)"),
-                );
-                let _ = tokio::time::timeout(IDLE_TIMEOUT, framed.send(Bytes::from(refusal.to_reply()))).await;
-                return;
-            }
-            Ok(Some(Err(error))) => {
-                tracing::warn!(%peer, %error, "raw-frame client broke the framing; connection closed");
+        // A frame's bytes are held against `[server] body_memory` until it is answered.
+        let (payload, _permit) = match read_frame(&mut reader, max_frame, live, stopping).await {
+            Ok(frame) => frame,
+            Err(Ended::Quietly) => return,
+            Err(Ended::Refused(refusal)) => {
+                let _ = writer.send(Bytes::from(refusal.to_reply())).await;
                 return;
             }
         };
@@ -166,9 +175,97 @@ async fn serve(stream: TcpStream, peer: SocketAddr, live: &LiveApp, max_body: u6
             Ok(request) => live.load_full().handle_frame(request, peer).await,
             Err(error) => frame_request::refuse(peer, error),
         };
-        match tokio::time::timeout(IDLE_TIMEOUT, framed.send(reply)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        match writer.send(reply).await {
+            Ok(()) => {}
+            Err(_) => {
+                tracing::debug!(%peer, "raw-frame client did not take its reply; closed");
+                return;
+            }
+        }
+    }
+}
+
+/// How a raw-frame connection ends when no frame comes.
+enum Ended {
+    /// Closed, idle, stopping, or broken framing: nothing more to say.
+    Quietly,
+    /// Told why in the protocol, then closed (the rest of the stream cannot be trusted).
+    Refused(MethodError),
+}
+
+/// Reads one frame: its length line within `IDLE_TIMEOUT` of the last one, then its payload as an HTTP
+/// body is read (`max_body`, `body_chunk_timeout`, `body_timeout`, `body_memory`).
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    max_frame: usize,
+    live: &LiveApp,
+    stopping: &CancellationToken,
+) -> Result<(Bytes, BodyPermit), Ended> {
+    let peer = reader.peer_addr().ok();
+    let mut line = [0u8; LENGTH_LINE_LEN];
+    let first = tokio::select! {
+        () = stopping.cancelled() => return Err(Ended::Quietly),
+        first = tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut line[..1])) => first,
+    };
+    match first {
+        Err(_) => {
+            tracing::debug!(?peer, "raw-frame connection idle; closed");
+            return Err(Ended::Quietly);
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(Ended::Quietly),
+        Ok(Ok(_)) => {}
+    }
+    let limits = live.load().body_limits().clone();
+    match tokio::time::timeout(limits.chunk_timeout, reader.read_exact(&mut line[1..])).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err(Ended::Quietly),
+        Err(_) => {
+            tracing::debug!(?peer, "raw-frame client stalled in a length line; closed");
+            return Err(Ended::Quietly);
+        }
+    }
+    let len = match parse_length_line(&line, max_frame) {
+        Ok(len) => len,
+        Err(FrameError::TooLarge { len, max }) => {
+            tracing::warn!(?peer, len, max, "raw frame over [server] max_body; connection closed");
+            return Err(Ended::Refused(MethodError::new(
+                "payload_too_large",
+                format!("a frame of {len} bytes is over the limit of {max} bytes (server.max_body)"),
+            )));
+        }
+        Err(error) => {
+            tracing::warn!(?peer, %error, "raw-frame client broke the framing; connection closed");
+            return Err(Ended::Quietly);
+        }
+    };
+    let payload = futures_util::stream::unfold((reader, len), |(reader, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut chunk = BytesMut::with_capacity(left.min(READ_CHUNK));
+        match reader.read_buf(&mut chunk).await {
+            Ok(0) => Some((Err(io::Error::from(io::ErrorKind::UnexpectedEof)), (reader, 0))),
+            Ok(got) => Some((Ok(Frame::data(chunk.freeze())), (reader, left - got))),
+            Err(error) => Some((Err(error), (reader, 0))),
+        }
+    });
+    let payload = StreamBody::new(Box::pin(payload));
+    match request_body::read_whole(payload, Some(len as u64), &limits).await {
+        Ok(frame) => Ok(frame),
+        Err(error @ BodyError::OverBudget(_)) => {
+            tracing::warn!(?peer, %error, "raw frame not read; connection closed");
+            Err(Ended::Refused(MethodError::new(
+                "service_unavailable",
+                error.to_string(),
+            )))
+        }
+        Err(error @ BodyError::Stalled(_)) => {
+            tracing::warn!(?peer, %error, "raw-frame client stalled mid-frame; connection closed");
+            Err(Ended::Quietly)
+        }
+        Err(error) => {
+            tracing::debug!(?peer, %error, "raw-frame client left mid-frame");
+            Err(Ended::Quietly)
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,6 +78,7 @@ pub async fn serve(listeners: Vec<StreamListener>, metrics: &Metrics, shutdown: 
         let listen = config.listen.to_string();
         metrics.watch_stream_nodes(&listen, Arc::clone(&balancer));
         let forward = Arc::new(Forward {
+            slots: Arc::new(Semaphore::new(config.max_connections)),
             listen: listen.clone(),
             balancer,
             metrics: metrics.stream(&listen),
@@ -105,14 +107,24 @@ async fn accept(forward: Arc<Forward>, listener: TcpListener, tracker: TaskTrack
                 }
             },
         };
+        let Ok(slot) = Arc::clone(&forward.slots).try_acquire_owned() else {
+            tracing::warn!(listen = %forward.config.listen, %peer, limit = forward.config.max_connections,
+                "stream connection refused: at its max_connections");
+            continue;
+        };
         let forward = Arc::clone(&forward);
-        tracker.spawn(async move { forward.handle(client, peer).await });
+        tracker.spawn(async move {
+            forward.handle(client, peer).await;
+            drop(slot);
+        });
     }
 }
 
 /// One `[[stream]]` at run time.
 struct Forward {
     config: StreamConfig,
+    /// One per open connection, up to the stream's `max_connections`.
+    slots: Arc<Semaphore>,
     /// The listen address, naming the stream in log lines.
     listen: String,
     balancer: Arc<Balancer>,

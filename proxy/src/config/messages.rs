@@ -61,8 +61,8 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("server", _, "listen") => "an IP address in quotes, like \"0.0.0.0\" or \"127.0.0.1\"",
         ("server", _, "root_path") | ("module", _, "path") => "a directory in quotes, like \"html\" or \"/opt/site\"",
         ("server", _, "index") => "file names: a string like \"index.html index.htm\" or an array of strings",
-        ("server", _, "chunked_size" | "max_body") | (_, _, "max_frame") => BYTES,
-        ("server", _, "max_connections") | (_, _, "max_conns") => AT_LEAST_ONE,
+        ("server", _, "chunked_size" | "max_body" | "body_memory") | (_, _, "max_frame") => BYTES,
+        ("server" | "stream", _, "max_connections") | (_, _, "max_conns") => AT_LEAST_ONE,
         ("server", _, "metrics_allow" | "trusted_proxies") => {
             "an array of addresses or networks in quotes, like [\"10.0.0.0/8\"]"
         }
@@ -85,7 +85,7 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("module", _, "add_headers") => "a table of headers, like { \"Cache-Control\" = \"no-store\" }",
         ("module", _, "head") => "a table of fields, like { token = \"header:Authorization\" }",
         ("module", _, "pipeline") => "a whole number from 0 up (2 or more sends requests without waiting)",
-        (_, _, "connect_timeout" | "timeout" | "fail_timeout" | "idle_timeout" | "max_conns_wait" | "header_timeout") => SECONDS,
+        (_, _, "connect_timeout" | "timeout" | "fail_timeout" | "idle_timeout" | "max_conns_wait" | "header_timeout" | "body_timeout" | "body_chunk_timeout" | "send_timeout" | "websocket_idle_timeout") => SECONDS,
         ("server" | "upstream" | "log", "", _) if key == section => "a section: [KEY] on a line of its own, its keys below it",
         ("stream", "", "stream") => "[[stream]] sections, each with listen and proxy_pass below it",
         ("module", "module", "module_html" | "module_http" | "module_socket") => "an array of entries, like [ { module = \"api\", ... } ]",

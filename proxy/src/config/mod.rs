@@ -108,6 +108,16 @@ pub struct ServerConfig {
     pub index: Vec<String>,
     /// Request bodies larger than this get 413.
     pub max_body: u64,
+    /// Most bytes of request bodies held in memory at once, over all clients.
+    pub body_memory: u64,
+    /// Time allowed to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Longest pause allowed between a request body's bytes.
+    pub body_chunk_timeout: Duration,
+    /// Longest a write to a client may wait for it to read.
+    pub send_timeout: Duration,
+    /// An upgraded connection (a WebSocket) that moves no byte for this long is closed.
+    pub websocket_idle_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_timeout: Duration,
     /// Most client connections open at once; more are answered 503 and closed.
@@ -139,6 +149,8 @@ pub struct StreamConfig {
     pub fail_timeout: Duration,
     /// A connection with no bytes in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// Most connections open at once; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// `[log] access` and `access_format`, resolved.

@@ -37,6 +37,11 @@ pub(super) struct RawServer {
     pub(super) chunked_size: u64,
     pub(super) index: StringList,
     pub(super) max_body: u64,
+    pub(super) body_memory: u64,
+    pub(super) body_timeout: Seconds,
+    pub(super) body_chunk_timeout: Seconds,
+    pub(super) send_timeout: Seconds,
+    pub(super) websocket_idle_timeout: Seconds,
     pub(super) header_timeout: Seconds,
     pub(super) max_connections: usize,
     pub(super) metrics_allow: Vec<String>,
@@ -56,6 +61,11 @@ impl Default for RawServer {
             chunked_size: 10 * 1024 * 1024,
             index: StringList::Text("index.html index.htm".into()),
             max_body: 10 * 1024 * 1024,
+            body_memory: 256 * 1024 * 1024,
+            body_timeout: Seconds(60.0),
+            body_chunk_timeout: Seconds(10.0),
+            send_timeout: Seconds(60.0),
+            websocket_idle_timeout: Seconds(300.0),
             header_timeout: Seconds(10.0),
             max_connections: 10_000,
             metrics_allow: Vec::new(),
@@ -285,6 +295,7 @@ pub(super) struct RawStream {
     pub(super) connect_timeout: Option<Seconds>,
     pub(super) fail_timeout: Option<Seconds>,
     pub(super) idle_timeout: Option<Seconds>,
+    pub(super) max_connections: Option<usize>,
 }
 
 /// `[tls]` as written: the HTTPS listener.

@@ -89,6 +89,11 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         chunked_size: server.chunked_size,
         index,
         max_body: server.max_body,
+        body_memory: server.body_memory,
+        body_timeout: server.body_timeout.duration(),
+        body_chunk_timeout: server.body_chunk_timeout.duration(),
+        send_timeout: server.send_timeout.duration(),
+        websocket_idle_timeout: server.websocket_idle_timeout.duration(),
         header_timeout: server.header_timeout.duration(),
         max_connections: server.max_connections,
         metrics_allow,
@@ -395,12 +400,20 @@ fn stream_configs(raw: &[RawStream], defaults: &RawUpstream) -> Result<Vec<Strea
             check_socket_addr(node)
                 .map_err(|why| Invalid::at(key("proxy_pass"), format!("[[stream]] {listen}: node {node:?} {why}")))?;
         }
+        let max_connections = entry.max_connections.unwrap_or(1000);
+        if max_connections == 0 {
+            return Err(Invalid::at(
+                key("max_connections"),
+                format!("[[stream]] {listen}: max_connections must be at least 1"),
+            ));
+        }
         streams.push(StreamConfig {
             listen,
             nodes,
             connect_timeout: entry.connect_timeout.unwrap_or(defaults.connect_timeout).duration(),
             fail_timeout: entry.fail_timeout.unwrap_or(defaults.fail_timeout).duration(),
             idle_timeout: entry.idle_timeout.unwrap_or(Seconds(600.0)).duration(),
+            max_connections,
         });
     }
     Ok(streams)

@@ -38,6 +38,11 @@ use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
 
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::connection_hold::ConnectionHold;
+use crate::request_body::{BodyLimits, Stalled, TimedBody};
+
 /// One HTTP module.
 #[derive(Debug)]
 pub struct HttpForward {
@@ -53,6 +58,10 @@ struct Shared {
     pool: Arc<Pool>,
     /// With `pipeline`: the connections bodyless `GET` and `HEAD` requests share.
     lanes: Option<HttpLanes>,
+    /// Cancelled when this module is dropped, i.e. when a reload has replaced the app it belongs to and its
+    /// requests have finished: its WebSockets are then closed, and reconnect to the new configuration.
+    retired: CancellationToken,
+    _retire_on_drop: DropGuard,
 }
 
 /// An upstream's response head, and where its body comes from.
@@ -70,6 +79,8 @@ enum ForwardError {
     BodyTooLarge(u64),
     #[error("could not read the request body from the client: {0}")]
     ClientBody(String),
+    #[error(transparent)]
+    ClientStalled(Stalled),
     #[error("could not connect to upstream {node}: {reason}")]
     Connect { node: Arc<str>, reason: String },
     #[error("no node of module '{module}' is reachable (tried {tried}); start the upstream or check proxy_pass")]
@@ -89,6 +100,7 @@ impl ForwardError {
         match self {
             ForwardError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ForwardError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ForwardError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ForwardError::Connect { .. }
             | ForwardError::Unreachable { .. }
             | ForwardError::Failed { .. }
@@ -133,8 +145,11 @@ impl HttpForward {
                 HttpWire,
             )
         });
+        let retired = CancellationToken::new();
         HttpForward {
             shared: Arc::new(Shared {
+                _retire_on_drop: retired.clone().drop_guard(),
+                retired,
                 lanes,
                 name: name.to_owned(),
                 balancer: Balancer::for_upstream(&upstream, clock),
@@ -156,13 +171,14 @@ impl HttpForward {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-        max_body: u64,
+        limits: &BodyLimits,
         pages: &ErrorPages,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let pages = pages.clone();
+        let limits = limits.clone();
         async move {
-            match shared.forward(request, peer, max_body).await {
+            match shared.forward(request, peer, &limits).await {
                 Ok(response) => response,
                 Err((error, node)) => {
                     let status = error.status();
@@ -184,6 +200,18 @@ impl HttpForward {
 
 type Failure = (ForwardError, Option<Arc<str>>);
 
+/// A client's request body as forwarded: within `max_body`, and cut off if the client stops sending.
+pub type ClientBody = Limited<TimedBody<Incoming>>;
+
+/// `body` under `limits` (only their size and time: a forwarded body streams, it is not held whole).
+pub fn client_body(body: Incoming, limits: &BodyLimits) -> ClientBody {
+    let max_body = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
+    Limited::new(
+        TimedBody::new(body, limits.chunk_timeout, limits.total_timeout),
+        max_body,
+    )
+}
+
 /// No response head within the module's `timeout`.
 struct Elapsed;
 
@@ -192,8 +220,9 @@ impl Shared {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
-        max_body: u64,
+        limits: &BodyLimits,
     ) -> Result<Response<Body>, Failure> {
+        let max_body = limits.max_body;
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -203,7 +232,11 @@ impl Shared {
             return Err((ForwardError::BodyTooLarge(max_body), None));
         }
         let upgrading = headers::is_upgrade_request(request.version(), request.headers());
-        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
+        // The splice keeps a share of the client connection's hold (its slot, and shutdown's wait).
+        let client_upgrade = upgrading.then(|| {
+            let hold = request.extensions().get::<ConnectionHold>().cloned();
+            (hyper::upgrade::on(&mut request), hold)
+        });
         let (parts, body) = request.into_parts();
         // Only a bodyless GET or HEAD may go out twice (RFC 9110, section 9.2.2), and only those share lanes.
         let may_resend = !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body));
@@ -221,7 +254,7 @@ impl Shared {
             target: origin_form(parts.uri),
             method: parts.method,
         };
-        let slot = BodySlot::new(Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)));
+        let slot = BodySlot::new(client_body(body, limits));
         let mut request = HttpRequest {
             shared: self,
             outgoing: &mut outgoing,
@@ -270,11 +303,7 @@ impl Shared {
 
     /// Waits for `exchange` (an attempt up to its response head): at most `timeout` after the request
     /// began or after the last piece of its body went out, whichever is later.
-    async fn timed<T>(
-        &self,
-        exchange: impl Future<Output = T>,
-        slot: &BodySlot<Limited<Incoming>>,
-    ) -> Result<T, Elapsed> {
+    async fn timed<T>(&self, exchange: impl Future<Output = T>, slot: &BodySlot<ClientBody>) -> Result<T, Elapsed> {
         let timeout = self.upstream.timeout;
         let mut exchange = std::pin::pin!(exchange);
         let started = Instant::now();
@@ -299,7 +328,7 @@ impl Shared {
         index: usize,
         node: &Node,
         outgoing: &mut Outgoing,
-        slot: &BodySlot<Limited<Incoming>>,
+        slot: &BodySlot<ClientBody>,
         unsent: &mut Option<Box<Request<RequestBody>>>,
         max_body: u64,
     ) -> Tried {
@@ -333,7 +362,7 @@ impl Shared {
         &self,
         node: &Node,
         outgoing: &mut Outgoing,
-        slot: &BodySlot<Limited<Incoming>>,
+        slot: &BodySlot<ClientBody>,
         max_body: u64,
     ) -> Tried {
         let mut sender = match self.pool.connect_detached(node.address()).await {
@@ -384,7 +413,7 @@ impl Shared {
     }
 
     /// The request to `node`, once a connection to it is up.
-    fn build(&self, outgoing: &mut Outgoing, node: &Node, slot: &BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
+    fn build(&self, outgoing: &mut Outgoing, node: &Node, slot: &BodySlot<ClientBody>) -> Request<RequestBody> {
         let mut request = Request::new(slot.attempt());
         *request.method_mut() = outgoing.method.clone();
         *request.uri_mut() = outgoing.target.clone();
@@ -402,7 +431,7 @@ impl Shared {
         &self,
         answer: Answer,
         index: usize,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, Option<ConnectionHold>)>,
         in_flight: InFlight,
     ) -> Result<Response<Body>, ForwardError> {
         let (mut response, lease) = match answer {
@@ -412,7 +441,7 @@ impl Shared {
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            let Some(client) = client_upgrade else {
+            let Some((client, hold)) = client_upgrade else {
                 self.balancer.mark_failed(index);
                 return Err(ForwardError::UnexpectedUpgrade {
                     node: self.balancer.node(index).name().clone(),
@@ -424,6 +453,8 @@ impl Shared {
                 self.balancer.node(index).name().to_string(),
                 client,
                 upstream,
+                hold,
+                self.retired.clone(),
             );
             tokio::spawn(async move {
                 splice.await;
@@ -442,7 +473,7 @@ impl Shared {
         &self,
         node: &Node,
         error: &SendError,
-        slot: &BodySlot<Limited<Incoming>>,
+        slot: &BodySlot<ClientBody>,
         max_body: u64,
     ) -> Miss<ForwardError> {
         if slot.is_taken() {
@@ -465,6 +496,9 @@ impl Shared {
         if causes(error).any(|cause| cause.is::<LengthLimitError>()) {
             return Miss::new(Event::ClientFailed, reused, ForwardError::BodyTooLarge(max_body));
         }
+        if let Some(stalled) = causes(error).find_map(|cause| cause.downcast_ref::<Stalled>()) {
+            return Miss::new(Event::ClientFailed, reused, ForwardError::ClientStalled(*stalled));
+        }
         if causes(error).any(|cause| cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user)) {
             return Miss::new(Event::ClientFailed, reused, ForwardError::ClientBody(chain(error)));
         }
@@ -483,7 +517,7 @@ type Tried = Result<Answer, Miss<ForwardError>>;
 struct HttpRequest<'a> {
     shared: &'a Shared,
     outgoing: &'a mut Outgoing,
-    slot: &'a BodySlot<Limited<Incoming>>,
+    slot: &'a BodySlot<ClientBody>,
     /// With `pipeline`, for a request that may share a connection.
     lanes: Option<&'a HttpLanes>,
     upgrading: bool,

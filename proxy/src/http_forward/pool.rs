@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -43,7 +42,7 @@ pub const POOL_IDLE: Duration = Duration::from_secs(30);
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
 /// The body of a request as an upstream connection sends it.
-pub type RequestBody = UnsentBody<Limited<Incoming>>;
+pub type RequestBody = UnsentBody<super::ClientBody>;
 
 /// Boxed: the connection's state is large, and it moves between the pool, requests and bodies.
 type Connection = Pin<Box<http1::Connection<TokioIo<TcpStream>, RequestBody>>>;
@@ -410,7 +409,13 @@ mod tests {
         }
     }
 
-    fn request(slot: &super::super::unsent_body::BodySlot<Limited<Incoming>>) -> Request<RequestBody> {
+    /// A client body as the forward makes one, with room to spare.
+    fn timed(body: Incoming) -> super::super::ClientBody {
+        let forever = Duration::from_secs(60);
+        http_body_util::Limited::new(crate::request_body::TimedBody::new(body, forever, forever), 1024)
+    }
+
+    fn request(slot: &super::super::unsent_body::BodySlot<super::super::ClientBody>) -> Request<RequestBody> {
         let mut request = Request::new(slot.attempt());
         request
             .headers_mut()
@@ -429,7 +434,7 @@ mod tests {
     async fn exchange(pool: &Arc<Pool>, balancer: &Balancer, body: Incoming) -> (bool, Bytes) {
         let lease = pool.get(0, balancer.node(0).address()).await.unwrap();
         let reused = lease.is_reused();
-        let slot = super::super::unsent_body::BodySlot::new(Limited::new(body, 1024));
+        let slot = super::super::unsent_body::BodySlot::new(timed(body));
         let (response, lease) = send(lease, request(&slot)).await.map_err(|(e, _)| e).unwrap();
         let body = UpstreamBody::new(response.into_body(), lease, balancer.track(0));
         (reused, body.collect().await.unwrap().to_bytes())
@@ -494,7 +499,7 @@ mod tests {
         up.close.send(true).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let lease = pool.take_idle(0).expect("still pooled: nothing polled it");
-        let slot = super::super::unsent_body::BodySlot::new(Limited::new(empty_body().await, 1024));
+        let slot = super::super::unsent_body::BodySlot::new(timed(empty_body().await));
         let (_, unsent) = send(lease, request(&slot))
             .await
             .err()

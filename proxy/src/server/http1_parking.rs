@@ -23,6 +23,8 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::send_timeout::SendTimeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
@@ -50,6 +52,7 @@ pub(super) async fn serve_http1<T: Parkable, S>(
     mut stream: T,
     mut service: S,
     h1: &http1::Builder,
+    send_timeout: Duration,
     stopping: &CancellationToken,
 ) -> hyper::Result<()>
 where
@@ -64,7 +67,7 @@ where
     loop {
         let idle = Arc::new(Idle::new(deadline));
         let io = ParkIo {
-            io: TokioIo::new(stream),
+            io: TokioIo::new(SendTimeout::new(stream, send_timeout)),
             unread,
             idle: Arc::clone(&idle),
         };
@@ -100,7 +103,7 @@ where
             ..
         } = parts;
         unread = unread_head(read_buf, io.unread);
-        stream = io.io.into_inner();
+        stream = io.io.into_inner().into_inner();
         service = s;
         let head_deadline = idle.deadline();
         deadline = Some(head_deadline);

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::body::Body;
+use crate::send_timeout::SendTimeout;
 
 /// Serves a connection whose protocol hyper-util's auto builder decides: HTTP/2, or HTTP/1 whose first
 /// bytes could not rule HTTP/2 out. HTTP/2 has no header-read timer, so without a bound an idle client
@@ -30,6 +31,7 @@ pub(super) async fn serve_auto<T, S>(
     service: S,
     http: &auto::Builder<TokioExecutor>,
     idle_after: Duration,
+    send_timeout: Duration,
     stopping: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -40,7 +42,7 @@ where
 {
     let watch = Arc::new(Watch::default());
     let io = ActivityIo {
-        io: TokioIo::new(stream),
+        io: TokioIo::new(SendTimeout::new(stream, send_timeout)),
         watch: Arc::clone(&watch),
     };
     let counted = {

@@ -29,6 +29,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, LiveApp};
 use crate::body::{self, Body};
+use crate::connection_hold::ConnectionHold;
 use crate::metrics::Metrics;
 use crate::raw_frames;
 use crate::tls::acme::Challenges;
@@ -138,11 +140,18 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let live = Arc::clone(&app);
-        let (http, h1, watcher, stopping) = (http.clone(), h1.clone(), graceful.watcher(), stopping.clone());
-        let (header_timeout, proxy_protocol) = (server.header_timeout, server.proxy_protocol);
+        // The slot, the gauge and shutdown's wait, held by the connection and any WebSocket it becomes.
         let open = metrics.client_connections.clone();
         open.inc();
+        let hold = ConnectionHold::new(
+            (slot, Open(open), graceful.watcher()),
+            stopping.clone(),
+            server.websocket_idle_timeout,
+        );
+        let live = Arc::clone(&app);
+        let (http, h1, stopping) = (http.clone(), h1.clone(), stopping.clone());
+        let (header_timeout, send_timeout, proxy_protocol) =
+            (server.header_timeout, server.send_timeout, server.proxy_protocol);
         // Two tasks of their own, so that a plain connection's task is no larger than before TLS came.
         match &front {
             Front::Plain(challenges) => {
@@ -150,27 +159,23 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let Some(peer) = announced_client(&mut stream, peer, proxy_protocol, header_timeout).await else {
-                        open.dec();
-                        return drop(slot);
+                        return drop(hold);
                     };
-                    let service = service(Arc::clone(&live), peer, Side::Plain(challenges));
+                    let service = service(Arc::clone(&live), peer, Side::Plain(challenges), hold.clone());
                     let served = serve_plain(
                         stream,
                         peer,
                         live,
                         service,
-                        &http,
-                        &h1,
-                        watcher,
-                        header_timeout,
+                        (&http, &h1),
+                        (header_timeout, send_timeout),
                         &stopping,
                     )
                     .await;
                     if let Err(error) = served {
                         tracing::debug!(%peer, %error, "client connection ended with an error");
                     }
-                    open.dec();
-                    drop(slot);
+                    drop(hold);
                 });
             }
             Front::Tls(acceptor) => {
@@ -178,18 +183,15 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let Some(peer) = announced_client(&mut stream, peer, proxy_protocol, header_timeout).await else {
-                        open.dec();
-                        return drop(slot);
+                        return drop(hold);
                     };
                     let served = match tls_stream::handshake(&acceptor, stream, header_timeout, &stopping).await {
                         Ok(Some(stream)) => {
-                            let service = service(live, peer, Side::Tls);
-                            // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
-                            let _watcher = watcher;
+                            let service = service(live, peer, Side::Tls, hold.clone());
                             if tls_stream::is_h2(&stream) {
-                                serve_auto(stream, service, &http, header_timeout, &stopping).await
+                                serve_auto(stream, service, &http, header_timeout, send_timeout, &stopping).await
                             } else {
-                                serve_http1(stream, service, &h1, &stopping).await.map_err(Into::into)
+                                (serve_http1(stream, service, &h1, send_timeout, &stopping).await).map_err(Into::into)
                             }
                         }
                         Ok(None) => Ok(()),
@@ -201,8 +203,7 @@ pub async fn serve(
                     if let Err(error) = served {
                         tracing::debug!(%peer, %error, "client connection ended with an error");
                     }
-                    open.dec();
-                    drop(slot);
+                    drop(hold);
                 });
             }
         }
@@ -238,16 +239,13 @@ async fn announced_client(
 type ServeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A plain-TCP connection: raw frames when they are on, else HTTP/2 or HTTP/1 by the first bytes.
-#[allow(clippy::too_many_arguments)]
 async fn serve_plain<S>(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     live: LiveApp,
     service: S,
-    http: &auto::Builder<TokioExecutor>,
-    h1: &http1::Builder,
-    watcher: hyper_util::server::graceful::Watcher,
-    header_timeout: Duration,
+    (http, h1): (&auto::Builder<TokioExecutor>, &http1::Builder),
+    (header_timeout, send_timeout): (Duration, Duration),
     stopping: &CancellationToken,
 ) -> ServeResult
 where
@@ -262,12 +260,11 @@ where
     let Some(stream) = raw_frames::serve_if_raw(stream, peer, &live, stopping).await else {
         return Ok(());
     };
-    // Held, not used to watch: shutdown waits for it, and `stopping` drives the connection.
-    let _watcher = watcher;
+    // `stopping` drives the graceful shutdown; the connection's hold keeps shutdown waiting.
     match first_bytes(&stream, header_timeout, stopping).await {
         // HTTP/2, or too few bytes to rule it out: hyper-util tells them apart.
-        Some(true) => serve_auto(stream, service, http, header_timeout, stopping).await,
-        Some(false) => serve_http1(stream, service, h1, stopping).await.map_err(Into::into),
+        Some(true) => serve_auto(stream, service, http, header_timeout, send_timeout, stopping).await,
+        Some(false) => (serve_http1(stream, service, h1, send_timeout, stopping).await).map_err(Into::into),
         None => Ok(()),
     }
 }
@@ -280,11 +277,13 @@ enum Side {
     Tls,
 }
 
-/// The service of one connection: the app, with what its listener's [`Side`] adds.
+/// The service of one connection: the app, with what its listener's [`Side`] adds. Each request carries
+/// the connection's hold, so that a WebSocket it becomes keeps the connection counted.
 fn service(
     live: LiveApp,
     peer: SocketAddr,
     side: Side,
+    hold: ConnectionHold,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -294,7 +293,8 @@ fn service(
        + Send
        + Unpin
        + 'static {
-    service_fn(move |request: Request<Incoming>| {
+    service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(hold.clone());
         let app = live.load_full();
         let challenge = match &side {
             Side::Plain(challenges) => (request.uri().path())
@@ -346,6 +346,15 @@ fn moved_to(location: &str) -> Response<Body> {
         response.headers_mut().insert(http::header::LOCATION, value);
     }
     response
+}
+
+/// A connection's place in the open connections gauge.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Waits for the client's first bytes: `Some(true)` when they may begin the HTTP/2 preface, `Some(false)`

@@ -11,20 +11,24 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, BytesMut};
+use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use modproxy_sdk::frame::length_line;
 use modproxy_sdk::FrameError;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::balancer::attempts::{self, Attempt, Event, Miss, Unanswered};
 use crate::balancer::{Balancer, Clock, Node};
 use crate::body::{full, Body, BoxError};
+use crate::body_budget::BodyPermit;
 use crate::config::Upstream;
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
 use crate::lanes::LaneLimits;
+use crate::request_body::{self, BodyError, BodyLimits};
 use crate::request_context::{generate, RequestContext};
 use pipeline::{FrameOutcome, FrameWire, Pipelines};
 use pool::{Connection, SocketPool};
@@ -59,10 +63,8 @@ enum Connections {
 pub enum GatewayError {
     #[error("module '{0}' only accepts POST with a JSON body")]
     MethodNotAllowed(String),
-    #[error("request body is larger than the limit of {0} bytes (server.max_body)")]
-    BodyTooLarge(u64),
-    #[error("could not read the request body: {0}")]
-    BodyUnreadable(BoxError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("request body is not UTF-8 JSON: {0}")]
     NotJson(String),
     #[error("the module's head rules cannot be applied to this request: {0}")]
@@ -99,8 +101,12 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::BodyTooLarge(_) | GatewayError::FrameTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BodyUnreadable(_) | GatewayError::NotJson(_) | GatewayError::HeadRule(_) => {
+            GatewayError::Body(BodyError::TooLarge(_)) | GatewayError::FrameTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            GatewayError::Body(BodyError::OverBudget(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Body(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Body(BodyError::Unreadable(_)) | GatewayError::NotJson(_) | GatewayError::HeadRule(_) => {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::Connect { .. }
@@ -112,6 +118,14 @@ impl GatewayError {
             GatewayError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
+}
+
+/// A request whose body is read and checked, waiting for a node; it holds its bytes in the body budget.
+#[derive(Debug)]
+pub struct Received {
+    payload: Bytes,
+    wants_html: bool,
+    _permit: BodyPermit,
 }
 
 /// A request that failed, and the node it was tried at last (for the access log).
@@ -164,50 +178,20 @@ impl SocketGateway {
         }
     }
 
-    /// Answers one HTTP request.
-    pub async fn handle<B>(&self, request: Request<B>, max_body: u64, pages: &ErrorPages) -> Response<Body>
+    /// Reads an HTTP request's body under `limits` and checks it, ready for [`Self::answer`]; a request
+    /// refused here gets its response at once. Its bytes stay counted in the body budget until answered.
+    pub async fn receive<B>(
+        &self,
+        request: Request<B>,
+        limits: &BodyLimits,
+        pages: &ErrorPages,
+    ) -> Result<Received, Response<Body>>
     where
-        B: HttpBody<Data = Bytes>,
+        B: HttpBody<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
         // Decided now, because the request is consumed below; copying its headers would cost every request.
         let wants_html = accepts_html(request.headers());
-        match self.exchange(request, max_body).await {
-            Ok((reply, node)) => {
-                let mut response = Response::new(full(reply));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
-                response.extensions_mut().insert(ServedBy(node));
-                response
-            }
-            Err((error, node)) => {
-                let status = error.status();
-                if status.is_server_error() {
-                    tracing::error!(module = self.name, %error, "socket request failed");
-                } else {
-                    tracing::warn!(module = self.name, %error, "socket request refused");
-                }
-                let mut response = pages.for_script(wants_html, status, &error.to_string());
-                if status == StatusCode::METHOD_NOT_ALLOWED {
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                }
-                if let Some(node) = node {
-                    response.extensions_mut().insert(ServedBy(node));
-                }
-                response
-            }
-        }
-    }
-
-    async fn exchange<B>(&self, request: Request<B>, max_body: u64) -> Result<(Bytes, Arc<str>), Failure>
-    where
-        B: HttpBody<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
         // Only a module that asks for shaping pays for it: a copy of the headers, a parse, a re-serialisation.
         let shaping = (!self.upstream.head.is_empty()).then(|| {
             let context = request.extensions().get::<RequestContext>().cloned();
@@ -219,14 +203,69 @@ impl SocketGateway {
                 request.headers().clone(),
             )
         });
-        let mut payload = read_json_body(request, &self.name, max_body)
-            .await
-            .map_err(|e| (e, None))?;
-        if let Some((context, headers)) = shaping {
-            payload = head_shaping::shape(&payload, &self.upstream.head, &headers, &context)
-                .map_err(|e| (GatewayError::HeadRule(e), None))?;
+        let read = async {
+            let (mut payload, permit) = read_json_body(request, &self.name, limits).await?;
+            if let Some((context, headers)) = shaping {
+                payload = head_shaping::shape(&payload, &self.upstream.head, &headers, &context)
+                    .map_err(GatewayError::HeadRule)?;
+            }
+            Ok((payload, permit))
+        };
+        match read.await {
+            Ok((payload, permit)) => Ok(Received {
+                payload,
+                wants_html,
+                _permit: permit,
+            }),
+            Err(error) => Err(self.failed(error, None, wants_html, pages)),
         }
-        self.forward(&payload).await
+    }
+
+    /// Sends a received request to a node and answers with its reply.
+    pub async fn answer(&self, received: Received, pages: &ErrorPages) -> Response<Body> {
+        match self.forward(&received.payload).await {
+            Ok((reply, node)) => {
+                let mut response = Response::new(full(reply));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                response.extensions_mut().insert(ServedBy(node));
+                response
+            }
+            Err((error, node)) => self.failed(error, node, received.wants_html, pages),
+        }
+    }
+
+    /// The response (logged) to a request that failed, at `node` if it got that far.
+    fn failed(
+        &self,
+        error: GatewayError,
+        node: Option<Arc<str>>,
+        wants_html: bool,
+        pages: &ErrorPages,
+    ) -> Response<Body> {
+        let status = error.status();
+        if status.is_server_error() {
+            tracing::error!(module = self.name, %error, "socket request failed");
+        } else {
+            tracing::warn!(module = self.name, %error, "socket request refused");
+        }
+        let mut response = pages.for_script(wants_html, status, &error.to_string());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(node) = node {
+            response.extensions_mut().insert(ServedBy(node));
+        }
+        response
     }
 
     /// Sends an already validated payload (UTF-8 JSON) to a node, as an HTTP request's body would be,
@@ -310,13 +349,18 @@ impl SocketGateway {
     ) -> Tried {
         let reused = connection.is_reused();
         let exchange = async {
-            connection.framed.send(payload).await?;
+            write_frame(connection.framed.get_mut(), payload).await?;
             connection.framed.next().await.transpose()
         };
         let outcome = tokio::time::timeout(self.upstream.timeout, exchange).await;
         let name = || node.name().clone();
         Err(match outcome {
             Ok(Ok(Some(reply))) => {
+                // The reply shares the read buffer's allocation, which the buffer would keep alive (and
+                // resident) for as long as the connection stays pooled: a large one goes with the reply.
+                if reply.len() > KEEP_READ_BUFFER_AFTER && connection.framed.read_buffer().is_empty() {
+                    *connection.framed.read_buffer_mut() = BytesMut::new();
+                }
                 pool.put(index, connection);
                 return Ok(reply);
             }
@@ -356,6 +400,21 @@ fn fits_a_frame(len: usize) -> Result<(), GatewayError> {
         _ => Ok(()),
     }
 }
+
+/// Writes one request frame straight to the socket. Through the codec the payload would first be copied
+/// whole into the connection's write buffer: twice a body's memory while it is sent, and a buffer that
+/// keeps that capacity for as long as the connection stays pooled.
+async fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> Result<(), FrameError> {
+    let line = length_line(payload.len())?;
+    // One vectored write for a small frame, as the codec's single buffer gave.
+    let mut frame = (&line[..]).chain(payload);
+    stream.write_all_buf(&mut frame).await?;
+    Ok(())
+}
+
+/// A pooled connection's read buffer is dropped after a reply larger than this (it would hold the reply's
+/// allocation); after smaller ones it is kept, saving an allocation per request.
+const KEEP_READ_BUFFER_AFTER: usize = 64 * 1024;
 
 /// What one try at a node yields.
 type Tried = Result<Bytes, Miss<GatewayError>>;
@@ -408,11 +467,15 @@ impl Attempt for SocketRequest<'_> {
     }
 }
 
-/// Reads the body (refusing one over `max_body` as soon as that is known) and checks it is UTF-8 JSON
-/// without building a tree: the proxy passes it on byte for byte.
-async fn read_json_body<B>(request: Request<B>, module: &str, max_body: u64) -> Result<Bytes, GatewayError>
+/// Reads the body under `limits` (refusing one over `max_body` as soon as that is known) and checks it is
+/// UTF-8 JSON without building a tree: the proxy passes it on byte for byte.
+async fn read_json_body<B>(
+    request: Request<B>,
+    module: &str,
+    limits: &BodyLimits,
+) -> Result<(Bytes, BodyPermit), GatewayError>
 where
-    B: HttpBody<Data = Bytes>,
+    B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     if request.method() != Method::POST {
@@ -423,24 +486,10 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body) {
-        return Err(GatewayError::BodyTooLarge(max_body));
-    }
-    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-    let body = Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<LengthLimitError>() {
-                GatewayError::BodyTooLarge(max_body)
-            } else {
-                GatewayError::BodyUnreadable(error)
-            }
-        })?;
-    let body = body.to_bytes();
+    let (body, permit) = request_body::read_whole(request.into_body(), declared, limits).await?;
     let text = std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| GatewayError::NotJson(e.to_string()))?;
-    Ok(body)
+    Ok((body, permit))
 }
 
 #[cfg(test)]

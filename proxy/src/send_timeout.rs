@@ -1,0 +1,146 @@
+//! `[server] send_timeout`: a client that stops reading is cut off. A write to it that stays pending (its
+//! receive window and our send buffer full) for the whole bound fails with `TimedOut`, which ends the
+//! connection whatever is being written: a response, an HTTP/2 frame, a raw-frame reply, or a WebSocket's
+//! bytes (an upgraded connection keeps the IO it was upgraded from).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// An IO whose writes may stay pending for at most `limit`.
+#[derive(Debug)]
+pub struct SendTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write is pending; made on the first one only.
+    stalled: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl<S> SendTimeout<S> {
+    /// `inner`, whose writes may not wait longer than `limit`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        SendTimeout {
+            inner,
+            limit,
+            stalled: None,
+            armed: false,
+        }
+    }
+
+    /// The IO underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The IO underneath, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Passes a write's readiness through, failing it once it has been pending for `limit`.
+    fn bound<T>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.armed = false;
+            return written;
+        }
+        let deadline = Instant::now() + self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            self.armed = true;
+            sleep.as_mut().reset(deadline);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} s (server.send_timeout)",
+                    self.limit.as_secs_f64()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.bound(cx, written)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bound(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        this.bound(cx, flushed)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let shut = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.bound(cx, shut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_times_the_write_out() {
+        let (near, _far) = tokio::io::duplex(1024);
+        let mut near = SendTimeout::new(near, Duration::from_millis(200));
+        let started = Instant::now();
+        let error = near.write_all(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+        use tokio::io::AsyncReadExt;
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut near = SendTimeout::new(near, Duration::from_secs(1));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut total = 0;
+            // 16 KiB over about 1.6 s: longer than the bound in all, but never stalled anywhere near it.
+            while total < 16 * 1024 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                total += far.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        near.write_all(&[0u8; 16 * 1024]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 16 * 1024);
+    }
+}
