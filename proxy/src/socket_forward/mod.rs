@@ -376,6 +376,12 @@ impl SocketGateway {
             {
                 Miss::new(Event::Unsent, reused, closed_unread(node))
             }
+            // The same race seen as a clean end: the backend's FIN was already on its way when the request
+            // went out, and its kernel reset the request's bytes, which no process read. The FIN is what
+            // the read reports; the reset waits in the socket's error.
+            Ok(Ok(None)) if reused && connection.nothing_received() && reset_after_close(&connection) => {
+                Miss::new(Event::Unsent, reused, closed_unread(node))
+            }
             Ok(Ok(None)) | Ok(Err(FrameError::Io(_))) | Ok(Err(FrameError::Truncated { .. })) => Miss::new(
                 Event::Unanswered,
                 reused,
@@ -418,6 +424,15 @@ const KEEP_READ_BUFFER_AFTER: usize = 64 * 1024;
 
 /// What one try at a node yields.
 type Tried = Result<Bytes, Miss<GatewayError>>;
+
+/// Whether the backend reset the connection after closing it: proof that the request written last was
+/// never read, since a backend that read it and then closed would have sent no reset.
+fn reset_after_close(connection: &Connection) -> bool {
+    matches!(
+        connection.framed.get_ref().take_error(),
+        Ok(Some(error)) if error.kind() == io::ErrorKind::ConnectionReset
+    )
+}
 
 /// The error of a request a kept connection closed on before the backend read it (logged, not answered:
 /// such a request is sent again, or goes on to another node).
