@@ -492,6 +492,7 @@ fn node_states_of(name: &str, mounted: &Mounted) -> Vec<NodeState> {
             module: name.to_owned(),
             node: node.name().to_string(),
             up: !balancer.is_masked(index),
+            masked_for: balancer.masked_for(index),
             pooled: pooled(index),
         })
         .collect()

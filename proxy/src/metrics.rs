@@ -45,6 +45,8 @@ pub struct NodeState {
     pub node: String,
     /// False while the node is masked.
     pub up: bool,
+    /// How much longer it stays masked, when it is.
+    pub masked_for: Option<std::time::Duration>,
     /// Idle pooled connections to it, where the module keeps a pool of its own; for a pipelined socket
     /// module, every open connection (they are shared, never idle in a pool).
     pub pooled: Option<usize>,
@@ -408,6 +410,7 @@ mod tests {
             module: "s3".into(),
             node: "127.0.0.1:1".into(),
             up: false,
+            masked_for: Some(Duration::from_secs(30)),
             pooled: Some(2),
         }]);
         assert!(

@@ -1,6 +1,8 @@
 //! `/module_proxy_inner_mod/status.json`: what the status page draws, one entry per module. The shape is a
 //! stable API (README, "Status page"): fields may be added, none renamed or removed.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::Serialize;
 
 use crate::last_minute::{SecondSummary, Window, SECONDS};
@@ -134,8 +136,8 @@ impl From<&NodeState> for NodeStatus {
         NodeStatus {
             address: state.node.clone(),
             state: if state.up { NodeHealth::Up } else { NodeHealth::Masked },
-            // The balancer does not tell yet until when; see NodeState.
-            masked_until_ms: None,
+            // The balancer's clock is its own: until when, in Unix time, is now plus what is left.
+            masked_until_ms: state.masked_for.map(|left| unix_ms(SystemTime::now() + left)),
             lanes: None,
             connections: state.pooled,
         }
@@ -159,6 +161,12 @@ fn millis(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -175,6 +183,7 @@ mod tests {
             module: "s3".into(),
             node: "127.0.0.1:1".into(),
             up: false,
+            masked_for: Some(std::time::Duration::from_secs(30)),
             pooled: Some(3),
         }];
         let card = ModuleStatus::new("s3", "socket", &nodes, &window.window_at(100));

@@ -89,6 +89,15 @@ fn status_json_shows_traffic_and_a_killed_node_masked() {
     });
     let s3 = module(&masked, "s3");
     assert_eq!(s3["nodes"][0]["state"], "masked");
+    // Masked for fail_timeout from the failure: until then, in Unix milliseconds.
+    let until = s3["nodes"][0]["masked_until_ms"]
+        .as_u64()
+        .expect("a masked node says until when");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(until > now + 1_000 && until <= now + 60_000, "{until} vs {now}");
     let rate = s3["last_minute"]["error_rate"].as_f64().unwrap();
     assert!((rate - 1.0 / 6.0).abs() < 1e-9, "{rate}");
 }

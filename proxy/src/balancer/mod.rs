@@ -110,7 +110,15 @@ impl Balancer {
 
     /// Whether node `index` is masked now.
     pub fn is_masked(&self, index: usize) -> bool {
-        self.masked_until_ms[index].load(Ordering::Relaxed) > self.now_ms()
+        self.masked_for(index).is_some()
+    }
+
+    /// How much longer node `index` stays masked, if it is masked now.
+    pub fn masked_for(&self, index: usize) -> Option<Duration> {
+        let left = self.masked_until_ms[index]
+            .load(Ordering::Relaxed)
+            .checked_sub(self.now_ms())?;
+        (left > 0).then(|| Duration::from_millis(left))
     }
 
     /// Masks node `index` for `fail_timeout` from now.
