@@ -116,3 +116,25 @@ fn a_backend_that_dies_fails_what_it_held_and_a_restarted_one_is_used_again() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(revived.requests(), 1);
 }
+
+#[test]
+fn max_lanes_bounds_the_shared_connections_to_a_node() {
+    // Each connection's requests are answered one after another, 1.5 s apart: one lane of depth 2 stays
+    // full for longer than a request waits for room (1 s).
+    let backend = Backend::start(Style::Sequenced(Duration::from_millis(1500)));
+    let proxy = Proxy::start(
+        "",
+        &config(&[socket_module("s3", &[backend.addr], ", pipeline = 2, max_lanes = 1")]),
+    );
+    let mut statuses: Vec<u16> = concurrent_posts(proxy.addr, "/s3/", 4)
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 503, 503],
+        "two fit on the one lane; two find no room"
+    );
+    assert_eq!(backend.connections(), 1, "max_lanes = 1: one shared connection");
+}

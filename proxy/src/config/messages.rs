@@ -84,6 +84,7 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("module", "rate_limit", "burst") => "a whole number from 1 to 4294967295",
         ("module", _, "add_headers") => "a table of headers, like { \"Cache-Control\" = \"no-store\" }",
         ("module", _, "head") => "a table of fields, like { token = \"header:Authorization\" }",
+        ("module", _, "max_lanes") => AT_LEAST_ONE,
         ("module", _, "pipeline") => "a whole number from 0 up (2 or more sends requests without waiting)",
         (_, _, "connect_timeout" | "timeout" | "fail_timeout" | "idle_timeout" | "max_conns_wait" | "header_timeout" | "body_timeout" | "body_chunk_timeout" | "send_timeout" | "websocket_idle_timeout") => SECONDS,
         ("server" | "upstream" | "log", "", _) if key == section => "a section: [KEY] on a line of its own, its keys below it",

@@ -236,6 +236,8 @@ pub struct Upstream {
     /// Most requests in flight on one backend connection (for HTTP modules, bodyless `GET` and `HEAD`
     /// only); 0 or 1 sends one at a time.
     pub pipeline: usize,
+    /// Socket modules with `pipeline`: most shared connections (lanes) open at once to one node.
+    pub max_lanes: usize,
     /// HTTP modules: send the client's `Host` instead of the upstream's.
     pub pass_host: bool,
 }
@@ -651,6 +653,11 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
                 socket("pipeline = -1"),
                 "line 3: pipeline: expected a whole number from 0 up",
             ),
+            (
+                socket("max_lanes = \"many\""),
+                "line 3: max_lanes: expected a whole number from 1 up",
+            ),
+            (socket("max_lanes = 0"), "max_lanes must be at least 1"),
             (socket("head = \"x\""), "line 3: head: expected a table of fields"),
             (
                 socket("head = { token = 1 }"),

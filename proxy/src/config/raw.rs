@@ -124,6 +124,7 @@ pub(super) struct RawBackendModule {
     pub(super) max_frame: Option<usize>,
     pub(super) keepalive: Option<bool>,
     pub(super) pipeline: Option<usize>,
+    pub(super) max_lanes: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -336,6 +336,10 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
     }
     let keepalive = entry.keepalive.unwrap_or(defaults.keepalive);
     let pipeline = entry.pipeline.unwrap_or(0);
+    let max_lanes = entry.max_lanes.unwrap_or(DEFAULT_MAX_LANES);
+    if max_lanes == 0 {
+        return Err(format!("{list} {name:?}: max_lanes must be at least 1"));
+    }
     if pipeline > 1 && !keepalive {
         return Err(format!(
             "{list} {name:?}: pipeline = {pipeline} needs keepalive: pipelined requests share kept connections"
@@ -352,9 +356,13 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         max_frame: entry.max_frame.unwrap_or(defaults.max_frame),
         keepalive,
         pipeline,
+        max_lanes,
         pass_host: entry.pass_host.unwrap_or(false),
     })
 }
+
+/// Shared connections per node of a pipelined socket module unless `max_lanes` says otherwise.
+const DEFAULT_MAX_LANES: usize = 8;
 
 fn check_http_url(url: &str) -> Result<(), &'static str> {
     let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;

@@ -83,12 +83,9 @@ pub enum GatewayError {
     Timeout { node: Arc<str>, secs: f64 },
     #[error("backend {node} broke the pipelining protocol: {what}")]
     Violation { node: Arc<str>, what: String },
-    #[error("every connection to backend {node} is full ({MAX_LANES} lanes of pipeline requests); try again")]
-    Busy { node: Arc<str> },
+    #[error("every connection to backend {node} is full ({lanes} lanes of pipeline requests, max_lanes); try again")]
+    Busy { node: Arc<str>, lanes: usize },
 }
-
-/// Most pipelined connections (lanes) open at once to one node of a module with `pipeline`.
-pub const MAX_LANES: usize = 8;
 
 /// How long a lane to a socket backend with nothing to do stays open.
 pub const LANE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -139,7 +136,7 @@ impl SocketGateway {
         let pool = SocketPool::new(nodes, upstream.keepalive, upstream.max_frame, upstream.connect_timeout);
         let connections = if upstream.pipeline > 1 {
             let limits = LaneLimits {
-                max_lanes: MAX_LANES,
+                max_lanes: upstream.max_lanes,
                 overdue: Some(upstream.timeout / OVERDUE_SHARE),
                 idle: Some(LANE_IDLE),
             };
@@ -315,9 +312,14 @@ impl SocketGateway {
         // A lane is a kept connection: a request it closed on before writing may be sent again.
         Err(match outcome {
             Ok(FrameOutcome::Reply(reply)) => return Ok(reply),
-            Ok(FrameOutcome::Unsent(Some(full))) if full.kind() == io::ErrorKind::WouldBlock => {
-                Miss::new(Event::Busy, true, GatewayError::Busy { node: name() })
-            }
+            Ok(FrameOutcome::Unsent(Some(full))) if full.kind() == io::ErrorKind::WouldBlock => Miss::new(
+                Event::Busy,
+                true,
+                GatewayError::Busy {
+                    node: name(),
+                    lanes: self.upstream.max_lanes,
+                },
+            ),
             Ok(FrameOutcome::Violation(what)) => {
                 Miss::new(Event::Failed, true, GatewayError::Violation { node: name(), what })
             }
