@@ -41,7 +41,8 @@ export declare class Backend {
   listen(addr: string, options?: ListenOptions): Promise<BoundAddress>;
   /** The bound address, or `null` when not listening. */
   address(): BoundAddress | null;
-  /** Stops accepting connections; resolves once in-flight calls have been answered. */
+  /** Stops accepting connections; resolves once in-flight calls have been answered. Called again while
+   * they finish (a second Ctrl-C), it stops at once without waiting for them. */
   close(): Promise<void>;
 }
 

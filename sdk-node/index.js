@@ -181,7 +181,10 @@ class Backend {
     return this.#native.address();
   }
 
-  /** Stops accepting connections and resolves once in-flight calls have been answered. */
+  /**
+   * Stops accepting connections and resolves once in-flight calls have been answered. Called again while
+   * they finish (a second Ctrl-C), it stops at once without waiting for them.
+   */
   async close() {
     if (this.#listening) await this.#listening.catch(() => {});
     await this.#native.close();

@@ -47,11 +47,16 @@ async function main() {
   const addr = process.argv[2] || process.env.MODPROXY_LISTEN || DEFAULT_ADDR;
   const bound = await backend.listen(addr);
   console.log(`node backend listening on ${bound.address}:${bound.port}`);
-  // Finish the calls in flight before exiting on Ctrl-C or a service manager's stop.
+  // Finish the calls in flight before exiting on Ctrl-C or a service manager's stop; a second signal
+  // while they finish stops at once (close() called again).
+  let closing = false;
   for (const signal of ['SIGINT', 'SIGTERM']) {
-    process.once(signal, () => {
-      console.log(`${signal}: closing`);
-      backend.close();
+    process.on(signal, () => {
+      const stopped = backend.close();
+      // The second signal: close() again stops the server at once; the calls' own timers are left behind.
+      if (closing) stopped.then(() => process.exit(0));
+      else console.log(`${signal}: closing`);
+      closing = true;
     });
   }
 }

@@ -44,10 +44,12 @@ enum Phase {
     Idle,
     /// `listen` is binding.
     Binding,
-    /// Serving until `stop` is cancelled; `done` turns `true` when the server has returned.
+    /// Serving until `stop` is cancelled (calls in flight finish) or `now` is (they are dropped); `done`
+    /// turns `true` when the server has returned.
     Serving {
         addr: SocketAddr,
         stop: CancellationToken,
+        now: CancellationToken,
         done: watch::Receiver<bool>,
     },
     /// Closed before it ever served, or binding failed.
@@ -137,11 +139,11 @@ impl NativeBackend {
             .local_addr()
             .map_err(|e| napi::Error::from_reason(format!("cannot read the bound address: {e}")))?;
         let router = lock(&self.router).clone();
-        let stop = CancellationToken::new();
+        let (stop, now) = (CancellationToken::new(), CancellationToken::new());
         let (done_tx, done) = watch::channel(false);
-        let shutdown = stop.clone().cancelled_owned();
+        let (shutdown, at_once) = (stop.clone().cancelled_owned(), now.clone().cancelled_owned());
         napi::bindgen_prelude::spawn(async move {
-            if let Err(error) = server.serve_with_shutdown(router, shutdown).await {
+            if let Err(error) = server.serve_until(router, shutdown, at_once).await {
                 eprintln!("modproxy-sdk: backend on {local} stopped: {error}");
             }
             done_tx.send_replace(true);
@@ -149,6 +151,7 @@ impl NativeBackend {
         *phase = Phase::Serving {
             addr: local,
             stop,
+            now,
             done,
         };
         Ok(local.into())
@@ -175,13 +178,22 @@ impl NativeBackend {
     }
 
     /// Stops accepting connections, lets in-flight calls finish, and resolves when the server has
-    /// stopped. Calling it again, or before `listen`, is harmless.
+    /// stopped. Called again while those calls finish, it stops at once (a second Ctrl-C). Before
+    /// `listen`, or once stopped, it is harmless.
     #[napi]
     pub async fn close(&self) -> napi::Result<()> {
         let done = {
             let mut phase = lock(&self.phase);
             match *phase {
-                Phase::Serving { ref stop, ref done, .. } => {
+                Phase::Serving {
+                    ref stop,
+                    ref now,
+                    ref done,
+                    ..
+                } => {
+                    if stop.is_cancelled() {
+                        now.cancel();
+                    }
                     stop.cancel();
                     done.clone()
                 }

@@ -63,3 +63,24 @@ test('SIGINT stops a listening backend', async () => {
   const how = await within(5000, exited, 'SIGINT did not stop the process');
   assert.equal(how.signal, 'SIGINT');
 });
+
+test('a second stop signal while calls finish stops at once, silently', async () => {
+  const child = spawn(process.execPath, [FIXTURE, 'signals'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code, signal }));
+  const lines = readline.createInterface({ input: child.stdout });
+  const [first] = await once(lines, 'line');
+  const { port } = JSON.parse(first);
+  // An 8 s call in flight: a graceful stop would wait for it.
+  call(port, 'nap', null).catch(() => {});
+  await sleep(200);
+  const started = Date.now();
+  child.kill('SIGINT');
+  await sleep(50);
+  child.kill('SIGTERM');
+  const how = await within(4000, exited, 'the second signal did not stop the process at once');
+  assert.deepEqual(how, { code: 0, signal: null });
+  assert.ok(Date.now() - started < 4000);
+  assert.equal(stderr, '', 'nothing printed');
+});
