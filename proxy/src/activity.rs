@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -47,17 +48,39 @@ impl Activity {
     }
 }
 
-/// An IO that notes every byte read or written as activity (an upgraded WebSocket's client side).
+/// An IO that notes every byte read or written as activity (an upgraded WebSocket's client side, both
+/// sides of a `[[stream]]`), and counts the bytes read from it.
 #[derive(Debug)]
 pub struct Touching<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// Where the bytes read are also counted, for metrics.
+    read_counter: Option<Counter>,
+    bytes_read: u64,
 }
 
 impl<S> Touching<S> {
     /// `inner`, noting its traffic in `activity`.
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Touching { inner, activity }
+        Touching {
+            inner,
+            activity,
+            read_counter: None,
+            bytes_read: 0,
+        }
+    }
+
+    /// `inner`, noting its traffic in `activity` and adding the bytes read from it to `read_counter`.
+    pub fn counting(inner: S, activity: Arc<Activity>, read_counter: Counter) -> Self {
+        Touching {
+            read_counter: Some(read_counter),
+            ..Touching::new(inner, activity)
+        }
+    }
+
+    /// The bytes read from it so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 }
 
@@ -65,7 +88,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.bytes_read += read;
+            if let Some(counter) = &self.read_counter {
+                counter.inc_by(read);
+            }
             self.activity.touch();
         }
         polled

@@ -8,19 +8,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activity::Activity;
+use crate::activity::{Activity, Touching};
 use crate::balancer::attempts::{self, Attempt, Event, Miss};
 use crate::balancer::{Balancer, Node, SystemClock};
 use crate::config::StreamConfig;
@@ -175,8 +171,8 @@ impl Forward {
     /// Copies both ways until both directions have ended, an error, or `idle_timeout` without a byte.
     async fn join(&self, client: TcpStream, node: TcpStream) -> Session {
         let activity = Arc::new(Activity::default());
-        let mut client = Metered::new(client, self.metrics.bytes_up.clone(), Arc::clone(&activity));
-        let mut node = Metered::new(node, self.metrics.bytes_down.clone(), Arc::clone(&activity));
+        let mut client = Touching::counting(client, Arc::clone(&activity), self.metrics.bytes_up.clone());
+        let mut node = Touching::counting(node, Arc::clone(&activity), self.metrics.bytes_down.clone());
         let end = tokio::select! {
             copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, COPY_BUFFER, COPY_BUFFER) => {
                 match copied {
@@ -187,8 +183,8 @@ impl Forward {
             () = activity.idle_for(self.config.idle_timeout) => End::IdleTimeout,
         };
         Session {
-            up: client.count,
-            down: node.count,
+            up: client.bytes_read(),
+            down: node.bytes_read(),
             end,
         }
     }
@@ -227,56 +223,5 @@ impl Attempt for Connect {
             Err(_) => format!("no connection within {:?} (connect_timeout)", self.timeout),
         };
         Err(Miss::new(Event::Refused, false, error))
-    }
-}
-
-/// A stream that counts the bytes read from it and notes every read and write as activity.
-struct Metered<S> {
-    inner: S,
-    read_counter: Counter,
-    activity: Arc<Activity>,
-    count: u64,
-}
-
-impl<S> Metered<S> {
-    fn new(inner: S, read_counter: Counter, activity: Arc<Activity>) -> Self {
-        Metered {
-            inner,
-            read_counter,
-            activity,
-            count: 0,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        if read > 0 {
-            self.count += read;
-            self.read_counter.inc_by(read);
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
