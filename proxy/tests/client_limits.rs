@@ -532,7 +532,9 @@ fn large_replies_do_not_stay_resident_in_pooled_connections() {
         backend.connections() > 1,
         "the replies came over several kept connections"
     );
-    let settled = Instant::now() + Duration::from_secs(5);
+    // Freed memory goes back once a second (mi_collect) after mimalloc's purge delay; a loaded machine
+    // (the other tests of this file run beside it) may take several rounds.
+    let settled = Instant::now() + Duration::from_secs(15);
     let near_idle = idle + 16 * 1024;
     let mut now = proxy.memory_kib().0;
     while now > near_idle && Instant::now() < settled {
