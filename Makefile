@@ -8,7 +8,8 @@ PY    := $(VENV)/bin/python
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WHEELS := $(TARGET_DIR)/wheels
 
-.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools go test-conform
+.PHONY: h2-tools
+.PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools dns-tools go test-conform test-client
 
 help:
 	@echo "make run    build in release mode and start the proxy with the example backends"
@@ -51,14 +52,16 @@ node-sdk:
 	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 
-test: lint test-rust test-python test-node test-e2e test-scaffold test-conform test-browser test-dist
+test: lint test-rust test-python test-node test-e2e test-scaffold test-conform test-browser test-client test-dist
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# python-sdk: the lanes tests serve a Python SDK backend from .venv.
-test-rust: tls-tools python-sdk
+# python-sdk, node-sdk: the lanes tests serve Python and Node SDK backends from .venv and sdk-node/.
+# etcd: discovery_etcd runs a real etcd and registers Rust, Python and Node backends in it.
+# dns-tools: discovery_dns runs dnsmasq as the nameserver whose records change under the proxy.
+test-rust: tls-tools h2-tools dns-tools python-sdk node-sdk etcd
 	$(CARGO) test --workspace
 
 # curl, openssl, testssl.sh and pebble (Debian's packages; pebble is a real ACME server, run offline),
@@ -69,6 +72,16 @@ tls-tools:
 	command -v curl >/dev/null && command -v openssl >/dev/null && command -v testssl >/dev/null \
 	  && command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl testssl.sh pebble; }
+
+# h2load (Debian's nghttp2-client), which drives the HTTP/2 leak run in proxy/tests/resources.rs;
+# installed once, skipped when already there.
+h2-tools:
+	command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client; }
+# dnsmasq (Debian's), which proxy/tests/discovery_dns.rs runs on a high port as the nameserver whose records
+# change under the proxy; installed once, skipped when already there.
+dns-tools:
+	command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base; }
 
 # The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).
@@ -107,9 +120,18 @@ test-conform: python-sdk node-sdk go
 go:
 	command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang; }
 
+# Debian's etcd (3.4, /usr/bin/etcd) for proxy/tests/discovery_etcd.rs, which starts its own on free ports
+# with a temporary data dir; installed once, skipped when already there. No protoc: the SDK and the proxy
+# talk to etcd through its JSON gateway.
+.PHONY: etcd
+etcd:
+	test -x /usr/bin/etcd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
+
 # Debian's Chromium for the browser test; installed once (we run as root), skipped when already there.
+# certutil (libnss3-tools) trusts the local CA in the NSS database the HTTPS run gives Chromium.
 chromium:
 	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	command -v certutil >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss3-tools; }
 
 # The welcome page and the demo in headless Chromium (playwright-core), through the real proxy with the
 # three example backends.
@@ -117,6 +139,13 @@ test-browser: chromium python-sdk node-sdk
 	$(CARGO) build --workspace
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
+
+# `modproxy client` output (TS and JS, from the fixture contract) through `tsc --noEmit --strict`: right
+# uses compile, a wrong argument type must not.
+test-client:
+	$(CARGO) build -p modproxy
+	cd tests/client && npm ci --no-audit --no-fund
+	cd tests/client && npm test
 
 # The release layout: dist/modproxy-VERSION.tar.gz with bin/modproxy, conf/, html/, logs/, start.sh,
 # stop.sh, modproxy.service and sdk/ (the wheel, the npm tarballs, the crate; packaging/dist.sh says
@@ -145,23 +174,34 @@ test-dist: dist
 	MODPROXY_DIST=$$(ls -t dist/modproxy-*-debug.tar.gz | head -n 1) $(VENV)/bin/pytest -q tests/dist
 
 # Longer runs than `make test` makes: a million mixed good and bad requests checked for leaked descriptors
-# and memory, and the kill-a-node-under-load scenarios, on release builds.
+# and memory (and a fifth as many on pipelined socket and HTTP modules, over HTTP/1.1 and HTTP/2), and the
+# kill-a-node-under-load scenarios, on release builds.
 SOAK_REQUESTS ?= 1000000
 .PHONY: soak
-soak:
+soak: h2-tools
 	MODPROXY_SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) test --release -p modproxy --test resources --test faults -- --nocapture
 
 # The benchmarks (bench/README.md): installs wrk and nginx (apt-get, once), uvicorn + FastAPI into .venv/,
 # builds everything in release mode, runs bench/run.py and writes bench/RESULTS.md. Quick run:
 # `make bench BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_ROWS=4,7` (run.py lists every setting).
-.PHONY: bench
-bench: python-sdk node-sdk
+# `make bench BENCH_BASELINE=<git ref>` also builds that commit's proxy (in target/baseline) and runs it in
+# the proxy rows, in the same rounds, to report this build ÷ that one.
+.PHONY: bench bench-baseline
+bench: python-sdk node-sdk etcd $(if $(BENCH_BASELINE),bench-baseline)
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
 	$(PY) -m pip install --quiet --disable-pip-version-check "fastapi>=0.110,<1" "uvicorn[standard]>=0.29,<1"
 	$(CARGO) build --release -p modproxy
 	$(CARGO) build --release --manifest-path bench/Cargo.toml --target-dir target
-	timeout --kill-after=30 7200 $(PY) bench/run.py
+	BENCH_BASELINE=$(BENCH_BASELINE) BENCH_BASELINE_BIN=$(if $(BENCH_BASELINE),$(TARGET_DIR)/baseline/release/modproxy) \
+	  timeout --kill-after=30 7200 $(PY) bench/run.py
+
+bench-baseline:
+	rm -rf $(TARGET_DIR)/baseline-src && git worktree prune
+	git worktree add --detach $(TARGET_DIR)/baseline-src $(BENCH_BASELINE)
+	$(CARGO) build --release -p modproxy --manifest-path $(TARGET_DIR)/baseline-src/Cargo.toml \
+	  --target-dir $(TARGET_DIR)/baseline
+	git worktree remove --force $(TARGET_DIR)/baseline-src
 
 # Fuzzing (fuzz/README.md), not part of `make test`: installs cargo-fuzz into .tools/ (once), builds the
 # seed corpus from the shared vectors and fuzz/seeds/, then runs each target for FUZZ_SECONDS. cargo-fuzz

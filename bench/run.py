@@ -15,10 +15,12 @@ has it) and BENCH_NODE_SDK (a directory holding the Node package).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import ssl
@@ -52,12 +54,20 @@ PYTHON_SDK = Path(os.environ.get("BENCH_PYTHON_SDK", PYTHON))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
-ROWS = {r.strip() for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11").split(",") if r.strip()}
+ROWS = {
+    r.strip()
+    for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11,12,13,14").split(",")
+    if r.strip()
+}
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 IDLE_CONNECTIONS = int(os.environ.get("BENCH_IDLE", "5000"))
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warn")
 ACCESS_LOG = "logs/access.log" if LOG_LEVEL in ("info", "debug") else "off"
 LABEL = os.environ.get("BENCH_LABEL", "")
+# A previous build's proxy binary (`make bench BENCH_BASELINE=<git ref>` builds one): the proxy rows run it
+# too, in the same rounds, and report this build ÷ that one.
+BASELINE = os.environ.get("BENCH_BASELINE_BIN", "")
+BASELINE_LABEL = os.environ.get("BENCH_BASELINE", "baseline")
 RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH / "RESULTS.md"))
 
 LOAD_CPU = "0"
@@ -327,23 +337,41 @@ class Lab:
         name = self._name(base)
         return stack.launch(name, argv, port, self.procs.start, lambda: self.procs.log_tail(name), timeout=30)
 
-    def modproxy(self, module_toml: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    def modproxy(
+        self, module_toml: str = "", binary: str = "", log: str = "", more: str = ""
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """modproxy (`binary`, or this build's release) with `module_toml`; `log` replaces the `[log]`
+        section (default: LOG_LEVEL, the access log kept off below `info`); `more` is appended."""
         port = free_port()
         home = stack.write_home(
             self.work / f"modproxy-{port}",
             port,
             modules=module_toml,
             server=f'root_path = "{self.site}"',
-            # The access log has its own file now; kept off below `info`, as the level used to do.
-            more=f'[log]\nlevel = "{LOG_LEVEL}"\naccess = "{ACCESS_LOG}"\n',
+            more=(log or f'[log]\nlevel = "{LOG_LEVEL}"\naccess = "{ACCESS_LOG}"\n') + more,
         )
         name = self._name("modproxy")
-
-        def log() -> str:
-            return self.procs.log_tail(name)
-
-        proc = stack.launch_proxy(home, port, "release", self.procs.start, name, log, timeout=30)
+        argv = [binary or str(RELEASE / "modproxy"), "--home", str(home)]
+        proc = stack.launch(name, argv, port, self.procs.start, lambda: self.procs.log_tail(name), timeout=30)
         return proc, port
+
+    def baseline(
+        self,
+        row: Row,
+        what: str,
+        module_toml: str,
+        others: list[subprocess.Popen[bytes]],
+        drive: Callable[[int], Callable[[float], dict[str, float]]],
+    ) -> None:
+        """With BENCH_BASELINE: the previous build, configured as the contestant (`what`, with `others` on
+        its server side), as a variant of `row`; `drive(port)` drives it."""
+        if not BASELINE:
+            return
+        # Older builds knew `[log] access` only as a switch; at LOG_LEVEL (warn) it writes nothing anyway.
+        proc, port = self.modproxy(module_toml, binary=BASELINE, log=f'[log]\nlevel = "{LOG_LEVEL}"\n')
+        contestant = Contestant(f"{what}, previous build ({BASELINE_LABEL})", proc, others, drive(port))
+        row.variants.append(contestant)
+        row.baseline = contestant
 
     def modproxy_tls(self) -> tuple[subprocess.Popen[bytes], int, tuple[Path, Path]]:
         """modproxy with an HTTPS listener on a certificate from `modproxy cert local` (which also adds
@@ -364,7 +392,16 @@ class Lab:
                 """)
         )
         subprocess.run(
-            [str(RELEASE / "modproxy"), "--home", str(home), "cert", "local", "--no-trust", "--port", str(tls_port)],
+            [
+                str(RELEASE / "modproxy"),
+                "--home",
+                str(home),
+                "cert",
+                "local",
+                "--no-trust",
+                "--port",
+                str(tls_port),
+            ],
             check=True,
             capture_output=True,
         )
@@ -372,7 +409,11 @@ class Lab:
         return proc, tls_port, (home / "certs" / "localhost.pem", home / "certs" / "localhost.key")
 
     def nginx(
-        self, locations: str, upstream_port: int | None = None, tls: tuple[Path, Path] | None = None
+        self,
+        locations: str,
+        upstream_port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        access_log: bool = False,
     ) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         # As modproxy's [tls]: TLS 1.2 and 1.3, a session cache and tickets (wrk speaks HTTP/1.1 only).
@@ -402,7 +443,7 @@ class Lab:
                 error_log {prefix}/error.log warn;
                 events {{ worker_connections 16384; }}
                 http {{
-                    access_log off;
+                    access_log {f"{prefix}/access.log" if access_log else "off"};
                     sendfile on;
                     tcp_nopush on;
                     tcp_nodelay on;
@@ -481,6 +522,8 @@ class Row:
     peer: Contestant | None = None
     # Other settings of the contestant, measured in the same rounds and shown for comparison only.
     variants: list[Contestant] = field(default_factory=list)
+    # The previous build's contestant, when BENCH_BASELINE names one (also among the variants).
+    baseline: Contestant | None = None
     failure: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -503,6 +546,13 @@ def measure(row: Row) -> None:
             c.peak_front_mb = max(c.peak_front_mb, *sampler.front_samples)
             c.peak_total_mb = max(c.peak_total_mb, *sampler.total_samples)
             c.rss_samples += sampler.front_samples
+    if row.baseline and row.contestant:
+        key = "mbps" if row.unit == "MB/s" else "rps"
+        new, old = row.contestant, row.baseline
+        row.notes.append(
+            f"this build ÷ previous build ({BASELINE_LABEL}): **{median(new, key) / median(old, key):.2f}** "
+            f"({row.unit}); CPU µs/req {median(new, 'cpu_us'):.1f} vs {median(old, 'cpu_us'):.1f}"
+        )
 
 
 def row_static_small(lab: Lab, row: Row) -> None:
@@ -514,6 +564,13 @@ def row_static_small(lab: Lab, row: Row) -> None:
         "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/1kb.bin", s)
     )
     row.peer = Contestant("nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/1kb.bin", s))
+    lab.baseline(
+        row,
+        "modproxy static",
+        "",
+        [],
+        lambda port: lambda s: wrk(f"http://127.0.0.1:{port}/1kb.bin", s),
+    )
     measure(row)
 
 
@@ -566,7 +623,19 @@ def row_http_forward(lab: Lab, row: Row) -> None:
     row.peer = Contestant(
         "nginx proxy_pass → hyper", nginx, [upstream], lambda s: wrk(f"http://127.0.0.1:{nport}/api/item", s)
     )
+    lab.baseline(
+        row,
+        f"modproxy module_http → hyper, pipeline = {PIPELINE}",
+        http_module(uport, PIPELINE),
+        [upstream],
+        lambda port: lambda s: wrk(f"http://127.0.0.1:{port}/api/item", s),
+    )
     measure(row)
+
+
+def post_echo(port: int) -> Callable[[float], dict[str, float]]:
+    """wrk POSTing the 101-byte envelope to modproxy's (or nginx's) `/echo/` on `port`."""
+    return lambda s: wrk(f"http://127.0.0.1:{port}/echo/", s, body=BODY)
 
 
 def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer_name: str) -> None:
@@ -581,18 +650,23 @@ def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer
         f"modproxy → {sdk_name}, pipeline = {PIPELINE}",
         proxy,
         [backend],
-        lambda s: wrk(f"http://127.0.0.1:{pport}/echo/", s, body=BODY),
+        post_echo(pport),
     )
     row.variants.append(
         Contestant(
             f"modproxy → {sdk_name}, one request per connection",
             one_at_a_time,
             [backend],
-            lambda s: wrk(f"http://127.0.0.1:{oport}/echo/", s, body=BODY),
+            post_echo(oport),
         )
     )
-    row.peer = Contestant(
-        f"nginx → {peer_name}", nginx, [peer], lambda s: wrk(f"http://127.0.0.1:{nport}/echo/", s, body=BODY)
+    row.peer = Contestant(f"nginx → {peer_name}", nginx, [peer], post_echo(nport))
+    lab.baseline(
+        row,
+        f"modproxy → {sdk_name}, pipeline = {PIPELINE}",
+        socket_module(bport, PIPELINE),
+        [backend],
+        post_echo,
     )
     measure(row)
 
@@ -676,7 +750,10 @@ def row_tls_handshakes(lab: Lab, row: Row) -> None:
         lambda s: wrk(f"https://127.0.0.1:{pport}/1kb.bin", s, headers=close),
     )
     row.peer = Contestant(
-        "nginx TLS handshakes", nginx, [], lambda s: wrk(f"https://127.0.0.1:{nport}/1kb.bin", s, headers=close)
+        "nginx TLS handshakes",
+        nginx,
+        [],
+        lambda s: wrk(f"https://127.0.0.1:{nport}/1kb.bin", s, headers=close),
     )
     measure(row)
 
@@ -717,6 +794,145 @@ def row_tls_idle(lab: Lab, row: Row) -> None:
             f"{name}: {len(held)} idle TLS keep-alive connections opened in {opened:.1f} s; RSS (with workers) "
             f"{before:.1f} MB before, **{with_them:.1f} MB** with them open"
         )
+
+
+# The log settings modproxy ships (conf/default.toml): access lines on, in their own file.
+SHIPPED_LOG = '[log]\nlevel = "info"\naccess = "logs/access.log"\n'
+
+
+def row_access_log(lab: Lab, row: Row) -> None:
+    """Defaults against defaults: both servers writing their access log to a file, and the cost of it."""
+    on, on_port = lab.modproxy(log=SHIPPED_LOG)
+    off, off_port = lab.modproxy(log='[log]\nlevel = "info"\naccess = "off"\n')
+    nginx_on, non_port = lab.nginx("location / { }", access_log=True)
+    nginx_off, noff_port = lab.nginx("location / { }")
+    for port in (on_port, off_port, non_port, noff_port):
+        check_http_get(f"http://127.0.0.1:{port}/1kb.bin", 1024)
+
+    def get(port: int) -> Callable[[float], dict[str, float]]:
+        return lambda s: wrk(f"http://127.0.0.1:{port}/1kb.bin", s)
+
+    row.contestant = Contestant(
+        "modproxy static, shipped log settings (access log to a file)", on, [], get(on_port)
+    )
+    modproxy_off = Contestant("modproxy static, access log off", off, [], get(off_port))
+    nginx_quiet = Contestant("nginx static, access_log off", nginx_off, [], get(noff_port))
+    row.variants += [modproxy_off, nginx_quiet]
+    row.peer = Contestant("nginx static, access_log to a file (its default)", nginx_on, [], get(non_port))
+    measure(row)
+    ours = median(row.contestant, "cpu_us") - median(modproxy_off, "cpu_us")
+    theirs = median(row.peer, "cpu_us") - median(nginx_quiet, "cpu_us")
+    row.notes.append(
+        f"the access log's cost, CPU µs/req on − off: modproxy {ours:+.2f}, nginx {theirs:+.2f}; req/s on ÷ off: "
+        f"modproxy {median(row.contestant, 'rps') / median(modproxy_off, 'rps'):.2f}, "
+        f"nginx {median(row.peer, 'rps') / median(nginx_quiet, 'rps'):.2f}"
+    )
+
+
+def row_under_attack(lab: Lab, row: Row) -> None:
+    """Row 4's load while a hostile client holds slow uploads, idle connections and oversized bodies."""
+    backend, bport = lab.backend("rust-sdk")
+    proxy, pport = lab.modproxy(socket_module(bport, PIPELINE))
+    check_http_echo(f"http://127.0.0.1:{pport}/echo/")
+    before = rss_mb(proxy.pid)
+
+    def attacked(seconds: float) -> dict[str, float]:
+        attacker = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, sys.executable, str(BENCH / "attack.py"), str(pport)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(2)  # its connections are open and its uploads started
+            return post_echo(pport)(seconds)
+        finally:
+            attacker.kill()
+            attacker.wait()
+
+    row.contestant = Contestant(
+        f"modproxy → Rust SDK echo, pipeline = {PIPELINE}, under attack", proxy, [backend], attacked
+    )
+    row.peer = Contestant(
+        "the same, no attack",
+        proxy,
+        [backend],
+        post_echo(pport),
+    )
+    measure(row)
+    row.notes.append(
+        f"the attack: {1000} idle connections, 200 uploads announcing 100 kB at a byte a second, 20 bodies of "
+        f"100 MB a second (413 at max_body); modproxy RSS {before:.1f} MB before, peak {row.contestant.peak_front_mb:.1f} MB"
+    )
+
+
+def etcd_put(url: str, key: str, value: str) -> None:
+    """Writes `key` = `value` through etcd's JSON gateway."""
+    body = json.dumps(
+        {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value.encode()).decode()}
+    ).encode()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{url}/v3/kv/put", data=body, method="POST"), timeout=5
+    ).read()
+
+
+def row_etcd(lab: Lab, row: Row) -> None:
+    """Row 4's load with the node taken from etcd against the same node written in the config."""
+    if not Path("/usr/bin/etcd").exists():
+        raise RuntimeError("/usr/bin/etcd is missing (Debian's etcd-server)")
+    client, peer_port = free_port(), free_port()
+    url, peer = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer_port}"
+    lab.server(
+        "etcd",
+        [
+            "/usr/bin/etcd",
+            "--name",
+            "bench",
+            "--data-dir",
+            str(lab.work / "etcd"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"bench={peer}",
+        ],
+        client,
+    )
+    backend, bport = lab.backend("rust-sdk")
+    etcd_put(url, f"/modproxy/modules/echo/127.0.0.1:{bport}", f"127.0.0.1:{bport}")
+    discovered, dport = lab.modproxy(
+        f'module_socket = [ {{ module = "echo", discover = "etcd", pipeline = {PIPELINE} }} ]',
+        more=f'\n[discovery]\netcd = ["{url}"]\n',
+    )
+    static, sport = lab.modproxy(socket_module(bport, PIPELINE))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            check_http_echo(f"http://127.0.0.1:{dport}/echo/")
+            break
+        except (OSError, ValueError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    check_http_echo(f"http://127.0.0.1:{sport}/echo/")
+    row.contestant = Contestant(
+        f"modproxy → Rust SDK echo from etcd, pipeline = {PIPELINE}",
+        discovered,
+        [backend],
+        post_echo(dport),
+    )
+    row.peer = Contestant(
+        f"modproxy → Rust SDK echo at a configured address, pipeline = {PIPELINE}",
+        static,
+        [backend],
+        post_echo(sport),
+    )
+    measure(row)
 
 
 def read_response(conn: socket.socket) -> None:
@@ -785,6 +1001,9 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (Row("9", "HTTPS static 1 KB file, keep-alive", "req/s", 1.0), row_tls_keepalive),
     (Row("10", "new TLS connections (one GET each)", "req/s", 1.0), row_tls_handshakes),
     (Row("11", "5,000 idle TLS keep-alive connections", "", 0.0), row_tls_idle),
+    (Row("12", "static 1 KB file, access log on as shipped", "req/s", 1.0), row_access_log),
+    (Row("13", "row 4 under attack (legitimate client's share)", "req/s", 0.8), row_under_attack),
+    (Row("14", "row 4 with the node from etcd", "req/s", 0.95), row_etcd),
 ]
 
 

@@ -26,6 +26,58 @@ export interface BoundAddress {
 export interface ListenOptions {
   /** Largest request payload in bytes; a larger frame gets a `bad_request` reply. Default 64 MiB. */
   maxFrame?: number;
+  /** Register in etcd while serving, so a proxy module with `discover = "etcd"` finds this backend. */
+  register?: RegisterOptions;
+}
+
+/**
+ * Self-registration: the address is written under `prefix` on a lease of `ttl` seconds that is kept
+ * alive, renewed after etcd comes back, and revoked by `close()` (before in-flight calls drain).
+ */
+export interface RegisterOptions {
+  /** The etcd cluster's client URLs, e.g. `['http://127.0.0.1:2379']`. */
+  etcd: string[];
+  /** The proxy module served; the prefix is `/modproxy/modules/<module>/` unless `prefix` is given. */
+  module: string;
+  /** The `host:port` the proxy should connect to; by default the bound address (not `0.0.0.0`). */
+  address?: string;
+  /** The etcd key prefix, ending in `/`. */
+  prefix?: string;
+  /** The lease's TTL in seconds, at least 1. Default 10. */
+  ttl?: number;
+}
+
+/** A JSON Schema (draft 2020-12): an object, or `true`/`false`. */
+export type JsonSchema = boolean | { [keyword: string]: unknown };
+
+/** What `_describe` says about a method; each part left out is described as any JSON (`{}`). */
+export interface MethodSchema {
+  /** JSON Schema of the request's `data`. */
+  data?: JsonSchema;
+  /** JSON Schema of the reply. */
+  result?: JsonSchema;
+  /** What the method does, for people. */
+  doc?: string | null;
+}
+
+export interface ClientOptions {
+  /** The module to call, when `addr` is the proxy's raw-frame port (`[server] raw_frames = true`). */
+  module?: string | null;
+  /** Milliseconds allowed for connecting and for each reply. Default 30000. */
+  timeout?: number;
+}
+
+/**
+ * Calls methods over one keep-alive connection, of a backend or (with `module`) through the proxy.
+ * An error reply rejects with a `MethodError` carrying its `code`; no reply in time with an `Error` whose
+ * `code` is `'ETIMEDOUT'`; a broken connection with one whose `code` is `'ECONNECTION'`.
+ */
+export declare class Client {
+  constructor(addr: string, options?: ClientOptions);
+  /** Calls `method` with `data` and resolves with the reply. */
+  call<Reply = unknown>(method: string, data?: unknown): Promise<Reply>;
+  /** Closes the connection; a later call opens another. */
+  close(): Promise<void>;
 }
 
 /** A backend: register methods, then `listen`; the process stays alive until `close()`. */
@@ -34,9 +86,9 @@ export declare class Backend {
   /**
    * Registers `fn` under `name` (before `listen`). Returns the backend, so calls chain. Throws an `Error`
    * if `name` is empty, begins with `_` (reserved for the protocol: `_ping`, `_pipeline`, ...) or is
-   * already registered.
+   * already registered. `schema` describes the method to `_describe` callers.
    */
-  method<Data = any, Reply = unknown>(name: string, fn: Handler<Data, Reply>): this;
+  method<Data = any, Reply = unknown>(name: string, fn: Handler<Data, Reply>, schema?: MethodSchema): this;
   /** Binds `"host:port"` (port 0 picks a free one) and serves; resolves once bound. */
   listen(addr: string, options?: ListenOptions): Promise<BoundAddress>;
   /** The bound address, or `null` when not listening. */

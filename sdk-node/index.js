@@ -131,6 +131,59 @@ function adapt(name, fn) {
   };
 }
 
+/** The `{doc, data, result}` JSON text the core's `_describe` serves for one method. */
+function methodDescription(name, schema) {
+  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
+    throw new TypeError(`Backend.method('${name}'): the schema must be an object {data, result, doc}`);
+  }
+  const { data = {}, result = {}, doc = null } = schema;
+  for (const [key, value] of [['data', data], ['result', result]]) {
+    if (typeof value !== 'boolean' && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+      throw new TypeError(`Backend.method('${name}'): schema.${key} must be a JSON Schema object`);
+    }
+  }
+  if (doc !== null && typeof doc !== 'string') {
+    throw new TypeError(`Backend.method('${name}'): schema.doc must be a string`);
+  }
+  return JSON.stringify({ doc, data, result });
+}
+
+/**
+ * Calls methods over one keep-alive connection: of a backend (`addr` is its `"host:port"`), or of a
+ * module through the proxy (`addr` is the proxy's port with `[server] raw_frames = true`, and
+ * `options.module` names the module). `options.timeout` (ms, default 30000) bounds connecting and
+ * each reply. An error reply rejects with a `MethodError` carrying its `code`; no reply in time with an
+ * Error whose `code` is `ETIMEDOUT`; a broken connection with one whose `code` is `ECONNECTION` (the
+ * next call connects again). Concurrent calls take turns on the connection.
+ */
+class Client {
+  #native;
+
+  constructor(addr, options = {}) {
+    if (typeof addr !== 'string') throw new TypeError('Client: addr must be a "host:port" string');
+    const { module = null, timeout = 30000 } = options;
+    if (!Number.isInteger(timeout) || timeout <= 0 || timeout > 0xffffffff) {
+      throw new TypeError('Client: options.timeout must be a positive whole number of milliseconds');
+    }
+    this.#native = new native.NativeClient(addr, module, timeout);
+  }
+
+  /** Calls `method` with `data` (anything `JSON.stringify` accepts) and resolves with the reply. */
+  async call(method, data = null) {
+    const answer = await this.#native.call(String(method), JSON.stringify(data) ?? 'null');
+    if (answer.reply !== undefined && answer.reply !== null) return JSON.parse(answer.reply);
+    if (answer.code !== undefined && answer.code !== null) throw new MethodError(answer.code, answer.message);
+    const error = new Error(answer.message);
+    error.code = answer.failure === 'timeout' ? 'ETIMEDOUT' : 'ECONNECTION';
+    throw error;
+  }
+
+  /** Closes the connection; a later call opens another. */
+  close() {
+    return this.#native.close();
+  }
+}
+
 /**
  * A backend: register methods, then `listen`. Each method is a plain function `(data, head)`, sync or
  * async; its return value is the reply.
@@ -143,17 +196,20 @@ class Backend {
   /**
    * Registers `fn` under `name`. Returns the backend, so calls chain. Throws an Error if the name is
    * empty, begins with `_` (reserved for the protocol) or is already registered: the core's rules.
+   * `schema` (`{data, result, doc}`, each optional) is what `_describe` says about the method: JSON
+   * Schemas of `data` and of the reply, and a doc string; what is left out is described as any JSON.
    */
-  method(name, fn) {
+  method(name, fn, schema = {}) {
     if (typeof name !== 'string') {
       throw new TypeError('Backend.method: name must be a string');
     }
     if (typeof fn !== 'function') {
       throw new TypeError(`Backend.method('${name}'): the handler must be a function`);
     }
+    const description = methodDescription(name, schema);
     const one = adapt(name, fn);
     // The core hands calls over in batches (see src/handler.rs): one result per call, in order.
-    this.#native.method(name, (datas, heads) => datas.map((data, i) => one(data, heads[i])));
+    this.#native.method(name, (datas, heads) => datas.map((data, i) => one(data, heads[i])), description);
     return this;
   }
 
@@ -168,7 +224,7 @@ class Backend {
     if (this.#listening) {
       return Promise.reject(new Error('Backend.listen: listen() was already called: a Backend listens once'));
     }
-    this.#listening = this.#native.listen(addr, options.maxFrame).then((bound) => {
+    this.#listening = this.#native.listen(addr, options.maxFrame, options.register).then((bound) => {
       // A pending native promise holds Node's event loop open while serving; it settles on close().
       this.#stopped = this.#native.stopped();
       return bound;
@@ -192,4 +248,4 @@ class Backend {
   }
 }
 
-module.exports = { Backend, MethodError, FrameError, decodeFrames };
+module.exports = { Backend, Client, MethodError, FrameError, decodeFrames };

@@ -4,4 +4,4 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const sdk = require('./index.js');
 
-export const { Backend, MethodError, FrameError, decodeFrames } = sdk;
+export const { Backend, Client, MethodError, FrameError, decodeFrames } = sdk;

@@ -6,19 +6,33 @@
 //   add  {"title": "…"}  → the new todo {id, title, done}; `invalid` if the title is empty or over 200 characters
 //   list                 → {todos: [...]}
 //   done {"id": n}       → the todo, now done; `not_found` if no todo has that id
+//   count                → {count: n}
+//   stats                → {count, peer, peer_count}: a backend-to-backend call, `count` of the module
+//                          MODPROXY_PEER (default todo-rust) through the proxy's raw-frame port
+//                          MODPROXY_PROXY (host:port, `[server] raw_frames = true`); `unavailable` unset
+//
+// Each method is registered with JSON Schemas of its data and reply, which `_describe` serves.
 //
 //   node examples/node-backend/index.js [host:port]
 //
 // The address comes from the first argument, else MODPROXY_LISTEN, else 127.0.0.1:21232.
 
 // By relative path, so the example runs from a checkout without publishing the package.
-const { Backend, MethodError } = require('../../sdk-node');
+const { Backend, Client, MethodError } = require('../../sdk-node');
 
 const DEFAULT_ADDR = '127.0.0.1:21232';
 const MAX_TITLE = 200;
 
 const todos = new Map();
 let nextId = 1;
+
+const Todo = {
+  title: 'Todo',
+  type: 'object',
+  properties: { id: { type: 'integer' }, title: { type: 'string' }, done: { type: 'boolean' } },
+  required: ['id', 'title', 'done'],
+};
+const Count = { type: 'object', properties: { count: { type: 'integer' } }, required: ['count'] };
 
 const backend = new Backend();
 
@@ -32,15 +46,49 @@ backend.method('add', (data) => {
   const todo = { id: nextId++, title, done: false };
   todos.set(todo.id, todo);
   return todo;
+}, {
+  doc: 'Adds a todo; `invalid` if the title is empty or over 200 characters.',
+  data: { title: 'AddTodo', type: 'object', properties: { title: { type: 'string' } }, required: ['title'] },
+  result: Todo,
 });
 
-backend.method('list', () => ({ todos: [...todos.values()] }));
+backend.method('list', () => ({ todos: [...todos.values()] }), {
+  doc: 'Every todo, oldest first.',
+  result: { type: 'object', properties: { todos: { type: 'array', items: Todo } }, required: ['todos'] },
+});
 
 backend.method('done', (data) => {
   const todo = todos.get(data?.id);
   if (!todo) throw new MethodError('not_found', `no todo has id ${JSON.stringify(data?.id)}`);
   todo.done = true;
   return todo;
+}, {
+  doc: 'Marks a todo done; `not_found` if no todo has that id.',
+  data: { title: 'DoneTodo', type: 'object', properties: { id: { type: 'integer' } }, required: ['id'] },
+  result: Todo,
+});
+
+backend.method('count', () => ({ count: todos.size }), { doc: 'How many todos there are.', result: Count });
+
+backend.method('stats', async () => {
+  const proxy = (process.env.MODPROXY_PROXY || '').trim();
+  if (!proxy) throw new MethodError('unavailable', "set MODPROXY_PROXY to the proxy's raw-frame host:port");
+  const peer = process.env.MODPROXY_PEER || 'todo-rust';
+  // A client per call keeps the example short; a busy backend would keep one.
+  const client = new Client(proxy, { module: peer, timeout: 5000 });
+  try {
+    const { count } = await client.call('count');
+    return { count: todos.size, peer, peer_count: count };
+  } finally {
+    await client.close();
+  }
+}, {
+  doc: "This list's count beside a peer module's, asked through the proxy.",
+  result: {
+    type: 'object',
+    properties: { count: { type: 'integer' }, peer: { type: 'string' }, peer_count: { type: 'integer' } },
+    required: ['count', 'peer', 'peer_count'],
+  },
 });
 
 async function main() {

@@ -10,6 +10,13 @@ Methods (the same as examples/rust-backend):
   empty or over 200 characters.
 - ``list`` -> ``{"todos": [...]}``, oldest first.
 - ``done {"id": n}`` -> the todo, now done; ``not_found`` if no todo has that id.
+- ``count`` -> ``{"count": n}``, how many todos there are.
+- ``stats`` -> ``{"count": n, "peer": "todo-node", "peer_count": m}``: a backend-to-backend call,
+  ``count`` of the module $MODPROXY_PEER (default ``todo-node``) through the proxy's raw-frame
+  port $MODPROXY_PROXY (``host:port``, with ``[server] raw_frames = true``); ``unavailable``
+  when $MODPROXY_PROXY is not set.
+
+The handlers' type hints (``AddTodo``, ``Todo``, ...) describe the methods to ``_describe``.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ import os
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from modproxy_sdk import MethodError, method, serve
+from modproxy_sdk import Client, MethodError, method, serve
 
 DEFAULT_LISTEN = "127.0.0.1:21231"
 
@@ -34,6 +41,32 @@ class Todo:
     id: int
     title: str
     done: bool = False
+
+
+class AddTodo(TypedDict):
+    """``data`` of ``add``."""
+
+    title: str
+
+
+class DoneTodo(TypedDict):
+    """``data`` of ``done``."""
+
+    id: int
+
+
+class TodoPage(TypedDict):
+    todos: list[Todo]
+
+
+class Count(TypedDict):
+    count: int
+
+
+class Stats(TypedDict):
+    count: int
+    peer: str
+    peer_count: int
 
 
 class TodoList:
@@ -75,24 +108,46 @@ todos = TodoList()
 
 
 @method
-def add(data: dict[str, Any]) -> dict[str, Any]:
+def add(data: AddTodo) -> Todo:
+    """Adds a todo; ``invalid`` if the title is empty or over 200 characters."""
     title = data.get("title") if isinstance(data, dict) else None
     if not isinstance(title, str):
         raise MethodError("invalid", 'add takes {"title": "..."}')
-    return asdict(todos.add(title))
+    return asdict(todos.add(title))  # type: ignore[return-value]
 
 
 @method(name="list")
-def list_todos(data: Any) -> dict[str, Any]:
-    return {"todos": [asdict(todo) for todo in todos.all()]}
+def list_todos(data: Any) -> TodoPage:
+    """Every todo, oldest first."""
+    return {"todos": [asdict(todo) for todo in todos.all()]}  # type: ignore[misc]
 
 
 @method
-def done(data: dict[str, Any]) -> dict[str, Any]:
+def done(data: DoneTodo) -> Todo:
+    """Marks a todo done; ``not_found`` if no todo has that id."""
     todo_id = data.get("id") if isinstance(data, dict) else None
     if not isinstance(todo_id, int) or isinstance(todo_id, bool):
         raise MethodError("invalid", 'done takes {"id": <integer>}')
-    return asdict(todos.done(todo_id))
+    return asdict(todos.done(todo_id))  # type: ignore[return-value]
+
+
+@method
+def count(data: Any) -> Count:
+    """How many todos there are."""
+    return {"count": len(todos.all())}
+
+
+@method
+def stats(data: Any) -> Stats:
+    """This list's count beside a peer module's, asked through the proxy."""
+    proxy = os.environ.get("MODPROXY_PROXY", "").strip()
+    if not proxy:
+        raise MethodError("unavailable", "set MODPROXY_PROXY to the proxy's raw-frame host:port")
+    peer = os.environ.get("MODPROXY_PEER", "todo-node")
+    # A client per call keeps the example short; a busy backend would keep one per thread.
+    with Client(proxy, module=peer, timeout=5) as client:
+        peer_count = client.call("count")["count"]
+    return {"count": len(todos.all()), "peer": peer, "peer_count": peer_count}
 
 
 def listen_addr(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> str:

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{header, Method, Response, StatusCode};
+use http::{header, Method, Response, StatusCode, Version};
 use http_body::Body;
 use tracing_appender::non_blocking::NonBlocking;
 
@@ -47,6 +47,12 @@ pub enum Asked<'a> {
         method: &'a Method,
         /// The request path, without the query.
         path: &'a str,
+        /// The protocol the client spoke (`HTTP/2.0` in the request line for h2, as nginx writes it).
+        version: Version,
+        /// The `Referer` header, as sent.
+        referer: Option<&'a [u8]>,
+        /// The `User-Agent` header, as sent.
+        user_agent: Option<&'a [u8]>,
     },
     /// A raw frame: `FRAME /todo method=add`.
     Frame {
@@ -72,11 +78,20 @@ pub struct AccessLine<'a> {
     pub status: StatusCode,
     /// The size of the answer's body, when known up front.
     pub bytes: Option<u64>,
+    /// The size of the request's body: a frame's payload, or an HTTP request's `Content-Length`.
+    pub bytes_in: Option<u64>,
     /// The time from receiving the request to having the answer.
     pub elapsed: Duration,
+    /// The time the backend node took to answer, when one was asked (`UpstreamTime`).
+    pub upstream: Option<Duration>,
     /// The request id.
     pub id: &'a str,
 }
+
+/// A response extension: how long the node took to give the answer's head (retries included), which
+/// the access log reports as `upstream_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
 
 /// Whether lines are written: on in the config and opened at start-up. Asked before a request is
 /// answered, so that nothing is copied for a line nobody will see.
@@ -121,8 +136,7 @@ impl AccessLine<'_> {
     }
 
     /// nginx's `combined`: `$remote_addr - $remote_user [$time_local] "$request" $status
-    /// $body_bytes_sent "$http_referer" "$http_user_agent"`, in UTC. Referer and user agent are not kept
-    /// (yet), so always `"-"`.
+    /// $body_bytes_sent "$http_referer" "$http_user_agent"`, in UTC.
     fn combined(&self, now: SystemTime, out: &mut Vec<u8>) -> std::io::Result<()> {
         let time = Civil::of(now);
         write!(
@@ -136,20 +150,33 @@ impl AccessLine<'_> {
             time.minute,
             time.second
         )?;
-        match self.asked {
-            Asked::Http { method, path } => {
+        let (referer, user_agent) = match self.asked {
+            Asked::Http {
+                method,
+                path,
+                version,
+                referer,
+                user_agent,
+            } => {
                 write!(out, "{method} ")?;
-                nginx_escaped(out, path);
-                out.extend_from_slice(b" HTTP/1.1");
+                nginx_escaped(out, path.as_bytes());
+                out.extend_from_slice(request_line_protocol(version));
+                (referer, user_agent)
             }
             Asked::Frame { module, method } => {
                 out.extend_from_slice(b"FRAME /");
-                nginx_escaped(out, module);
+                nginx_escaped(out, module.as_bytes());
                 out.extend_from_slice(b" method=");
-                nginx_escaped(out, method.unwrap_or("-"));
+                nginx_escaped(out, method.unwrap_or("-").as_bytes());
+                (None, None)
             }
-        }
-        writeln!(out, "\" {} {} \"-\" \"-\"", self.status.as_u16(), OrDash(self.bytes))
+        };
+        write!(out, "\" {} {} \"", self.status.as_u16(), OrDash(self.bytes))?;
+        nginx_escaped(out, referer.unwrap_or(b"-"));
+        out.extend_from_slice(b"\" \"");
+        nginx_escaped(out, user_agent.unwrap_or(b"-"));
+        out.extend_from_slice(b"\"\n");
+        Ok(())
     }
 
     /// One JSON object: the `combined` fields and the module, node, request id and timings.
@@ -167,9 +194,15 @@ impl AccessLine<'_> {
             time.millis,
             self.peer.ip()
         )?;
-        let (method, path, frame_method) = match self.asked {
-            Asked::Http { method, path } => (method.as_str(), path, None),
-            Asked::Frame { module, method } => ("FRAME", module, Some(method)),
+        let (method, path, frame_method, referer, user_agent) = match self.asked {
+            Asked::Http {
+                method,
+                path,
+                referer,
+                user_agent,
+                ..
+            } => (method.as_str(), path, None, referer, user_agent),
+            Asked::Frame { module, method } => ("FRAME", module, Some(method), None, None),
         };
         out.extend_from_slice(b"\"method\":");
         serde_json::to_writer(&mut *out, method)?;
@@ -182,8 +215,9 @@ impl AccessLine<'_> {
         }
         write!(
             out,
-            ",\"status\":{},\"bytes_in\":null,\"bytes_out\":{},\"duration_ms\":{:.3},\"module\":",
+            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"module\":",
             self.status.as_u16(),
+            OrNull(self.bytes_in),
             OrNull(self.bytes),
             self.elapsed.as_secs_f64() * 1000.0
         )?;
@@ -192,7 +226,16 @@ impl AccessLine<'_> {
         serde_json::to_writer(&mut *out, &self.node)?;
         out.extend_from_slice(b",\"request_id\":");
         serde_json::to_writer(&mut *out, self.id)?;
-        out.extend_from_slice(b",\"upstream_ms\":null,\"frame_method\":");
+        out.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream {
+            Some(upstream) => write!(out, "{:.3}", upstream.as_secs_f64() * 1000.0)?,
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"referer\":");
+        serde_json::to_writer(&mut *out, &referer.map(String::from_utf8_lossy))?;
+        out.extend_from_slice(b",\"user_agent\":");
+        serde_json::to_writer(&mut *out, &user_agent.map(String::from_utf8_lossy))?;
+        out.extend_from_slice(b",\"frame_method\":");
         serde_json::to_writer(&mut *out, &frame_method.flatten())?;
         out.extend_from_slice(b"}\n");
         Ok(())
@@ -203,10 +246,21 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
+/// ` HTTP/1.1` as the request line of a `combined` line ends, for the protocol the client spoke.
+fn request_line_protocol(version: Version) -> &'static [u8] {
+    match version {
+        Version::HTTP_09 => b" HTTP/0.9",
+        Version::HTTP_10 => b" HTTP/1.0",
+        Version::HTTP_2 => b" HTTP/2.0",
+        Version::HTTP_3 => b" HTTP/3.0",
+        _ => b" HTTP/1.1",
+    }
+}
+
 /// Writes `text` as nginx escapes variables in a log line: `"`, `\\`, control bytes and bytes of 0x7f and
 /// above as `\xHH`, so that a client cannot end the quoted field or forge a line.
-fn nginx_escaped(out: &mut Vec<u8>, text: &str) {
-    for &byte in text.as_bytes() {
+fn nginx_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    for &byte in text {
         if byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte) {
             let _ = write!(out, "\\x{byte:02X}");
         } else {
@@ -267,7 +321,7 @@ impl fmt::Display for Asked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // The path, module and method are the client's words: escaped so they cannot forge a line.
-            Asked::Http { method, path } => write!(f, "{method} {}", LogText::word(path)),
+            Asked::Http { method, path, .. } => write!(f, "{method} {}", LogText::word(path)),
             Asked::Frame { module, method } => write!(
                 f,
                 "FRAME /{} method={}",
@@ -312,7 +366,10 @@ mod tests {
         assert_eq!(
             Asked::Http {
                 method: &get,
-                path: "/s3/items"
+                path: "/s3/items",
+                version: Version::HTTP_11,
+                referer: None,
+                user_agent: None,
             }
             .to_string(),
             "GET /s3/items"
@@ -345,7 +402,9 @@ mod tests {
             node,
             status: StatusCode::BAD_GATEWAY,
             bytes: Some(120),
+            bytes_in: Some(7),
             elapsed: Duration::from_micros(1500),
+            upstream: node.map(|_| Duration::from_micros(1250)),
             id: "abc",
         }
     }
@@ -364,12 +423,30 @@ mod tests {
             Asked::Http {
                 method: &get,
                 path: "/s3/a\"b\n\u{e9}",
+                version: Version::HTTP_11,
+                referer: None,
+                user_agent: None,
             },
             None,
         );
         assert_eq!(
             formatted(&http, AccessFormat::Combined),
             "10.1.2.3 - - [04/Dec/2025:20:44:48 +0000] \"GET /s3/a\\x22b\\x0A\\xC3\\xA9 HTTP/1.1\" 502 120 \"-\" \"-\"\n"
+        );
+        let h2 = line(
+            Asked::Http {
+                method: &get,
+                path: "/",
+                version: Version::HTTP_2,
+                referer: Some(b"https://example.com/a?b=\"c\""),
+                user_agent: Some(b"curl/8.0\r\nforged"),
+            },
+            None,
+        );
+        assert_eq!(
+            formatted(&h2, AccessFormat::Combined),
+            "10.1.2.3 - - [04/Dec/2025:20:44:48 +0000] \"GET / HTTP/2.0\" 502 120 \
+             \"https://example.com/a?b=\\x22c\\x22\" \"curl/8.0\\x0D\\x0Aforged\"\n"
         );
         let frame = line(
             Asked::Frame {
@@ -400,8 +477,9 @@ mod tests {
             value,
             serde_json::json!({
                 "time": "2025-12-04T20:44:48.500Z", "client": "10.1.2.3", "method": "FRAME", "path": "/s\"3",
-                "status": 502, "bytes_in": null, "bytes_out": 120, "duration_ms": 1.5, "module": "s3",
-                "node": "127.0.0.1:9", "request_id": "abc", "upstream_ms": null, "frame_method": "add"
+                "status": 502, "bytes_in": 7, "bytes_out": 120, "duration_ms": 1.5, "module": "s3",
+                "node": "127.0.0.1:9", "request_id": "abc", "upstream_ms": 1.25, "referer": null,
+                "user_agent": null, "frame_method": "add"
             })
         );
     }

@@ -13,19 +13,21 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use modproxy_sdk::MethodError;
 
-use crate::access_log::{self, AccessLine, Asked};
+use crate::access_log::{self, AccessLine, Asked, UpstreamTime};
 use crate::balancer::{Clock, SystemClock};
 use crate::body::{full, Body};
 use crate::body_budget::BodyBudget;
 use crate::client_address;
-use crate::config::{Config, Module, INNER_MODULE};
+use crate::config::{Config, Module, Upstream, INNER_MODULE};
+use crate::discovery::{self, Dns, Hosts, Members};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::frame_request::{self, FrameRequest};
 use crate::http_forward::HttpForward;
+use crate::lanes::LaneLoad;
 use crate::log_text::LogText;
 use crate::metrics::{self, Metrics, ModuleMetrics, NodeState};
 use crate::module_policy::{ModulePolicy, Refusal};
@@ -83,6 +85,8 @@ pub struct App {
     inner_stats: ModuleMetrics,
     modules: HashMap<String, Mounted>,
     body_limits: BodyLimits,
+    /// The names the modules' nodes are looked up by, when any is named in DNS.
+    dns: Option<Arc<Dns>>,
 }
 
 /// The running configuration, replaced whole by a reload.
@@ -97,31 +101,105 @@ struct Arrival<'a> {
 
 impl Arrival<'_> {
     /// Every answer ends here: counted in the answering module's metrics and, when `asked` is given
-    /// (only while the access log is on), written as an access line with the node and size `told` gives.
+    /// (only while the access log is on), written as an access line with what `told` says of the answer.
     fn answered<'t>(
         &self,
         stats: &ModuleMetrics,
         status: StatusCode,
-        asked: Option<Asked<'_>>,
-        told: impl FnOnce() -> (Option<&'t str>, Option<u64>),
+        asked: Option<(Asked<'_>, Option<u64>)>,
+        told: impl FnOnce() -> Told<'t>,
     ) {
         let elapsed = self.started.elapsed();
         stats.record(status, elapsed);
-        if let Some(asked) = asked {
-            let (node, bytes) = told();
+        if let Some((asked, bytes_in)) = asked {
+            let told = told();
             AccessLine {
                 peer: self.peer,
                 asked,
                 module: &stats.name,
-                node,
+                node: told.node,
                 status,
-                bytes,
+                bytes: told.bytes,
+                bytes_in,
                 elapsed,
+                upstream: told.upstream,
                 id: self.id,
             }
             .write();
         }
     }
+}
+
+/// What the access line says of an answer: the node that gave it, its body's size and the node's time.
+struct Told<'a> {
+    node: Option<&'a str>,
+    bytes: Option<u64>,
+    upstream: Option<Duration>,
+}
+
+/// What the access line needs of an HTTP request, copied before the request is handed on.
+struct Logged {
+    method: Method,
+    path: String,
+    version: Version,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    bytes_in: Option<u64>,
+}
+
+impl Logged {
+    fn of(request: &Request<Incoming>) -> Logged {
+        let headers = request.headers();
+        Logged {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            version: request.version(),
+            referer: headers.get(header::REFERER).cloned(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            bytes_in: headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|length| length.to_str().ok()?.parse().ok()),
+        }
+    }
+
+    fn asked(&self) -> (Asked<'_>, Option<u64>) {
+        let asked = Asked::Http {
+            method: &self.method,
+            path: &self.path,
+            version: self.version,
+            referer: self.referer.as_ref().map(HeaderValue::as_bytes),
+            user_agent: self.user_agent.as_ref().map(HeaderValue::as_bytes),
+        };
+        (asked, self.bytes_in)
+    }
+}
+
+/// Where module `name`'s nodes come from: the source its `discover` names (etcd), or its configured
+/// nodes, those named in DNS followed through `dns`. A source that cannot start leaves the module with no
+/// nodes (502) and says why.
+fn members_of(name: &str, upstream: &Upstream, http: bool, dns: Option<&Arc<Dns>>) -> (Members, Hosts) {
+    let Some(source) = &upstream.discover else {
+        return discovery::members_for(&upstream.nodes, &upstream.weights, http, dns);
+    };
+    let members = discovery::start(source).unwrap_or_else(|error| {
+        tracing::error!(module = name, %error, "node discovery could not start; the module has no nodes");
+        discovery::fixed(Vec::new())
+    });
+    (members, Hosts::default())
+}
+
+/// Runs a forwarder's answer and, when `noted` (the access log is on), notes on the response how long its
+/// node took (`UpstreamTime`).
+async fn upstream_timed(noted: bool, answer: impl Future<Output = Response<Body>>) -> Response<Body> {
+    if !noted {
+        return answer.await;
+    }
+    let asked = Instant::now();
+    let mut response = answer.await;
+    if response.extensions().get::<ServedBy>().is_some() {
+        response.extensions_mut().insert(UpstreamTime(asked.elapsed()));
+    }
+    response
 }
 
 impl App {
@@ -132,6 +210,8 @@ impl App {
         let server = &config.server;
         let site = |dir: PathBuf| StaticSite::new(dir, &server.index, server.chunked_size, server.dotfiles);
         let html_dir = home.join("html");
+        // One for the app: a name several modules use is looked up once.
+        let dns = Dns::for_config(&config);
         let modules = config
             .modules
             .iter()
@@ -146,9 +226,19 @@ impl App {
                     }
                     _ => Arc::new(match module {
                         Module::Html { path } => Role::Html(site(path.clone())),
-                        Module::Http(upstream) => Role::Http(HttpForward::new(name, upstream.clone(), clock.clone())),
+                        Module::Http(upstream) => {
+                            let (members, hosts) = members_of(name, upstream, true, dns.as_ref());
+                            Role::Http(HttpForward::following(
+                                name,
+                                upstream.clone(),
+                                clock.clone(),
+                                members,
+                                hosts,
+                            ))
+                        }
                         Module::Socket(upstream) => {
-                            Role::Socket(SocketGateway::new(name, upstream.clone(), clock.clone()))
+                            let (members, _) = members_of(name, upstream, false, dns.as_ref());
+                            Role::Socket(SocketGateway::following(name, upstream.clone(), clock.clone(), members))
                         }
                     }),
                 };
@@ -172,7 +262,9 @@ impl App {
             max_body: server.max_body,
             chunk_timeout: server.body_chunk_timeout,
             total_timeout: server.body_timeout,
-            budget: Arc::new(BodyBudget::new(server.body_memory, BODY_MEMORY_WAIT)),
+            budget: Arc::new(
+                BodyBudget::new(server.body_memory, BODY_MEMORY_WAIT).counted(metrics.body_budget.clone()),
+            ),
         };
         App {
             body_limits,
@@ -184,6 +276,7 @@ impl App {
             modules,
             metrics,
             config,
+            dns,
         }
     }
 
@@ -203,9 +296,16 @@ impl App {
         let started = Instant::now();
         // Who the client is, for everything below: policy, head rules, metrics access, the access log.
         let peer = client_address::client(socket_peer, request.headers(), &self.config.server.trusted_proxies);
+        let over_tls = request.extensions().get::<client_address::OverTls>().is_some();
+        let scheme = client_address::scheme(
+            socket_peer,
+            request.headers(),
+            &self.config.server.trusted_proxies,
+            over_tls,
+        );
+        request.extensions_mut().insert(scheme);
         // Copied only for the access line, which is optional, and which the log level may filter out.
-        let logged =
-            access_log::enabled(&self.config).then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let logged = access_log::enabled(&self.config).then(|| Logged::of(&request));
         let id = request_context::request_id(request.headers());
         request
             .headers_mut()
@@ -216,10 +316,10 @@ impl App {
             .headers_mut()
             .insert(REQUEST_ID, request_context::header_value(&id));
         let arrival = Arrival { started, peer, id: &id };
-        let asked = logged.as_ref().map(|(method, path)| Asked::Http { method, path });
-        arrival.answered(stats, response.status(), asked, || {
-            let node = response.extensions().get::<ServedBy>().map(|served| &*served.0);
-            (node, access_log::body_size(&response))
+        arrival.answered(stats, response.status(), logged.as_ref().map(Logged::asked), || Told {
+            node: response.extensions().get::<ServedBy>().map(|served| &*served.0),
+            bytes: access_log::body_size(&response),
+            upstream: response.extensions().get::<UpstreamTime>().map(|time| time.0),
         });
         response
     }
@@ -253,15 +353,22 @@ impl App {
             peer,
             id: request_context::generate(),
         };
+        let bytes_in = u64::try_from(payload.len()).ok();
+        let mut upstream = None;
         let (reply, status, node) = match mounted.policy.admit(peer.ip()).await {
             // The slot, if any, is held until the gateway has answered.
-            Ok(_admission) => match gateway.call(payload, &context).await {
-                Ok((reply, node)) => (reply, StatusCode::OK, Some(node)),
-                Err((error, node)) => {
-                    let status = error.status();
-                    (frame_request::error_reply(status, error.to_string()), status, node)
+            Ok(_admission) => {
+                let asked = Instant::now();
+                let called = gateway.call(payload, &context).await;
+                upstream = Some(asked.elapsed());
+                match called {
+                    Ok((reply, node)) => (reply, StatusCode::OK, Some(node)),
+                    Err((error, node)) => {
+                        let status = error.status();
+                        (frame_request::error_reply(status, error.to_string()), status, node)
+                    }
                 }
-            },
+            }
             Err(refusal) => {
                 tracing::warn!(%peer, module = %LogText::word(&module), %refusal, "raw frame refused by policy");
                 let status = refusal.status();
@@ -273,12 +380,17 @@ impl App {
             peer,
             id: &context.id,
         };
-        let asked = access_log::enabled(&self.config).then(|| Asked::Frame {
-            module: &module,
-            method: method.as_deref(),
+        let asked = access_log::enabled(&self.config).then(|| {
+            let asked = Asked::Frame {
+                module: &module,
+                method: method.as_deref(),
+            };
+            (asked, bytes_in)
         });
-        arrival.answered(&mounted.stats, status, asked, || {
-            (node.as_deref(), u64::try_from(reply.len()).ok())
+        arrival.answered(&mounted.stats, status, asked, || Told {
+            node: node.as_deref(),
+            bytes: u64::try_from(reply.len()).ok(),
+            upstream: node.as_ref().and(upstream),
         });
         reply
     }
@@ -302,6 +414,8 @@ impl App {
             }
         }
         let uri = request.uri().clone();
+        // The node's time is kept only for an access line.
+        let logged = access_log::enabled(&self.config);
         let pages = &self.pages;
         // Each arm is boxed so the future's type does not carry the borrowed route across the await
         // (rustc cannot prove such futures `Send` for every lifetime).
@@ -324,11 +438,17 @@ impl App {
                     let mut response = match &*mounted.role {
                         // A socket request takes its `max_conns` slot once its body is in: a slow
                         // uploader holds body bytes (bounded by time and body_memory), never a slot.
+                        Role::Socket(gateway) if request.method() == http::Method::GET && rest == "/_describe" => {
+                            match policy.take_slot().await {
+                                Ok(_slot) => gateway.describe(pages).await,
+                                Err(refusal) => return refuse(refusal),
+                            }
+                        }
                         Role::Socket(gateway) => {
                             let wants_html = accepts_html(request.headers());
                             match gateway.receive(request, &self.body_limits, pages).await {
                                 Ok(received) => match policy.take_slot().await {
-                                    Ok(_slot) => gateway.answer(received, pages).await,
+                                    Ok(_slot) => upstream_timed(logged, gateway.answer(received, pages)).await,
                                     Err(refusal) => {
                                         return self.refuse(
                                             &mounted.role,
@@ -347,7 +467,7 @@ impl App {
                                 Ok(slot) => slot,
                                 Err(refusal) => return refuse(refusal),
                             };
-                            forward.handle(request, socket_peer, &self.body_limits, pages).await
+                            upstream_timed(logged, forward.handle(request, socket_peer, &self.body_limits, pages)).await
                         }
                         Role::Html(site) => {
                             let _slot = match policy.take_slot().await {
@@ -430,6 +550,9 @@ impl App {
         if let Some(refused) = self.operator_only(peer, "metrics") {
             return refused;
         }
+        if let Some(dns) = &self.dns {
+            self.metrics.dns_counts(&dns.counts());
+        }
         let mut response = Response::new(full(self.metrics.render(&self.node_states())));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -482,18 +605,28 @@ impl App {
 
 /// The state of each backend node of one module (none for a static site).
 fn node_states_of(name: &str, mounted: &Mounted) -> Vec<NodeState> {
-    let (balancer, pooled): (_, &dyn Fn(usize) -> Option<usize>) = match &*mounted.role {
-        Role::Socket(gateway) => (gateway.balancer(), &|i| Some(gateway.open_connections(i))),
-        Role::Http(forward) => (forward.balancer(), &|_| None),
+    type Load<'a> = &'a dyn Fn(usize) -> (usize, Option<LaneLoad>);
+    let (balancer, load): (_, Load<'_>) = match &*mounted.role {
+        Role::Socket(gateway) => (gateway.balancer(), &|i| {
+            (gateway.open_connections(i), gateway.lane_load(i))
+        }),
+        Role::Http(forward) => (forward.balancer(), &|i| {
+            (forward.open_connections(i), forward.lane_load(i))
+        }),
         Role::Html(_) => return Vec::new(),
     };
-    (balancer.nodes().iter().enumerate())
-        .map(|(index, node)| NodeState {
-            module: name.to_owned(),
-            node: node.name().to_string(),
-            up: !balancer.is_masked(index),
-            masked_for: balancer.masked_for(index),
-            pooled: pooled(index),
+    (balancer.live_nodes().into_iter())
+        .map(|(index, node)| {
+            let (pooled, lanes) = load(index);
+            NodeState {
+                module: name.to_owned(),
+                node: node.name().to_string(),
+                up: !balancer.is_masked(index),
+                masked_for: balancer.masked_for(index),
+                pooled: Some(pooled),
+                in_flight: balancer.in_flight(index),
+                lanes,
+            }
         })
         .collect()
 }

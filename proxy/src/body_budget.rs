@@ -7,10 +7,15 @@
 //!
 //! Waiting is not first come, first served: whoever fits when bytes come back takes them, so a small body
 //! is never stuck behind a large one that waits for room (tokio's semaphore alone would queue it).
+//!
+//! What the budget does is counted in [`BudgetCounters`], which `/metrics` exports; they are made once by
+//! the metrics and handed to each budget, so a reload (a new budget) keeps counting where the last left.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// The largest number of bytes taken in one step (a semaphore counts permits in `u32`).
@@ -23,6 +28,18 @@ pub struct BodyBudget {
     freed: Arc<Notify>,
     total: u64,
     wait: Duration,
+    counters: BudgetCounters,
+}
+
+/// What budgets did, shared by every budget given the same counters (handles to the same numbers).
+#[derive(Debug, Clone, Default)]
+pub struct BudgetCounters {
+    /// Bytes held by bodies now.
+    pub held: Gauge,
+    /// Takes that found no room at once and waited for it.
+    pub waits: Counter,
+    /// Takes refused for want of room (answered 503, or `service_unavailable` to a raw frame).
+    pub refusals: Counter,
 }
 
 /// Bytes taken from a [`BodyBudget`]; given back when dropped.
@@ -30,11 +47,14 @@ pub struct BodyBudget {
 pub struct BodyPermit {
     held: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
+    gauge: Gauge,
 }
 
 impl Drop for BodyPermit {
     fn drop(&mut self) {
-        if self.held.take().is_some() {
+        if let Some(held) = self.held.take() {
+            self.gauge.dec_by(held.num_permits() as i64);
+            drop(held);
             self.freed.notify_waiters();
         }
     }
@@ -57,7 +77,14 @@ impl BodyBudget {
             freed: Arc::new(Notify::new()),
             total: permits as u64,
             wait,
+            counters: BudgetCounters::default(),
         }
+    }
+
+    /// The budget, counting what it does in `counters` (those `/metrics` exports).
+    pub fn counted(mut self, counters: BudgetCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Bytes not taken right now.
@@ -70,6 +97,7 @@ impl BodyBudget {
         let mut permit = BodyPermit {
             held: None,
             freed: Arc::clone(&self.freed),
+            gauge: self.counters.held.clone(),
         };
         self.grow(&mut permit, bytes).await?;
         Ok(permit)
@@ -82,13 +110,16 @@ impl BodyBudget {
         let held = permit.held.as_ref().map_or(0, |p| p.num_permits() as u64);
         // More than the whole budget would wait for ever: refuse at once.
         if held.saturating_add(bytes) > self.total {
+            self.counters.refusals.inc();
             return Err(refused);
         }
+        let mut waited = false;
         let mut left = bytes;
         let taking = async {
             while left > 0 {
                 let step = left.min(MAX_STEP);
-                let more = self.try_take(step as u32).await.map_err(|_| refused)?;
+                let more = self.try_take(step as u32, &mut waited).await.map_err(|_| refused)?;
+                permit.gauge.inc_by(i64::from(step as u32));
                 match &mut permit.held {
                     Some(held) => held.merge(more),
                     none => *none = Some(more),
@@ -97,23 +128,33 @@ impl BodyBudget {
             }
             Ok(())
         };
-        match tokio::time::timeout(self.wait, taking).await {
+        let taken = match tokio::time::timeout(self.wait, taking).await {
             Ok(taken) => taken,
             Err(_) => Err(refused),
+        };
+        if waited {
+            self.counters.waits.inc();
         }
+        if taken.is_err() {
+            self.counters.refusals.inc();
+        }
+        taken
     }
 }
 
 impl BodyBudget {
-    /// Takes `bytes` as soon as they are free, whoever else waits.
-    async fn try_take(&self, bytes: u32) -> Result<OwnedSemaphorePermit, TryAcquireError> {
+    /// Takes `bytes` as soon as they are free, whoever else waits; sets `waited` if they were not.
+    async fn try_take(&self, bytes: u32, waited: &mut bool) -> Result<OwnedSemaphorePermit, TryAcquireError> {
         loop {
             // Registered before trying, so bytes freed in between are not missed.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             match Arc::clone(&self.bytes).try_acquire_many_owned(bytes) {
-                Err(TryAcquireError::NoPermits) => freed.await,
+                Err(TryAcquireError::NoPermits) => {
+                    *waited = true;
+                    freed.await
+                }
                 taken => return taken,
             }
         }
@@ -201,6 +242,34 @@ mod tests {
         assert_eq!(permit.bytes(), 60);
         drop(permit);
         assert_eq!(budget.available(), 100);
+    }
+
+    #[tokio::test]
+    async fn the_counters_follow_bytes_held_waits_and_refusals() {
+        let counters = BudgetCounters::default();
+        let budget = BodyBudget::new(100, Duration::from_millis(50)).counted(counters.clone());
+        let mut permit = budget.take(60).await.unwrap();
+        budget.grow(&mut permit, 10).await.unwrap();
+        assert_eq!(
+            (counters.held.get(), counters.waits.get(), counters.refusals.get()),
+            (70, 0, 0)
+        );
+        // Waits, then is refused.
+        assert!(budget.take(50).await.is_err());
+        // Refused at once: more than the whole budget.
+        assert!(budget.take(101).await.is_err());
+        assert_eq!(
+            (counters.held.get(), counters.waits.get(), counters.refusals.get()),
+            (70, 1, 2)
+        );
+        let waiter = tokio::spawn(async move { budget.take(50).await.map(|p| p.bytes()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(permit);
+        assert_eq!(waiter.await.unwrap(), Ok(50));
+        assert_eq!(
+            (counters.held.get(), counters.waits.get(), counters.refusals.get()),
+            (0, 2, 2)
+        );
     }
 
     #[tokio::test]

@@ -5,15 +5,65 @@
 //! `X-Forwarded-For` is read from the right: each hop appends the address it saw, so only the entries
 //! added by trusted proxies can be believed. The client is the first untrusted address counting from the
 //! right; everything left of it was written by the client itself.
+//!
+//! The scheme the client used ([`scheme`]) is believed from `X-Forwarded-Proto` on the same terms: only
+//! a trusted proxy may say it, otherwise it is the listener the request came in on.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::header::HeaderName;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 /// The header a proxy in front names the client with.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The header a proxy in front names the client's scheme with.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The scheme a client used to reach the proxy (or the trusted proxy in front of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// The scheme as `X-Forwarded-Proto` writes it.
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
+}
+
+/// Put by the server in the extensions of a request that came in on the TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// The client's scheme: what a trusted `peer` says in `X-Forwarded-Proto` (its last entry, the one the
+/// nearest proxy set), else that of the listener (`over_tls`). A value that is neither `http` nor
+/// `https` is not believed.
+pub fn scheme(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet], over_tls: bool) -> Scheme {
+    let listener = if over_tls { Scheme::Https } else { Scheme::Http };
+    if !is_trusted(peer.ip(), trusted) {
+        return listener;
+    }
+    let said = headers
+        .get_all(X_FORWARDED_PROTO)
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(str::trim);
+    match said {
+        Some(proto) if proto.eq_ignore_ascii_case("https") => Scheme::Https,
+        Some(proto) if proto.eq_ignore_ascii_case("http") => Scheme::Http,
+        _ => listener,
+    }
+}
 
 /// The client's address for a request that came from `peer` with `headers`. The port is the peer's
 /// when the peer is the client, else 0 (a forwarded hop has no port worth trusting).
@@ -80,7 +130,6 @@ pub fn rate_key(client: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
@@ -143,6 +192,29 @@ mod tests {
             client("10.0.0.5:80".parse().unwrap(), &headers, &nets(&trusted)).to_string(),
             "10.0.0.5:80"
         );
+    }
+
+    fn proto(peer: &str, values: &[&'static str], over_tls: bool) -> Scheme {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_PROTO, HeaderValue::from_static(value));
+        }
+        scheme(peer.parse().unwrap(), &headers, &nets(&["10.0.0.0/8"]), over_tls)
+    }
+
+    #[test]
+    fn forwarded_proto_is_believed_from_trusted_proxies_only() {
+        assert_eq!(proto("203.0.113.9:1", &["https"], false), Scheme::Http);
+        assert_eq!(proto("203.0.113.9:1", &["http"], true), Scheme::Https);
+        assert_eq!(proto("10.0.0.5:1", &["https"], false), Scheme::Https);
+        assert_eq!(proto("10.0.0.5:1", &["HTTP"], true), Scheme::Http);
+        // The nearest proxy's entry is the last one.
+        assert_eq!(proto("10.0.0.5:1", &["http, https"], false), Scheme::Https);
+        assert_eq!(proto("10.0.0.5:1", &["https", "http"], true), Scheme::Http);
+        // Nothing, or nothing sensible: the listener.
+        assert_eq!(proto("10.0.0.5:1", &[], true), Scheme::Https);
+        assert_eq!(proto("10.0.0.5:1", &["gopher"], false), Scheme::Http);
+        assert_eq!(proto("[::ffff:10.0.0.5]:1", &["https"], false), Scheme::Https);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::balancer::per_node::PerNode;
+
 /// How long a request waits for room when every lane to its node is full and no more may open.
 pub const ROOM_WAIT: Duration = Duration::from_secs(1);
 
@@ -88,7 +90,7 @@ pub trait Wire: Clone + Send + Sync + 'static {
 /// The lanes of one module's nodes.
 #[derive(Debug)]
 pub struct Lanes<W: Wire> {
-    nodes: Vec<Arc<NodeLanes<W>>>,
+    nodes: PerNode<NodeLanes<W>>,
     depth: usize,
     connect_timeout: Duration,
     limits: LaneLimits,
@@ -127,6 +129,15 @@ impl Default for LaneLimits {
     }
 }
 
+/// What a node's lanes hold at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneLoad {
+    /// Lanes open.
+    pub open: usize,
+    /// Requests queued or written on them whose replies have not come.
+    pub requests: usize,
+}
+
 /// One node's lanes, and what it said to pipelining.
 #[derive(Debug)]
 struct NodeLanes<W: Wire> {
@@ -150,12 +161,16 @@ struct LaneState<W: Wire> {
     waiting: Waiting<W>,
     /// Takes no new requests (overdue, idle or closing).
     retired: AtomicBool,
+    /// Takes no new requests, and its reader alone closes it, once the reply it is reading has ended
+    /// ([`Replies::detach`]).
+    detached: AtomicBool,
 }
 
 impl<W: Wire> std::fmt::Debug for LaneState<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LaneState")
             .field("retired", &self.retired)
+            .field("detached", &self.detached)
             .finish_non_exhaustive()
     }
 }
@@ -184,18 +199,14 @@ struct Entry<W: Wire> {
 type Waiting<W> = Mutex<VecDeque<Entry<W>>>;
 
 impl<W: Wire> Lanes<W> {
-    /// Lanes for `node_count` nodes, each carrying at most `depth` requests at a time.
-    pub fn new(node_count: usize, depth: usize, connect_timeout: Duration, wire: W) -> Self {
+    /// Lanes for a module's nodes, each lane carrying at most `depth` requests at a time.
+    pub fn new(depth: usize, connect_timeout: Duration, wire: W) -> Self {
         Lanes {
-            nodes: (0..node_count)
-                .map(|index| {
-                    Arc::new(NodeLanes {
-                        lanes: Mutex::default(),
-                        refused_at: Mutex::default(),
-                        index,
-                    })
-                })
-                .collect(),
+            nodes: PerNode::new(|index| NodeLanes {
+                lanes: Mutex::default(),
+                refused_at: Mutex::default(),
+                index,
+            }),
             depth,
             connect_timeout,
             limits: LaneLimits::default(),
@@ -212,7 +223,8 @@ impl<W: Wire> Lanes<W> {
 
     /// Whether node `index` is taken to pipeline: false for [`REFUSAL_MEMORY`] after it refused.
     pub fn pipelines(&self, index: usize) -> bool {
-        let refused_at = self.nodes[index].refused_at.lock().expect("lanes lock");
+        let node = self.nodes.get(index);
+        let refused_at = node.refused_at.lock().expect("lanes lock");
         !refused_at.is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
     }
 
@@ -249,22 +261,31 @@ impl<W: Wire> Lanes<W> {
         answer.await.unwrap_or_else(|_| W::closed())
     }
 
-    /// Open lanes to node `index`.
-    pub fn open(&self, index: usize) -> usize {
-        let mut lanes = self.nodes[index].lanes.lock().expect("lanes lock");
+    /// The lanes open to node `index` and the requests they carry, for the metrics and status pages.
+    pub fn load(&self, index: usize) -> LaneLoad {
+        let node = self.nodes.get(index);
+        let mut lanes = node.lanes.lock().expect("lanes lock");
         lanes.retain(|lane| !lane.jobs.is_closed());
-        lanes.len()
+        LaneLoad {
+            open: lanes.len(),
+            requests: lanes.iter().map(|lane| lane.in_flight.load(Ordering::Relaxed)).sum(),
+        }
+    }
+
+    /// Lets go of node `index`'s lanes (it left the module's set): each closes once its replies are in.
+    pub fn release(&self, index: usize) {
+        self.nodes.get(index).lanes.lock().expect("lanes lock").clear();
     }
 
     /// The oldest open lane with room that is not overdue, or a new one (connecting in its own task:
     /// requests queue meanwhile), with the caller's request counted in it; `None` when every lane is full
     /// and no more may open.
     fn lane(&self, index: usize, addr: &str) -> Option<Arc<Lane<W>>> {
-        let node = &self.nodes[index];
+        let node = self.nodes.get(index);
         let mut lanes = node.lanes.lock().expect("lanes lock");
         lanes.retain(|lane| !lane.jobs.is_closed());
         let overdue = |lane: &Lane<W>| {
-            if lane.state.retired.load(Ordering::Relaxed) {
+            if lane.state.retired.load(Ordering::Relaxed) || lane.state.detached.load(Ordering::Relaxed) {
                 return true;
             }
             let late = self
@@ -291,6 +312,7 @@ impl<W: Wire> Lanes<W> {
         let state = Arc::new(LaneState {
             waiting: Mutex::default(),
             retired: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
         });
         let lane = Arc::new(Lane {
             jobs,
@@ -300,7 +322,7 @@ impl<W: Wire> Lanes<W> {
         let task = LaneTask {
             lane: Arc::downgrade(&lane),
             state,
-            node: Arc::clone(node),
+            node: Arc::clone(&node),
             addr: addr.to_owned(),
             depth: self.depth,
             connect_timeout: self.connect_timeout,
@@ -311,6 +333,18 @@ impl<W: Wire> Lanes<W> {
         tokio::spawn(task.run(queue));
         lanes.push(Arc::clone(&lane));
         Some(lane)
+    }
+}
+
+impl<W: Wire> Drop for Lanes<W> {
+    /// A replaced module (a reload) lets go of its lanes: each finishes the replies it owes, then closes.
+    /// Their tasks hold the node's list, so without this nothing would close them.
+    fn drop(&mut self) {
+        for node in self.nodes.all() {
+            if let Ok(mut lanes) = node.lanes.lock() {
+                lanes.clear();
+            }
+        }
     }
 }
 
@@ -335,6 +369,9 @@ pub struct Replies<'a, W: Wire> {
     node_lanes: &'a NodeLanes<W>,
     report: Option<&'a Report>,
     writing_done: &'a AtomicBool,
+    /// Set while a reply taken off the line is still being read (a streamed body).
+    replying: &'a AtomicBool,
+    detached: &'a AtomicBool,
     node: &'a str,
 }
 
@@ -387,6 +424,21 @@ impl<W: Wire> Replies<'_, W> {
         }
     }
 
+    /// Says that a reply taken off the line ([`Replies::next`]) is still being read, so the lane stays open
+    /// for it even once nothing waits and the module has let go of the lane; `false` once it is whole.
+    /// Set it before the next await after taking the reply.
+    pub fn replying(&self, busy: bool) {
+        self.replying.store(busy, Ordering::Relaxed);
+    }
+
+    /// The reply being read now will be the lane's last: it takes no new requests, and those waiting
+    /// behind are handed back as never taken ([`Replies::hand_back_unread`]). True the first time.
+    pub fn detach(&self) -> bool {
+        let first = !self.detached.swap(true, Ordering::Relaxed);
+        self.hand_back_unread();
+        first
+    }
+
     /// The node the lane connects to, for log lines.
     pub fn node(&self) -> &str {
         self.node
@@ -416,12 +468,15 @@ impl<W: Wire> LaneTask<W> {
         let (mut reader, mut writer) = stream.into_split();
         let waiting = &self.state.waiting;
         let writing_done = AtomicBool::new(false);
+        let replying = AtomicBool::new(false);
         let replies = Replies {
             waiting,
             lane: &self.lane,
             node_lanes: &self.node,
             report: self.report.as_ref(),
             writing_done: &writing_done,
+            replying: &replying,
+            detached: &self.state.detached,
             node: &self.addr,
         };
         let mut reading_wire = self.wire.clone();
@@ -434,7 +489,7 @@ impl<W: Wire> LaneTask<W> {
                 // The module let go of this lane: collect the replies still owed, then close.
                 if written.is_ok() {
                     writing_done.store(true, Ordering::Relaxed);
-                    if !waiting.lock().expect("waiting lock").is_empty() {
+                    if replying.load(Ordering::Relaxed) || !waiting.lock().expect("waiting lock").is_empty() {
                         reading.await;
                     }
                 }
@@ -457,6 +512,10 @@ async fn watch<W: Wire>(lane: &Weak<Lane<W>>, state: &LaneState<W>, node: &NodeL
     let mut idle_since = Instant::now();
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
+        if state.detached.load(Ordering::Relaxed) {
+            // Its last reply may still be on its way to a slow client; the reader closes it after.
+            return std::future::pending().await;
+        }
         if let Some(overdue) = limits.overdue {
             if state.oldest_waited_longer_than(overdue) {
                 state.retired.store(true, Ordering::Relaxed);

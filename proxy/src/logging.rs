@@ -27,6 +27,9 @@ const ROTATED_FILES: usize = 5;
 /// than make a request wait for the disk.
 const ACCESS_QUEUE_LINES: usize = 64 * 1024;
 
+/// Bytes of access lines gathered into one write to the file.
+const ACCESS_WRITE_BUFFER: usize = 64 * 1024;
+
 /// Keeps the background log writers alive; logs still buffered are flushed when it drops.
 #[must_use = "dropping the guard stops logging"]
 pub struct LogGuard(#[allow(dead_code)] Vec<WorkerGuard>);
@@ -45,7 +48,11 @@ pub fn init(level: LogLevel, logs_dir: &Path, access: Option<&AccessLogConfig>) 
             .buffered_lines_limit(ACCESS_QUEUE_LINES)
             .lossy(true)
             .thread_name("modproxy-access-log")
-            .finish(rotated(&access.path));
+            // The writer thread flushes after each batch it drains: under load, many lines per write(2).
+            .finish(std::io::BufWriter::with_capacity(
+                ACCESS_WRITE_BUFFER,
+                rotated(&access.path),
+            ));
         access_log::install(writer, access.format);
         guards.push(guard);
     }

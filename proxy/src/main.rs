@@ -74,6 +74,8 @@ enum Command {
     Cert(CertCommand),
     /// Run the socket protocol's conformance checks against a backend (ADDR, or `-- COMMAND {addr}`).
     Conform(modproxy::conform::ConformArgs),
+    /// Generate a typed browser client (TypeScript or JavaScript) from a socket module's `_describe`.
+    Client(modproxy::client_gen::ClientArgs),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Some(Command::New(args)) => modproxy::scaffold::run(&args).map_err(Into::into),
         Some(Command::Cert(CertCommand::Local(args))) => cert_local(cli.home.as_deref(), cli.config.as_deref(), &args),
         Some(Command::Conform(args)) => modproxy::conform::run(&args),
+        Some(Command::Client(args)) => modproxy::client_gen::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +125,7 @@ fn check(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result
         Certificates::load(&tls.certificates).with_context(|| format!("config: {}: [tls]", path.display()))?;
     }
     print!("{}", summary::render(&config));
+    print!("{}", modproxy::discovery::dns::resolved_now(&config));
     Ok(())
 }
 
@@ -185,13 +189,19 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         let streams = stream_forward::bind(&config.streams)
             .await
             .with_context(|| path.display().to_string())?;
+        // Shared by the plain port (HTTP-01) and the HTTPS listener (TLS-ALPN-01).
+        let challenges = Arc::new(tls::acme::Challenges::default());
         // HTTPS before HTTP, for the same reason.
         let https = match (&config.tls, &certificates) {
             (Some(tls), Some(certificates)) => {
                 let listener = tokio::net::TcpListener::bind(tls.listen).await.with_context(|| {
                     format!("cannot listen on {} ([tls] listen and port in {})", tls.listen, path.display())
                 })?;
-                let acceptor = tls::acceptor::acceptor(Arc::clone(certificates) as _)?;
+                let resolver = tls::acme::ChallengeResolver {
+                    certificates: Arc::clone(certificates) as _,
+                    challenges: Arc::clone(&challenges),
+                };
+                let acceptor = tls::acceptor::acceptor(Arc::new(resolver))?;
                 tracing::info!(addr = %tls.listen, certificates = tls.certificates.len(), "HTTPS listening");
                 Some((listener, acceptor))
             }
@@ -214,7 +224,6 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
             home.clone(),
             certificates.clone(),
         ));
-        let challenges = Arc::new(tls::acme::Challenges::default());
         let acme = live.load().config().tls.as_ref().and_then(|tls| tls.acme.clone());
         if let (Some(acme), Some(certificates)) = (acme, &certificates) {
             let (live, certificates) = (Arc::clone(&live), Arc::clone(certificates));

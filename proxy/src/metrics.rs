@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,9 +15,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::balancer::Balancer;
+use crate::body_budget::BudgetCounters;
+use crate::lanes::LaneLoad;
 use crate::last_minute::LastMinute;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +53,10 @@ pub struct NodeState {
     /// Idle pooled connections to it, where the module keeps a pool of its own; for a pipelined socket
     /// module, every open connection (they are shared, never idle in a pool).
     pub pooled: Option<usize>,
+    /// Requests in flight to it now.
+    pub in_flight: usize,
+    /// Its lanes, where the module pipelines.
+    pub lanes: Option<LaneLoad>,
 }
 
 /// Every metric the proxy exports.
@@ -60,6 +67,9 @@ pub struct Metrics {
     latency: Family<ModuleLabel, Histogram>,
     node_up: Family<NodeLabels, Gauge>,
     pooled: Family<NodeLabels, Gauge>,
+    node_in_flight: Family<NodeLabels, Gauge>,
+    lanes_open: Family<NodeLabels, Gauge>,
+    lane_requests: Family<NodeLabels, Gauge>,
     /// Client connections open now.
     pub client_connections: Gauge,
     /// Client connections turned away because `max_connections` was reached.
@@ -70,6 +80,8 @@ pub struct Metrics {
     pub tls_certificate_errors: Counter,
     /// ACME attempts that failed to obtain or renew a certificate.
     pub tls_acme_failures: Counter,
+    /// What `body_memory` holds and refuses; handed to each app's budget, so reloads keep counting.
+    pub body_budget: BudgetCounters,
     /// Configuration reloads, by outcome.
     reloads: Family<ReloadLabels, Counter>,
     stream_connections: Family<StreamLabels, Counter>,
@@ -77,10 +89,18 @@ pub struct Metrics {
     stream_unreachable: Family<StreamLabels, Counter>,
     stream_bytes: Family<StreamBytesLabels, Counter>,
     stream_node_up: Family<StreamNodeLabels, Gauge>,
+    module_nodes: Family<ModuleLabel, Gauge>,
+    dns_lookups: Family<DnsLabels, Counter>,
+    dns_failures: Family<DnsLabels, Counter>,
     /// Each stream's balancer by listen address, read at scrape time (streams live outside the `App`).
     stream_balancers: Mutex<Vec<(String, Arc<Balancer>)>>,
     /// Each module's last minute, for the status page; kept across reloads like the counters.
     last_minutes: Mutex<HashMap<String, Arc<LastMinute>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,6 +126,12 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+/// Registers `metric` as `name` and hands it back: one statement a metric.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -116,110 +142,172 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("modproxy");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "requests",
             "Requests answered, by module and status class",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let latency = Family::<ModuleLabel, Histogram>::new_with_constructor(|| {
-            // 0.25 ms .. ~8 s.
-            Histogram::new(exponential_buckets(0.00025, 2.0, 16))
-        });
-        registry.register(
+        let latency = registered(
+            &mut registry,
             "request_duration_seconds",
             "Time to the response head, by module",
-            latency.clone(),
+            Family::<ModuleLabel, Histogram>::new_with_constructor(|| {
+                // 0.25 ms .. ~8 s.
+                Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+            }),
         );
-        let node_up = Family::<NodeLabels, Gauge>::default();
-        registry.register(
+        let node_up = registered(
+            &mut registry,
             "node_up",
             "1 when a backend node takes traffic, 0 while it is masked",
-            node_up.clone(),
+            Family::<NodeLabels, Gauge>::default(),
         );
-        let pooled = Family::<NodeLabels, Gauge>::default();
-        registry.register(
+        let pooled = registered(
+            &mut registry,
             "pooled_connections",
-            "Idle pooled connections per socket node (open shared connections where the module pipelines)",
-            pooled.clone(),
+            "Idle pooled connections per node (for a pipelined socket module, every open connection)",
+            Family::<NodeLabels, Gauge>::default(),
         );
-        let client_connections = Gauge::default();
-        registry.register(
+        let node_in_flight = registered(
+            &mut registry,
+            "node_in_flight",
+            "Requests in flight per backend node",
+            Family::<NodeLabels, Gauge>::default(),
+        );
+        let lanes_open = registered(
+            &mut registry,
+            "lanes_open",
+            "Pipelined connections (lanes) open per node, where the module pipelines",
+            Family::<NodeLabels, Gauge>::default(),
+        );
+        let lane_requests = registered(
+            &mut registry,
+            "lane_requests",
+            "Requests queued or written on a node's lanes whose replies have not come",
+            Family::<NodeLabels, Gauge>::default(),
+        );
+        let client_connections = registered(
+            &mut registry,
             "client_connections",
             "Client connections open now",
-            client_connections.clone(),
+            Gauge::default(),
         );
-        let refused_connections = Counter::default();
-        registry.register(
+        let refused_connections = registered(
+            &mut registry,
             "refused_connections",
             "Client connections refused at the max_connections limit",
-            refused_connections.clone(),
+            Counter::default(),
         );
-        let tls_handshake_failures = Counter::default();
-        registry.register(
+        let tls_handshake_failures = registered(
+            &mut registry,
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
-            tls_handshake_failures.clone(),
+            Counter::default(),
         );
-        let tls_certificate_errors = Counter::default();
-        registry.register(
+        let tls_certificate_errors = registered(
+            &mut registry,
             "tls_certificate_errors",
             "Certificate files that failed to load on a reload; the last good certificate serves on",
-            tls_certificate_errors.clone(),
+            Counter::default(),
         );
-        let tls_acme_failures = Counter::default();
-        registry.register(
+        let tls_acme_failures = registered(
+            &mut registry,
             "tls_acme_failures",
             "ACME attempts that failed to obtain or renew a certificate; the current one serves on",
-            tls_acme_failures.clone(),
+            Counter::default(),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        let body_budget = BudgetCounters::default();
+        registered(
+            &mut registry,
+            "body_memory_held_bytes",
+            "Bytes of request bodies held in memory now, out of server.body_memory",
+            body_budget.held.clone(),
+        );
+        registered(
+            &mut registry,
+            "body_memory_waits",
+            "Request bodies that found no room in server.body_memory at once and waited",
+            body_budget.waits.clone(),
+        );
+        registered(
+            &mut registry,
+            "body_memory_refusals",
+            "Request bodies refused for want of room in server.body_memory (503)",
+            body_budget.refusals.clone(),
+        );
+        let reloads = registered(
+            &mut registry,
             "config_reloads",
             "Configuration reloads (SIGHUP), by result",
-            reloads.clone(),
+            Family::<ReloadLabels, Counter>::default(),
         );
-        let stream_connections = Family::<StreamLabels, Counter>::default();
-        registry.register(
+        let stream_connections = registered(
+            &mut registry,
             "stream_connections",
             "Client connections accepted by a [[stream]], by its listen address",
-            stream_connections.clone(),
+            Family::<StreamLabels, Counter>::default(),
         );
-        let stream_open = Family::<StreamLabels, Gauge>::default();
-        registry.register(
+        let stream_open = registered(
+            &mut registry,
             "stream_open_connections",
             "Forwarded [[stream]] connections open now",
-            stream_open.clone(),
+            Family::<StreamLabels, Gauge>::default(),
         );
-        let stream_unreachable = Family::<StreamLabels, Counter>::default();
-        registry.register(
+        let stream_unreachable = registered(
+            &mut registry,
             "stream_unreachable",
             "[[stream]] client connections closed because no node accepted a connection",
-            stream_unreachable.clone(),
+            Family::<StreamLabels, Counter>::default(),
         );
-        let stream_bytes = Family::<StreamBytesLabels, Counter>::default();
-        registry.register(
+        let stream_bytes = registered(
+            &mut registry,
             "stream_bytes",
             "Bytes forwarded by a [[stream]]: up is client to node, down is node to client",
-            stream_bytes.clone(),
+            Family::<StreamBytesLabels, Counter>::default(),
         );
-        let stream_node_up = Family::<StreamNodeLabels, Gauge>::default();
-        registry.register(
+        let stream_node_up = registered(
+            &mut registry,
             "stream_node_up",
             "1 when a [[stream]] node takes connections, 0 while it is masked",
-            stream_node_up.clone(),
+            Family::<StreamNodeLabels, Gauge>::default(),
+        );
+        let module_nodes = registered(
+            &mut registry,
+            "module_nodes",
+            "Backend nodes a module has now (its DNS names' latest answers included)",
+            Family::<ModuleLabel, Gauge>::default(),
+        );
+        let dns_lookups = registered(
+            &mut registry,
+            "dns_lookups",
+            "DNS lookups of a node's name",
+            Family::<DnsLabels, Counter>::default(),
+        );
+        let dns_failures = registered(
+            &mut registry,
+            "dns_failures",
+            "DNS lookups of a node's name that failed or found nothing (the last nodes were kept)",
+            Family::<DnsLabels, Counter>::default(),
         );
         Metrics {
+            module_nodes,
+            dns_lookups,
+            dns_failures,
             registry,
             requests,
             latency,
             node_up,
             pooled,
+            node_in_flight,
+            lanes_open,
+            lane_requests,
             client_connections,
             refused_connections,
             tls_handshake_failures,
             tls_certificate_errors,
             tls_acme_failures,
+            body_budget,
             reloads,
             stream_connections,
             stream_open,
@@ -300,12 +388,30 @@ impl Metrics {
             .inc();
     }
 
+    /// The lookups and failures of each DNS name followed now: `(name, lookups, failures)`.
+    pub fn dns_counts(&self, counts: &[(String, u64, u64)]) {
+        for (name, lookups, failures) in counts {
+            let labels = DnsLabels { name: name.clone() };
+            // Counted by the lookup task; copied here at scrape time.
+            (self.dns_lookups.get_or_create(&labels).inner()).store(*lookups, Ordering::Relaxed);
+            (self.dns_failures.get_or_create(&labels).inner()).store(*failures, Ordering::Relaxed);
+        }
+    }
+
     /// The text exposition, with node state as of now.
     pub fn render(&self, nodes: &[NodeState]) -> String {
         // Nodes of modules removed by a reload disappear from the output.
         self.node_up.clear();
         self.pooled.clear();
+        self.node_in_flight.clear();
+        self.lanes_open.clear();
+        self.lane_requests.clear();
+        self.module_nodes.clear();
         for state in nodes {
+            let module = ModuleLabel {
+                module: state.module.clone(),
+            };
+            self.module_nodes.get_or_create(&module).inc();
             let labels = NodeLabels {
                 module: state.module.clone(),
                 node: state.node.clone(),
@@ -314,9 +420,14 @@ impl Metrics {
             if let Some(pooled) = state.pooled {
                 self.pooled.get_or_create(&labels).set(pooled as i64);
             }
+            self.node_in_flight.get_or_create(&labels).set(state.in_flight as i64);
+            if let Some(lanes) = state.lanes {
+                self.lanes_open.get_or_create(&labels).set(lanes.open as i64);
+                self.lane_requests.get_or_create(&labels).set(lanes.requests as i64);
+            }
         }
         for (listen, balancer) in self.stream_balancers.lock().expect("stream balancer list").iter() {
-            for (index, node) in balancer.nodes().iter().enumerate() {
+            for (index, node) in balancer.live_nodes() {
                 let labels = StreamNodeLabels {
                     listen: listen.clone(),
                     node: node.name().to_string(),
@@ -412,6 +523,8 @@ mod tests {
             up: false,
             masked_for: Some(Duration::from_secs(30)),
             pooled: Some(2),
+            in_flight: 5,
+            lanes: Some(LaneLoad { open: 3, requests: 4 }),
         }]);
         assert!(
             text.contains(r#"modproxy_requests_total{module="s3",class="2xx"} 1"#),
@@ -433,7 +546,12 @@ mod tests {
             text.contains(r#"modproxy_pooled_connections{module="s3",node="127.0.0.1:1"} 2"#),
             "{text}"
         );
+        for (name, value) in [("node_in_flight", 5), ("lanes_open", 3), ("lane_requests", 4)] {
+            let line = format!(r#"modproxy_{name}{{module="s3",node="127.0.0.1:1"}} {value}"#);
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         let text = metrics.render(&[]);
         assert!(!text.contains("modproxy_node_up{"), "a removed node disappears");
+        assert!(!text.contains("modproxy_lanes_open{"), "a removed node disappears");
     }
 }

@@ -46,8 +46,12 @@ pub struct NodeStatus {
     pub state: NodeHealth,
     /// Unix time (ms) at which a masked node is tried again; `null` when not masked or not known.
     pub masked_until_ms: Option<u64>,
-    /// Lanes open to it (socket modules); `null` where not tracked.
+    /// Lanes (pipelined connections) open to it; `null` where the module does not pipeline.
     pub lanes: Option<usize>,
+    /// Requests queued or written on its lanes whose replies have not come; `null` without lanes.
+    pub lane_requests: Option<usize>,
+    /// Requests in flight to it now.
+    pub in_flight: usize,
     /// Connections open to it that the proxy keeps (idle pooled, or shared pipelined); `null` where
     /// not tracked.
     pub connections: Option<usize>,
@@ -138,7 +142,9 @@ impl From<&NodeState> for NodeStatus {
             state: if state.up { NodeHealth::Up } else { NodeHealth::Masked },
             // The balancer's clock is its own: until when, in Unix time, is now plus what is left.
             masked_until_ms: state.masked_for.map(|left| unix_ms(SystemTime::now() + left)),
-            lanes: None,
+            lanes: state.lanes.map(|lanes| lanes.open),
+            lane_requests: state.lanes.map(|lanes| lanes.requests),
+            in_flight: state.in_flight,
             connections: state.pooled,
         }
     }
@@ -185,6 +191,8 @@ mod tests {
             up: false,
             masked_for: Some(std::time::Duration::from_secs(30)),
             pooled: Some(3),
+            in_flight: 2,
+            lanes: None,
         }];
         let card = ModuleStatus::new("s3", "socket", &nodes, &window.window_at(100));
         let json = serde_json::to_value(Status::new(100, vec![card])).unwrap();
@@ -201,5 +209,6 @@ mod tests {
         assert_eq!(module["nodes"][0]["state"], "masked");
         assert_eq!(module["nodes"][0]["connections"], 3);
         assert!(module["nodes"][0]["lanes"].is_null());
+        assert_eq!(module["nodes"][0]["in_flight"], 2);
     }
 }

@@ -95,6 +95,12 @@ pub fn render(config: &Config) -> String {
                 for node in &upstream.nodes {
                     let _ = writeln!(out, "      - {node}");
                 }
+                if upstream.insecure {
+                    let _ = writeln!(
+                        out,
+                        "      warning: insecure = true: https:// nodes' certificates are not checked (anyone on the path can read and change this traffic; prefer ca_file)"
+                    );
+                }
             }
         }
     }

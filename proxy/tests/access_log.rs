@@ -105,3 +105,81 @@ fn off_writes_no_file() {
     assert_eq!(proxy.access_log(), "");
     assert!(!proxy.home.path().join("logs/access.log").exists());
 }
+
+#[test]
+fn referer_user_agent_sizes_and_the_nodes_time_are_logged() {
+    let backend = Backend::start(Style::SpaceKeepAlive);
+    let proxy = Proxy::start(
+        "",
+        &format!(
+            "{}\n[log]\naccess_format = \"json\"\n",
+            config(&[socket_module("s3", &[backend.addr], "")])
+        ),
+    );
+    let body = envelope("x", json!(1));
+    let headers = [
+        ("Referer", "https://shop.example/cart?x=\"1\""),
+        ("User-Agent", "probe/1.0"),
+    ];
+    assert_eq!(proxy.post("/s3/", &headers, &body).status, 200);
+    assert_eq!(proxy.get("/index.html", &headers).status, 200);
+
+    let lines = proxy.access_json();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (posted, static_get) = (&lines[0], &lines[1]);
+    assert_eq!(posted["bytes_in"], body.len() as u64);
+    assert_eq!(posted["referer"], "https://shop.example/cart?x=\"1\"");
+    assert_eq!(posted["user_agent"], "probe/1.0");
+    let upstream = posted["upstream_ms"]
+        .as_f64()
+        .expect("a node answered: upstream_ms is a number");
+    assert!(
+        upstream > 0.0 && upstream <= posted["duration_ms"].as_f64().unwrap(),
+        "{posted}"
+    );
+    // No node answers a static file, and a GET declares no body.
+    assert_eq!(static_get["upstream_ms"], serde_json::Value::Null);
+    assert_eq!(static_get["bytes_in"], serde_json::Value::Null);
+    assert_eq!(static_get["user_agent"], "probe/1.0");
+}
+
+#[test]
+fn combined_names_the_protocol_referer_and_user_agent() {
+    let proxy = Proxy::start("", &config(&[]));
+    let headers = [("Referer", "https://shop.example/\"x\""), ("User-Agent", "probe/1.0")];
+    assert_eq!(proxy.get("/index.html", &headers).status, 200);
+    let addr = proxy.addr;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{addr}/index.html"))
+            .header("user-agent", "h2-probe")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    });
+    assert_eq!(status, 200);
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = proxy.access_log();
+    let format = combined();
+    let fields: Vec<_> = log
+        .lines()
+        .map(|line| format.captures(line).unwrap_or_else(|| panic!("not combined: {line}")))
+        .collect();
+    assert_eq!(fields.len(), 2, "{log}");
+    assert_eq!(&fields[0]["request"], "GET /index.html HTTP/1.1");
+    assert_eq!(&fields[0]["http_referer"], r"https://shop.example/\x22x\x22");
+    assert_eq!(&fields[0]["http_user_agent"], "probe/1.0");
+    assert_eq!(&fields[1]["request"], "GET /index.html HTTP/2.0");
+    assert_eq!(&fields[1]["http_referer"], "-");
+    assert_eq!(&fields[1]["http_user_agent"], "h2-probe");
+}

@@ -49,6 +49,10 @@ fn status_of(bytes: &[u8]) -> Option<u16> {
     support::parse_response(bytes).map(|response| response.status)
 }
 
+/// Held by the tests that measure a proxy's RSS, so that two never run at once: on two cores, one's
+/// flood starves the other proxy's background return of freed memory past its settle time.
+static MEASURING_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_slow_post_to_a_socket_module_is_cut_off_and_holds_no_slot() {
     let backend = Backend::start(Style::SpaceKeepAlive);
@@ -202,6 +206,9 @@ fn short_reply_backend() -> SocketAddr {
 /// and RSS comes back near idle after.
 #[test]
 fn a_flood_of_large_bodies_over_http2_stays_within_body_memory() {
+    let _alone = MEASURING_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     use http_body_util::{BodyExt, Full};
     const BODY_MEMORY_MIB: u64 = 64;
     const STREAMS: usize = 100;
@@ -504,6 +511,9 @@ fn a_reload_that_changes_a_module_drains_its_websockets() {
 /// echoes over several kept connections at once, the proxy's RSS comes back near idle.
 #[test]
 fn large_replies_do_not_stay_resident_in_pooled_connections() {
+    let _alone = MEASURING_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const CLIENTS: usize = 8;
     let backend = Backend::start(Style::SpaceKeepAlive);
     let proxy = Proxy::start("", &config(&[socket_module("s3", &[backend.addr], "")]));

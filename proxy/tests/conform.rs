@@ -42,6 +42,8 @@ enum Fault {
     DropsOnHalfClose,
     /// Exits at once on SIGTERM, dropping the request in hand.
     ExitsOnSigterm,
+    /// Answers `_describe` with methods out of name order and without schemas.
+    BadDescribe,
 }
 
 impl Fault {
@@ -57,6 +59,7 @@ impl Fault {
             "no_ping" => Fault::NoPing,
             "drops_on_half_close" => Fault::DropsOnHalfClose,
             "exits_on_sigterm" => Fault::ExitsOnSigterm,
+            "bad_describe" => Fault::BadDescribe,
             other => panic!("no fault named {other}"),
         }
     }
@@ -213,6 +216,9 @@ fn answer(payload: &[u8], fault: Fault) -> Vec<u8> {
     };
     match value.pointer("/head/method") {
         Some(Value::String(method)) if method == "_ping" && fault != Fault::NoPing => br#"{"pong":true}"#.to_vec(),
+        Some(Value::String(method)) if method == "_describe" && fault == Fault::BadDescribe => {
+            br#"{"methods":[{"name":"b"},{"name":"a"}]}"#.to_vec()
+        }
         Some(Value::String(_)) if value["head"].is_object() => error_reply(fault, "method_not_found", "no such method"),
         _ => error_reply(fault, "bad_request", "not an envelope"),
     }
@@ -276,7 +282,7 @@ fn conform_fixture(fault: &str, extra: &[&str]) -> (bool, String) {
 
 fn assert_all_pass(passed: bool, report: &str) {
     assert!(passed, "conform failed:\n{report}");
-    assert!(report.contains("16 passed, 0 failed, 0 skipped"), "{report}");
+    assert!(report.contains("17 passed, 0 failed, 0 skipped"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
 }
 
@@ -298,6 +304,7 @@ fn each_fault_fails_the_check_that_names_it() {
         ("no_ping", "ping"),
         ("drops_on_half_close", "half_close"),
         ("exits_on_sigterm", "sigterm_while_busy"),
+        ("bad_describe", "describe"),
     ];
     // One at a time: each starts a backend, and the machine is small.
     for (fault, check) in cases {

@@ -1,5 +1,7 @@
 //! Hostile clients: malformed requests, oversized heads, slow senders and connection floods. Each gets a
-//! clear status or a closed connection, and the server keeps serving everyone else.
+//! clear status or a closed connection, and the server keeps serving everyone else. Request smuggling
+//! through `module_http` (HTTP/1 framing tricks, and HTTP/2 headers that would split an HTTP/1 request)
+//! is checked against a raw upstream that records every byte it gets.
 
 mod support;
 
@@ -317,6 +319,7 @@ const H2_RST_STREAM: u8 = 0x3;
 const H2_SETTINGS: u8 = 0x4;
 const H2_GOAWAY: u8 = 0x7;
 const END_HEADERS: u8 = 0x4;
+const END_STREAM: u8 = 0x1;
 
 /// `GET /` as an HPACK block of static-table entries (`:method GET`, `:scheme http`, `:path /`) and a
 /// literal `:authority: x`; its stream stays open (no END_STREAM).
@@ -506,4 +509,330 @@ fn proxy_protocol_headers_name_the_client_and_are_required() {
 fn still_served_with_header(proxy: &Proxy) {
     let response = proxy.send(&[&b"PROXY UNKNOWN\r\n"[..], &support::http("GET", "/", &[], b"")].concat());
     assert_eq!(response.status, 200);
+}
+
+// ---- request smuggling through module_http ----------------------------------------------------------
+
+/// What a raw upstream saw: every byte, per connection, and the request line of each request it parsed.
+#[derive(Default)]
+struct Recorded {
+    bytes: Vec<Vec<u8>>,
+    requests: Vec<String>,
+}
+
+/// A raw TCP upstream that records every byte it receives and answers each request it parses. Its parser
+/// is the lenient kind smuggling preys on: bare LF ends lines, `chunked` anywhere in `Transfer-Encoding`
+/// means chunked, else the first `Content-Length` counts. Two requests where the client sent one would
+/// show here as a second request line.
+fn recording_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Recorded>>) {
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let shared = Arc::clone(&recorded);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let recorded = Arc::clone(&shared);
+            std::thread::spawn(move || serve_recorded(stream, &recorded));
+        }
+    });
+    (addr, recorded)
+}
+
+fn serve_recorded(mut stream: TcpStream, recorded: &std::sync::Mutex<Recorded>) {
+    let index = {
+        let mut recorded = recorded.lock().unwrap();
+        recorded.bytes.push(Vec::new());
+        recorded.bytes.len() - 1
+    };
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        // Parse every whole request buffered so far.
+        while let Some((line, used)) = lenient_request(&buffer) {
+            buffer.drain(..used);
+            recorded.lock().unwrap().requests.push(line);
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                recorded.lock().unwrap().bytes[index].extend_from_slice(&buf[..n]);
+                buffer.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// One whole request at the front of `bytes`: its request line and the bytes it used.
+fn lenient_request(bytes: &[u8]) -> Option<(String, usize)> {
+    let mut lines = Vec::new();
+    let mut at = 0;
+    loop {
+        let end = at + bytes[at..].iter().position(|&b| b == b'\n')?;
+        let line = String::from_utf8_lossy(&bytes[at..end])
+            .trim_end_matches('\r')
+            .to_owned();
+        at = end + 1;
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    let header = |name: &str| {
+        lines.iter().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let end = at + bytes[at..].iter().position(|&b| b == b'\n')?;
+            let size_line = String::from_utf8_lossy(&bytes[at..end]).trim().to_owned();
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or(""), 16).unwrap_or(0);
+            at = end + 1;
+            if size == 0 {
+                // Trailers, up to an empty line.
+                loop {
+                    let end = at + bytes[at..].iter().position(|&b| b == b'\n')?;
+                    let empty = bytes[at..end].iter().all(|&b| b == b'\r');
+                    at = end + 1;
+                    if empty {
+                        return Some((lines[0].clone(), at));
+                    }
+                }
+            }
+            at += size;
+            let end = at + bytes.get(at..)?.iter().position(|&b| b == b'\n')?;
+            at = end + 1;
+        }
+    }
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    (bytes.len() >= at + length).then(|| (lines[0].clone(), at + length))
+}
+
+/// What became of one hostile request through `module_http`: the client's answer (status, if any), and
+/// what the upstream parsed and received on account of it.
+fn smuggle(proxy: &Proxy, recorded: &std::sync::Mutex<Recorded>, raw: &[u8]) -> (Option<u16>, Vec<String>, Vec<u8>) {
+    let before = {
+        let recorded = recorded.lock().unwrap();
+        (
+            recorded.requests.len(),
+            recorded.bytes.iter().map(Vec::len).sum::<usize>(),
+        )
+    };
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // Whatever the upstream was going to get has come by now.
+    std::thread::sleep(Duration::from_millis(100));
+    let recorded = recorded.lock().unwrap();
+    let requests = recorded.requests[before.0..].to_vec();
+    let bytes: Vec<u8> = recorded.bytes.concat()[before.1..].to_vec();
+    (parse_response(&answer).map(|r| r.status), requests, bytes)
+}
+
+/// The proxy with one `module_http` module, `web`, in front of `upstream`, logging at debug level (where
+/// a connection refused for a malformed request is logged).
+fn proxy_in_front_of(upstream: std::net::SocketAddr) -> Proxy {
+    Proxy::start(
+        "",
+        &format!(
+            "[log]\nlevel = \"debug\"\n[module]\nmodule_http = [ {{ module = \"web\", proxy_pass = \"http://{upstream}\" }} ]\n"
+        ),
+    )
+}
+
+/// The request a smuggler hides after the one the proxy sees.
+const SMUGGLED: &str = "GET /web/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Requests whose framing is ambiguous or malformed, each with `SMUGGLED` (or nothing) after it, through
+/// `module_http`. Whatever the proxy makes of one, the upstream never parses two requests from it: either
+/// the proxy refuses it with 400 (and a log line) and the upstream sees nothing, or it forwards it framed
+/// one way only and the upstream parses exactly one. (Duplicate unequal `Content-Length` at the static
+/// site is in `malformed_request_lines_get_400`, and Content-Length then Transfer-Encoding on a kept-alive
+/// connection in `http_forward.rs::conflicting_framing_cannot_smuggle_a_request`.)
+#[test]
+fn smuggling_attempts_reach_the_upstream_as_one_request_or_not_at_all() {
+    let (upstream, recorded) = recording_upstream();
+    let proxy = proxy_in_front_of(upstream);
+    let post = "POST /web/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    let refused: &[(&str, String)] = &[
+        (
+            "unequal duplicate Content-Length",
+            format!(
+                "{post}Content-Length: 0\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+                SMUGGLED.len()
+            ),
+        ),
+        (
+            "a Content-Length list",
+            format!("{post}Content-Length: 5, 5\r\n\r\nhello"),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity",
+            format!("{post}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "Transfer-Encoding: identity with Content-Length",
+            format!("{post}Transfer-Encoding: identity\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "a space before the colon",
+            format!("{post}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "obs-fold hiding chunked",
+            format!("{post}Content-Length: 5\r\nTransfer-Encoding: x\r\n chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "obs-fold",
+            "GET /web/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-A: 1\r\n 2\r\n\r\n".to_owned(),
+        ),
+        (
+            "bare LF in chunk lines",
+            format!("{post}Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n{SMUGGLED}"),
+        ),
+        (
+            "bare LF after a chunk size",
+            format!("{post}Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"),
+        ),
+        (
+            "a chunk size over 64 bits",
+            format!("{post}Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+    ];
+    // RFC 9112 6.1 and 6.3: Transfer-Encoding wins over Content-Length, which is dropped on the way.
+    let forwarded: &[(&str, String)] = &[
+        (
+            "Transfer-Encoding then Content-Length",
+            format!("{post}Transfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "Transfer-Encoding twice",
+            format!("{post}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "equal duplicate Content-Length",
+            format!("{post}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ),
+        (
+            "bare LF ending head lines",
+            "GET /web/a HTTP/1.1\nHost: x\nConnection: close\n\n".to_owned(),
+        ),
+    ];
+    for (case, raw) in refused {
+        let (status, requests, bytes) = smuggle(&proxy, &recorded, raw.as_bytes());
+        assert_eq!(status, Some(400), "{case}");
+        assert!(
+            requests.is_empty(),
+            "{case}: the upstream parsed {requests:?} from {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    for (case, raw) in forwarded {
+        let (status, requests, bytes) = smuggle(&proxy, &recorded, raw.as_bytes());
+        assert_eq!(status, Some(200), "{case}");
+        assert_eq!(
+            requests,
+            [raw.split("\r\n").next().unwrap().split('\n').next().unwrap()],
+            "{case}: the upstream got {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let header_count = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+        assert!(
+            !(header_count.contains("content-length") && header_count.contains("transfer-encoding")),
+            "{case}: both framings went up: {header_count:?}"
+        );
+    }
+    // Nothing that went before left an upstream connection half-way through a request.
+    let (status, requests, _) = smuggle(
+        &proxy,
+        &recorded,
+        b"GET /web/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (status, requests),
+        (Some(200), vec!["GET /web/after HTTP/1.1".to_owned()])
+    );
+    // One log line per refusal: the connection's parse error, or the body's read error.
+    let log = proxy.log();
+    let logged = log
+        .lines()
+        .filter(|line| line.contains("client connection ended with an error") || line.contains("http request refused"))
+        .count();
+    assert_eq!(logged, refused.len(), "{log}");
+}
+
+/// HTTP/2 to HTTP/1: a header name or value with CR, LF or NUL (or an upper-case name) could become a
+/// second request on the HTTP/1 side. Over h2c, each is refused as malformed (the connection ends with
+/// PROTOCOL_ERROR), with a log line, and the upstream sees nothing; the same request without them is
+/// answered, so the encoding is right.
+#[test]
+fn http2_header_values_with_cr_or_lf_never_reach_an_http1_upstream() {
+    let (upstream, recorded) = recording_upstream();
+    let proxy = proxy_in_front_of(upstream);
+    // `GET /web/a` with `:authority: x` and one literal header (HPACK, not Huffman-coded).
+    let request = |name: &str, value: &[u8]| {
+        let mut block = vec![0x82, 0x86, 0x04, 6];
+        block.extend_from_slice(b"/web/a");
+        block.extend_from_slice(&[0x41, 0x01, b'x', 0x00, name.len() as u8]);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+        out.extend(h2_frame(H2_HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        let mut stream = TcpStream::connect(proxy.addr).unwrap();
+        stream.write_all(&out).unwrap();
+        h2_read_frames(&mut stream, Duration::from_secs(2))
+    };
+    let hostile: [(&str, &[u8]); 6] = [
+        ("x-a", b"1\r\nGET /web/smuggled HTTP/1.1\r\nHost: x"),
+        ("x-a", b"1\nX-B: 2"),
+        ("x-a", b"1\r"),
+        ("x-a", b"1\x00"),
+        ("x-a\r\nx-b", b"1"),
+        ("X-A", b"1"),
+    ];
+    for (name, value) in hostile {
+        let frames = request(name, value);
+        let case = format!("{name:?}: {:?}", String::from_utf8_lossy(value));
+        assert!(
+            !frames.iter().any(|(kind, id, _)| *kind == H2_HEADERS && *id == 1),
+            "{case}: answered"
+        );
+        let protocol_error = |payload: &[u8], at: usize| payload.get(at..at + 4) == Some(&[0, 0, 0, 1][..]);
+        assert!(
+            frames
+                .iter()
+                .any(|(kind, _, payload)| (*kind == H2_GOAWAY && protocol_error(payload, 4))
+                    || (*kind == H2_RST_STREAM && protocol_error(payload, 0))),
+            "{case}: no PROTOCOL_ERROR in {frames:?}"
+        );
+        assert!(recorded.lock().unwrap().requests.is_empty(), "{case}");
+    }
+    let log = proxy.log();
+    let logged = log.matches("client connection ended with an error").count();
+    assert_eq!(logged, hostile.len(), "{log}");
+
+    let frames = request("x-a", b"1");
+    assert!(
+        frames.iter().any(|(kind, id, _)| *kind == H2_HEADERS && *id == 1),
+        "{frames:?}"
+    );
+    assert_eq!(recorded.lock().unwrap().requests, ["GET /web/a HTTP/1.1"]);
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::config::{config, socket_module};
+use support::config::{config, http_module, modules, socket_module};
+use support::http_upstream::{Behaviour, Upstream};
 use support::socket_backend::{envelope, Backend, Style};
-use support::{free_port, Proxy};
+use support::{free_port, http, Proxy};
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
@@ -122,6 +123,93 @@ fn reloads_under_load_lose_and_truncate_nothing() {
         "pooled connections survive reloads: {} opened",
         pooled.connections()
     );
+}
+
+/// Downloads `path` whole on a connection of its own: the status and an FNV-1a hash of the body.
+fn download(addr: SocketAddr, path: &str) -> (u16, usize, u64) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(&http("GET", path, &[], b"")).unwrap();
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let response = support::parse_response(&bytes).expect("an HTTP response");
+    (response.status, response.body.len(), fnv(&response.body))
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[test]
+fn reloads_during_pipelined_downloads_cut_no_body_short() {
+    const SIZE: usize = 5 * 1024 * 1024;
+    let upstream = Upstream::start("u", Behaviour::Echo);
+    let sequenced = Backend::start(Style::Sequenced(Duration::from_millis(2)));
+    let other = Backend::start(Style::SpaceKeepAlive);
+    let piped = socket_module("piped", &[sequenced.addr], "pipeline = 16");
+    // `timeout` alternates, so every other reload replaces the download module's runtime and its lanes.
+    let downloads = |timeout: u32| http_module("dl", &[upstream.url()], &format!("pipeline = 8, timeout = {timeout}"));
+    let proxy = Arc::new(Proxy::start(
+        "",
+        &modules(std::slice::from_ref(&piped), &[downloads(30)]),
+    ));
+    let expected = fnv(&vec![b'x'; SIZE]);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", proxy.pid())).unwrap().count();
+    let fds_before = fds();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut done = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    if client % 2 == 0 {
+                        let got = download(proxy.addr, &format!("/dl/stream?bytes={SIZE}"));
+                        assert_eq!(got, (200, SIZE, expected), "download {done} of client {client}");
+                    } else {
+                        let data = json!({ "client": client, "n": done });
+                        let response = proxy.post("/piped/", &[], &envelope("x", data.clone()));
+                        assert_eq!(response.status, 200, "post {done}: {}", response.text());
+                        assert_eq!(response.json()["echo"]["data"], data, "each reply is its own");
+                    }
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+
+    // A reload every 100 ms for 3 s: an unrelated module comes and goes, and `dl` changes every other time.
+    let started = Instant::now();
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut socket = vec![piped.clone()];
+        if count % 2 == 0 {
+            socket.push(socket_module("other", &[other.addr], ""));
+        }
+        reload_with(&proxy, &modules(&socket, &[downloads(30 + count / 2 % 2)]));
+        count += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let done: Vec<u32> = clients.into_iter().map(|client| client.join().unwrap()).collect();
+    eprintln!("requests per client: {done:?}");
+    assert!(done.iter().all(|&n| n > 0), "every client got through: {done:?}");
+    wait_for(|| reloads(&proxy) >= 1.0);
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    for module in ["dl", "piped"] {
+        let failed = metric(
+            &metrics,
+            &format!(r#"modproxy_requests_total{{module="{module}",class="5xx"}}"#),
+        );
+        assert_eq!(failed.unwrap_or(0.0), 0.0, "no {module} request failed");
+    }
+    // A replaced module's shared connections close once their replies are in: none is left behind.
+    eprintln!("descriptors: {fds_before} before, {} after", fds());
+    wait_for(|| fds() <= fds_before + 4);
 }
 
 /// A keep-alive backend that answers the first request of each connection, then, after `linger`, closes

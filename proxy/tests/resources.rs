@@ -4,7 +4,8 @@
 //! Every kind of request a hostile or careless client can send is in the mix: good socket calls, bad JSON
 //! (400), the wrong method (405), a missing file (404), a body over the limit (413), a dead node (502) and
 //! bytes that are not HTTP at all (400). Clients keep their connections alive and reconnect only when
-//! the proxy closes one, as browsers do.
+//! the proxy closes one, as browsers do. The same holds with `pipeline` on a socket and an HTTP module,
+//! over HTTP/1.1 and over HTTP/2 (driven by h2load).
 
 mod support;
 
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::config::{config, socket_module};
+use support::config::{config, http_module, modules, socket_module};
+use support::http_upstream::{Behaviour, Upstream};
 use support::socket_backend::{envelope, Backend, Style};
 use support::{free_port, Proxy};
 
@@ -30,7 +32,28 @@ fn requests() -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or(REQUESTS)
 }
+
+/// The pipelined runs' share of [`requests`]: a fifth, so that `make test` stays short.
+fn pipelined_requests() -> usize {
+    requests() / 5
+}
 const MAX_BODY: usize = 1024;
+
+/// The mix on pipelined modules: socket calls and HTTP GETs sharing connections, with bad input among them.
+const PIPELINED_MIX: [Kind; 12] = [
+    Kind::Good,
+    Kind::Web,
+    Kind::Good,
+    Kind::WebLarge,
+    Kind::BadJson,
+    Kind::Web,
+    Kind::Good,
+    Kind::TooLarge,
+    Kind::Web,
+    Kind::Missing,
+    Kind::Good,
+    Kind::Web,
+];
 
 /// One kind of request and the status it must get.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +66,10 @@ enum Kind {
     DeadNode,
     NotHttp,
     Static,
+    /// A GET through the pipelined HTTP module.
+    Web,
+    /// A 256 KiB GET through the pipelined HTTP module: streamed from its lane.
+    WebLarge,
 }
 
 /// The mix: mostly good calls, every bad kind often enough to show a leak.
@@ -81,6 +108,11 @@ impl Kind {
             Kind::DeadNode => (post("/dead/", &envelope("add", json!(null))), 502),
             Kind::NotHttp => (b"\x16\x03\x01 this is not HTTP\r\n\r\n".to_vec(), 400),
             Kind::Static => (b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 200),
+            Kind::Web => (b"GET /web/item HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 200),
+            Kind::WebLarge => (
+                b"GET /web/stream?bytes=262144 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+                200,
+            ),
         }
     }
 }
@@ -170,14 +202,15 @@ fn skip(conn: &mut BufReader<TcpStream>, n: usize) {
     assert_eq!(skipped, n as u64, "the body was cut short");
 }
 
-/// Sends `total` requests from `CLIENTS` threads, checking every status; returns the connections opened.
-fn drive(addr: SocketAddr, total: usize) -> usize {
+/// Sends `total` requests of `mix` from `CLIENTS` threads, checking every status; returns the connections
+/// opened.
+fn drive(addr: SocketAddr, total: usize, mix: &'static [Kind]) -> usize {
     let next = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let next = next.clone();
             std::thread::spawn(move || {
-                let requests: Vec<_> = MIX.iter().map(|kind| (*kind, kind.request())).collect();
+                let requests: Vec<_> = mix.iter().map(|kind| (*kind, kind.request())).collect();
                 let mut client = Client::new(addr);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -231,13 +264,13 @@ fn descriptors_and_memory_return_to_where_they_were_after_100k_mixed_requests() 
     );
     let pid = proxy.pid();
 
-    drive(proxy.addr, WARM_UP);
+    drive(proxy.addr, WARM_UP, &MIX);
     let fds_before = settled_fds(pid, 0);
     let (rss_before, _) = proxy.memory_kib();
 
     let started = Instant::now();
     let requests = requests();
-    let connects = drive(proxy.addr, requests);
+    let connects = drive(proxy.addr, requests, &MIX);
     let took = started.elapsed();
 
     let fds_after = settled_fds(pid, fds_before);
@@ -260,6 +293,120 @@ fn descriptors_and_memory_return_to_where_they_were_after_100k_mixed_requests() 
     assert!(
         rss_after <= allowed,
         "memory grew from {rss_before} KiB to {rss_after} KiB (allowed {allowed} KiB)"
+    );
+}
+
+/// A proxy with a pipelined socket module `echo` and a pipelined HTTP module `web`, its backends kept alive
+/// beside it.
+fn pipelined_proxy() -> (Proxy, Backend, Upstream) {
+    let backend = Backend::start(Style::Sequenced(Duration::ZERO));
+    let upstream = Upstream::start("u", Behaviour::Echo);
+    let proxy = Proxy::start(
+        &format!("max_body = {MAX_BODY}"),
+        &modules(
+            &[socket_module("echo", &[backend.addr], "pipeline = 16")],
+            &[http_module("web", &[upstream.url()], "pipeline = 8")],
+        ),
+    );
+    (proxy, backend, upstream)
+}
+
+/// Descriptors back to where they were after `run`, and memory near; `what` names the run.
+fn leaks_nothing(proxy: &Proxy, what: &str, warm_up: impl Fn(), run: impl Fn()) {
+    let pid = proxy.pid();
+    warm_up();
+    let fds_before = settled_fds(pid, 0);
+    let (rss_before, _) = proxy.memory_kib();
+    let started = Instant::now();
+    run();
+    let took = started.elapsed();
+    let fds_after = settled_fds(pid, fds_before);
+    let (rss_after, peak) = proxy.memory_kib();
+    println!(
+        "{what}: {:.1?}; fds {fds_before} -> {fds_after}; VmRSS {rss_before} KiB -> {rss_after} KiB (peak {peak} KiB)",
+        took
+    );
+    // Shared connections stay open between runs (idle ones close after lane_idle_timeout); a few more
+    // may have opened under the run's load.
+    assert!(
+        fds_after <= fds_before + 4,
+        "{what}: descriptors leaked: {fds_before} after warm-up, {fds_after} after"
+    );
+    let allowed = rss_before + (rss_before / 5).max(4 * 1024);
+    assert!(
+        rss_after <= allowed,
+        "{what}: memory grew from {rss_before} KiB to {rss_after} KiB (allowed {allowed} KiB)"
+    );
+}
+
+#[test]
+fn pipelined_socket_and_http_modules_leak_nothing_over_http1() {
+    let (proxy, backend, upstream) = pipelined_proxy();
+    let requests = pipelined_requests();
+    leaks_nothing(
+        &proxy,
+        &format!("{requests} HTTP/1.1 requests on pipelined modules"),
+        || {
+            drive(proxy.addr, WARM_UP, &PIPELINED_MIX);
+        },
+        || {
+            drive(proxy.addr, requests, &PIPELINED_MIX);
+        },
+    );
+    assert!(
+        backend.requests() >= (WARM_UP + requests) / 3,
+        "the socket calls reached the backend"
+    );
+    assert!(
+        upstream.requests() >= (WARM_UP + requests) / 3,
+        "the GETs reached the upstream"
+    );
+}
+
+/// `h2load` (Debian's nghttp2-client) sends `total` requests over HTTP/2 with prior knowledge, 4
+/// connections of up to 16 streams each, half of them socket calls and half GETs; every one must be 2xx.
+fn h2load(addr: SocketAddr, total: usize) {
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), envelope("add", json!({"a": 1, "b": 2}))).unwrap();
+    let runs = [
+        vec![
+            "-d".to_owned(),
+            body.path().display().to_string(),
+            format!("http://{addr}/echo/"),
+        ],
+        vec![
+            format!("http://{addr}/web/item"),
+            format!("http://{addr}/web/stream?bytes=65536"),
+        ],
+    ];
+    for args in runs {
+        let n = (total / 2).to_string();
+        let output = std::process::Command::new("h2load")
+            .args(["-n", &n, "-c", "4", "-m", "16"])
+            .args(&args)
+            .output()
+            .expect("h2load runs (apt-get install nghttp2-client; `make test` installs it)");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "h2load {args:?}: {text}");
+        let done = format!("{n} succeeded, 0 failed, 0 errored");
+        assert!(text.contains(&done), "h2load {args:?}: wanted {done:?} in\n{text}");
+        let all_2xx = format!("status codes: {n} 2xx");
+        assert!(
+            text.contains(&all_2xx),
+            "h2load {args:?}: wanted {all_2xx:?} in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn pipelined_socket_and_http_modules_leak_nothing_over_http2() {
+    let (proxy, _backend, _upstream) = pipelined_proxy();
+    let requests = pipelined_requests();
+    leaks_nothing(
+        &proxy,
+        &format!("{requests} HTTP/2 requests on pipelined modules"),
+        || h2load(proxy.addr, WARM_UP),
+        || h2load(proxy.addr, requests),
     );
 }
 

@@ -1,10 +1,10 @@
 //! Pipelined socket lanes under failure: a hung handler, backends that break the sequenced envelope, and
-//! a backend that does not pipeline. Against the real binary, a real Python SDK backend and raw scripted
-//! backends.
+//! a backend that does not pipeline. Against the real binary, real Python, Node and Rust SDK backends and
+//! raw scripted backends.
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +16,7 @@ use modproxy_sdk::pipeline::{is_negotiation, Sequenced, PIPELINE_ACCEPTED};
 use serde_json::json;
 use support::config::{config, socket_module};
 use support::socket_backend::envelope;
-use support::{http, send_raw, Proxy};
+use support::{frame, http, read_frame, send_raw, Proxy};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -63,6 +63,28 @@ fn python_backend() -> (Process, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the Python backend");
+    let mut process = Process(child);
+    wait_listening(addr, &mut process);
+    (process, addr)
+}
+
+/// `tests/fixtures/lanes_backend.js` served by the Node SDK that `make node-sdk` builds in `sdk-node/`.
+fn node_backend() -> (Process, SocketAddr) {
+    let addon = repo().join("sdk-node/native.js");
+    assert!(
+        addon.exists(),
+        "{} is missing; run `make node-sdk` first",
+        addon.display()
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let child = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lanes_backend.js"))
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the Node backend");
     let mut process = Process(child);
     wait_listening(addr, &mut process);
     (process, addr)
@@ -134,8 +156,65 @@ fn a_hung_python_handler_fails_no_fast_call() {
 }
 
 #[test]
+fn a_hung_node_handler_fails_no_fast_call() {
+    let (_process, addr) = node_backend();
+    hung_handler_does_not_hold_up_the_fast_calls(addr);
+}
+
+#[test]
 fn a_hung_rust_handler_fails_no_fast_call() {
     hung_handler_does_not_hold_up_the_fast_calls(rust_backend());
+}
+
+/// The shared connections open to `backend`, as the proxy's metrics count them.
+fn open_lanes(proxy: &Proxy, backend: SocketAddr) -> f64 {
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    let name = format!(r#"modproxy_pooled_connections{{module="s",node="{backend}"}} "#);
+    let line = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&name).map(str::to_owned));
+    line.and_then(|value| value.trim().parse::<f64>().ok()).unwrap_or(0.0)
+}
+
+/// A call made one second after a hung one: on a new shared connection when the hung one's is overdue by
+/// `lane_overdue_share` of `timeout = 3` (0.25: after 0.75 s), on the same one when it is not (1: 3 s).
+fn lanes_after_a_hung_call(share: f64) -> f64 {
+    let backend = rust_backend();
+    let extra = format!(", pipeline = 16, timeout = 3, lane_overdue_share = {share}");
+    let proxy = Proxy::start("", &config(&[socket_module("s", &[backend], &extra)]));
+    let addr = proxy.addr;
+    let _hung = std::thread::spawn(move || send_raw(addr, &http("POST", "/s/", &[], &envelope("hang", json!(0)))));
+    std::thread::sleep(Duration::from_secs(1));
+    let fast = proxy.post("/s/", &[], &envelope("echo", json!(1)));
+    assert_eq!((fast.status, fast.text()), (200, "1".to_owned()));
+    open_lanes(&proxy, backend)
+}
+
+#[test]
+fn a_lane_whose_oldest_call_waited_lane_overdue_share_of_timeout_takes_no_new_calls() {
+    assert_eq!(
+        lanes_after_a_hung_call(0.25),
+        2.0,
+        "a second lane opened beside the overdue one"
+    );
+    assert_eq!(lanes_after_a_hung_call(1.0), 1.0, "the lane was not overdue yet");
+}
+
+#[test]
+fn a_shared_connection_idle_for_lane_idle_timeout_is_closed() {
+    let backend = rust_backend();
+    let proxy = Proxy::start(
+        "",
+        &config(&[socket_module("s", &[backend], ", pipeline = 4, lane_idle_timeout = 1")]),
+    );
+    let open = || open_lanes(&proxy, backend);
+    let echoed = proxy.post("/s/", &[], &envelope("echo", json!(1)));
+    assert_eq!((echoed.status, echoed.text()), (200, "1".to_owned()));
+    assert_eq!(open(), 1.0, "the lane is open after its request");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(open(), 1.0, "still open before the idle timeout");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(open(), 0.0, "closed after a second idle");
 }
 
 /// How a raw backend misbehaves after accepting `_pipeline` (or does not accept it).
@@ -177,19 +256,6 @@ fn raw_backend(script: Script) -> Raw {
         overlapped,
         negotiations,
     }
-}
-
-fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut line = [0u8; 12];
-    stream.read_exact(&mut line).ok()?;
-    let len: usize = std::str::from_utf8(&line[..10]).ok()?.trim().parse().ok()?;
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).ok()?;
-    Some(payload)
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    [format!("{:>10}\r\n", payload.len()).as_bytes(), payload].concat()
 }
 
 /// The reply to a request: its `data`, as the bytes the client must receive.

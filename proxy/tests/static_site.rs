@@ -149,7 +149,7 @@ fn content_headers_and_validators() {
     assert_ne!(r.header("etag"), Some(etag.as_str()));
 }
 
-/// Small files are answered from one read, larger ones streamed by tower-http: both look the same.
+/// Small files are answered from one read, larger ones streamed: both look the same.
 #[test]
 fn small_and_streamed_files_carry_the_same_headers() {
     let proxy = proxy();

@@ -152,3 +152,44 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
+
+#[test]
+fn lanes_and_requests_in_flight_show_while_a_pipelined_node_works() {
+    let backend = Backend::start(Style::Sequenced(Duration::from_millis(1500)));
+    let proxy = Proxy::start("", &config(&[socket_module("s3", &[backend.addr], "pipeline = 4")]));
+    let addr = proxy.addr;
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                support::send_raw(addr, &support::http("POST", "/s3/", &[], &envelope("x", json!(i)))).status
+            })
+        })
+        .collect();
+
+    let busy = wait_for(&proxy, "requests on lanes", |seen| {
+        let node = &module(seen, "s3")["nodes"][0];
+        node["in_flight"].as_u64() >= Some(1) && node["lane_requests"].as_u64() >= Some(1)
+    });
+    let node = &module(&busy, "s3")["nodes"][0];
+    assert!(node["lanes"].as_u64() >= Some(1), "{node}");
+    let metrics = proxy.get("/module_proxy_inner_mod/metrics", &[]).text();
+    let gauge = |name: &str| {
+        let prefix = format!("modproxy_{name}{{module=\"s3\",node=\"{}\"}} ", backend.addr);
+        let line = metrics.lines().find(|line| line.starts_with(&prefix));
+        line.and_then(|line| line[prefix.len()..].parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(gauge("lanes_open") >= 1 && gauge("lane_requests") >= 1 && gauge("node_in_flight") >= 1);
+
+    for call in calls {
+        assert_eq!(call.join().unwrap(), 200);
+    }
+    let idle = wait_for(&proxy, "the lanes emptied", |seen| {
+        let node = &module(seen, "s3")["nodes"][0];
+        node["in_flight"] == 0 && node["lane_requests"] == 0
+    });
+    assert!(
+        module(&idle, "s3")["nodes"][0]["lanes"].as_u64() >= Some(1),
+        "idle lanes stay open"
+    );
+}

@@ -13,40 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::test_ca::TestCa;
 use support::{free_port, repo_html, Proxy};
-
-/// A CA of the test's own, trusted by the test's clients only.
-struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "modproxy test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        TestCa {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate for `names`: (certificate PEM, key PEM, certificate DER).
-    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let mut params = CertificateParams::new(names.clone()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0].clone());
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
 
 /// A system tool the test drives. In CI a missing one fails the test; elsewhere the test is skipped
 /// with a note (`make tls-tools` installs them).
@@ -769,13 +738,24 @@ fn keep_alive_get(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStr
     head[9..12].parse().unwrap()
 }
 
-/// Debian's pebble, a real ACME server, with pebble-challtestsrv answering its DNS with 127.0.0.1:
-/// modproxy gets a certificate over HTTP-01, a client that trusts pebble's root fetches a page, and a
-/// forced renewal (the certificate file removed) swaps the certificate while a connection stays open.
-#[test]
-fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_dropping_a_connection() {
+/// Debian's pebble, a real ACME server, with pebble-challtestsrv answering its DNS with 127.0.0.1, and
+/// modproxy asking it for a certificate for [`PEBBLE_NAME`] with `challenge`.
+struct PebbleSite {
+    proxy: Proxy,
+    /// Trusts pebble's root.
+    client: Arc<rustls::ClientConfig>,
+    tls_port: u16,
+    _dns: Running,
+    _pebble: Running,
+}
+
+const PEBBLE_NAME: &str = "site.example.test";
+
+/// `None` (the test skipped) without pebble. With `challenge = "tls-alpn-01"`, pebble's HTTP-01 port is
+/// one nobody listens on, so only the HTTPS listener can prove the name.
+fn pebble_site(challenge: &str) -> Option<PebbleSite> {
     if !have("pebble", "-h") || !have("pebble-challtestsrv", "-h") {
-        return;
+        return None;
     }
     let ca = TestCa::new();
     let home = tempfile::tempdir().unwrap();
@@ -788,7 +768,8 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
     std::fs::write(pebble_dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(pebble_dir.join("cert.pem"), cert).unwrap();
     std::fs::write(pebble_dir.join("key.pem"), key).unwrap();
-    let [port, tls_port, acme_port, management, dns, dns_management] = [0; 6].map(|_| free_port());
+    let [port, tls_port, acme_port, management, dns, dns_management, nobody] = [0; 7].map(|_| free_port());
+    let http_port = if challenge == "tls-alpn-01" { nobody } else { port };
     std::fs::write(
         pebble_dir.join("config.json"),
         serde_json::json!({ "pebble": {
@@ -796,7 +777,7 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": pebble_dir.join("cert.pem"),
             "privateKey": pebble_dir.join("key.pem"),
-            "httpPort": port,
+            "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
@@ -804,7 +785,7 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
         .to_string(),
     )
     .unwrap();
-    let _dns = Running(
+    let dns_server = Running(
         Command::new("pebble-challtestsrv")
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args([
@@ -823,7 +804,7 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
             .spawn()
             .unwrap(),
     );
-    let _pebble = Running(
+    let pebble = Running(
         Command::new("pebble")
             .arg("-config")
             .arg(pebble_dir.join("config.json"))
@@ -837,12 +818,11 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
     );
     wait_listening(acme_port, "pebble");
     wait_listening(dns_management, "pebble-challtestsrv");
-    let name = "site.example.test";
     std::fs::write(
         home.path().join("conf/default.toml"),
         format!(
             "[server]\nport = {port}\nlisten = \"127.0.0.1\"\n[tls]\nport = {tls_port}\n\
-             acme = {{ email = \"dev@example.test\", domains = [\"{name}\"], directory = \"https://127.0.0.1:{acme_port}/dir\", ca_root = \"pebble/ca.pem\", check_every = 1 }}\n"
+             acme = {{ email = \"dev@example.test\", domains = [\"{PEBBLE_NAME}\"], directory = \"https://127.0.0.1:{acme_port}/dir\", ca_root = \"pebble/ca.pem\", check_every = 1, challenge = \"{challenge}\" }}\n"
         ),
     )
     .unwrap();
@@ -860,19 +840,47 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
     assert_eq!(status, 200);
     use rustls::pki_types::pem::PemObject;
     let client = client_trusting(CertificateDer::from_pem_slice(&root).unwrap());
-    let get = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        match exchange(&client, tls_port, name, get.as_bytes()) {
-            Ok((200, _, served)) => break served,
-            other => assert!(
-                Instant::now() < deadline,
-                "no certificate from pebble: {other:?}\n{}",
-                proxy.log()
-            ),
+    Some(PebbleSite {
+        proxy,
+        client,
+        tls_port,
+        _dns: dns_server,
+        _pebble: pebble,
+    })
+}
+
+impl PebbleSite {
+    /// `GET /` for [`PEBBLE_NAME`] over HTTPS, trusting pebble's root.
+    fn get(&self) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+        let get = format!("GET / HTTP/1.1\r\nHost: {PEBBLE_NAME}\r\nConnection: close\r\n\r\n");
+        exchange(&self.client, self.tls_port, PEBBLE_NAME, get.as_bytes())
+    }
+
+    /// The certificate served once pebble has issued one (within 60 s).
+    fn first_certificate(&self) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.get() {
+                Ok((200, _, served)) => return served,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "no certificate from pebble: {other:?}\n{}",
+                    self.proxy.log()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+/// modproxy gets a certificate over HTTP-01, a client that trusts pebble's root fetches a page, and a
+/// forced renewal (the certificate file removed) swaps the certificate while a connection stays open.
+#[test]
+fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_dropping_a_connection() {
+    let Some(site) = pebble_site("http-01") else { return };
+    let (proxy, client, tls_port, name) = (&site.proxy, &site.client, site.tls_port, PEBBLE_NAME);
+    let get = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    let first = site.first_certificate();
     let acme_dir = proxy.home.path().join("certs/acme");
     for file in ["account.json", "site.example.test.pem", "site.example.test.key"] {
         use std::os::unix::fs::PermissionsExt;
@@ -881,13 +889,13 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
     }
 
     // A connection open across the renewal keeps working.
-    let connection = rustls::ClientConnection::new(Arc::clone(&client), ServerName::try_from(name).unwrap()).unwrap();
+    let connection = rustls::ClientConnection::new(Arc::clone(client), ServerName::try_from(name).unwrap()).unwrap();
     let mut open = rustls::StreamOwned::new(connection, TcpStream::connect(("127.0.0.1", tls_port)).unwrap());
     assert_eq!(keep_alive_get(&mut open, name), 200);
     std::fs::remove_file(acme_dir.join("site.example.test.pem")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, _, served) = exchange(&client, tls_port, name, get.as_bytes()).unwrap();
+        let (status, _, served) = exchange(client, tls_port, name, get.as_bytes()).unwrap();
         assert_eq!(status, 200, "the old certificate serves until the new one is in");
         if served != first {
             break;
@@ -900,4 +908,37 @@ fn acme_obtains_a_certificate_from_pebble_and_a_forced_renewal_swaps_it_without_
         200,
         "the open connection survived the renewal"
     );
+}
+
+/// TLS-ALPN-01: pebble checks the name on the HTTPS listener (its HTTP-01 port has nobody behind it),
+/// and the certificate it then issues serves.
+#[test]
+fn acme_obtains_a_certificate_from_pebble_over_tls_alpn_01() {
+    let Some(site) = pebble_site("tls-alpn-01") else { return };
+    site.first_certificate();
+    let (status, _, _) = site.get().unwrap();
+    assert_eq!(status, 200);
+}
+
+/// A request that came in on the TLS listener reaches a `module_http` upstream with
+/// `X-Forwarded-Proto: https`, whatever the client claimed.
+#[test]
+fn forwarded_proto_is_https_over_the_tls_listener() {
+    use support::http_upstream::{Behaviour, Upstream};
+    let up = Upstream::start("a", Behaviour::Echo);
+    let modules = format!(
+        "[module]\nmodule_http = [ {{ module = \"web\", proxy_pass = \"{}\" }} ]\n",
+        up.url()
+    );
+    let https = start_with(&modules, "", &[("site", &["site.test"], &["site.test"])]);
+    let (status, body, _) = https
+        .exchange(
+            &https.client(),
+            "site.test",
+            b"GET /web/x HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], serde_json::json!(["https"]));
 }

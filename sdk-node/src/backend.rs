@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use modproxy_sdk::{Router, Server};
+use modproxy_sdk::{MethodDescription, Router, Server};
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::frames::max_frame_or_default;
 use crate::handler::{HandlerFn, JsHandler};
+use crate::registration::RegisterOptions;
 
 /// The address a backend is bound to, shaped like Node's `server.address()`.
 #[napi(object)]
@@ -92,13 +93,15 @@ impl NativeBackend {
 
     /// Registers `handler` under `name`. It receives a batch of calls, the `data` and `head` of each as
     /// JSON text, and returns one result per call, in order: the reply as JSON text, an error `Outcome`, or
-    /// a promise of an `Outcome`; it must never throw or reject.
+    /// a promise of an `Outcome`; it must never throw or reject. `description` is what `_describe` says
+    /// about it, as JSON text `{"doc", "data", "result"}`.
     #[napi]
     pub fn method(
         &self,
         name: String,
         #[napi(ts_arg_type = "(datas: string[], heads: string[]) => Array<string | Outcome | Promise<Outcome>>")]
         handler: HandlerFn,
+        description: Option<String>,
     ) -> napi::Result<()> {
         if !matches!(*lock(&self.phase), Phase::Idle) {
             return Err(napi::Error::from_reason(format!(
@@ -107,14 +110,30 @@ impl NativeBackend {
         }
         // The core's naming rules (not empty, no leading `_`, each name once); JavaScript gets an Error.
         let handler = JsHandler::new(name.clone(), handler);
-        lock(&self.router)
-            .try_insert(name, Arc::new(handler))
-            .map_err(|refused| napi::Error::from_reason(refused.to_string()))
+        // What `_describe` says about it: `{"doc", "data", "result"}` as JSON text, absent when untyped.
+        let description = match description {
+            Some(text) => serde_json::from_str::<MethodDescription>(&text)
+                .map_err(|e| napi::Error::from_reason(format!("method '{name}': bad description: {e}")))?,
+            None => MethodDescription::default(),
+        };
+        let mut router = lock(&self.router);
+        router
+            .try_insert(name.clone(), Arc::new(handler))
+            .map_err(|refused| napi::Error::from_reason(refused.to_string()))?;
+        router.set_description(&name, description);
+        Ok(())
     }
 
-    /// Binds `addr` (`host:port`) and starts serving; resolves once bound, rejects if binding fails.
+    /// Binds `addr` (`host:port`) and starts serving; resolves once bound, rejects if binding fails. With
+    /// `register`, the server registers in etcd while it serves.
     #[napi]
-    pub async fn listen(&self, addr: String, max_frame: Option<i64>) -> napi::Result<BoundAddress> {
+    pub async fn listen(
+        &self,
+        addr: String,
+        max_frame: Option<i64>,
+        register: Option<RegisterOptions>,
+    ) -> napi::Result<BoundAddress> {
+        let registration = register.map(modproxy_sdk::Registration::try_from).transpose()?;
         {
             let mut phase = lock(&self.phase);
             match *phase {
@@ -126,7 +145,10 @@ impl NativeBackend {
                 }
             }
         }
-        let bound = bind(&addr, max_frame).await;
+        let bound = bind(&addr, max_frame).await.map(|server| match registration {
+            Some(registration) => server.register(registration),
+            None => server,
+        });
         let mut phase = lock(&self.phase);
         let server = match bound {
             Ok(server) => server,

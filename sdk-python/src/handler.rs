@@ -29,6 +29,8 @@ pub struct MethodSpec {
     pub takes_head: bool,
     /// Whether the function is `async def`.
     pub is_async: bool,
+    /// What `_describe` says about it: `{"doc", "data", "result"}` as JSON text, derived from its hints.
+    pub description: String,
 }
 
 /// A Python function serving one method.

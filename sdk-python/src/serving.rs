@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modproxy_sdk::frame::DEFAULT_MAX_FRAME;
-use modproxy_sdk::{Router, Server};
+use modproxy_sdk::{MethodDescription, Router, Server};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::handler::{MethodSpec, PyHandler};
 use crate::log::logger;
+use crate::registration::PyRegistration;
 
 /// How often a blocking `serve` wakes up to let Python run its signal handlers. Python only runs them on
 /// the main thread between bytecodes, never while that thread waits inside Rust.
@@ -27,20 +28,21 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 /// handler that raises it): gracefully, or at once if a second one comes during the shutdown. Any other
 /// exception raised by a signal handler stops the server and propagates.
 #[pyfunction]
-#[pyo3(signature = (addr, methods, *, max_frame = DEFAULT_MAX_FRAME, event_loop = None))]
+#[pyo3(signature = (addr, methods, *, max_frame = DEFAULT_MAX_FRAME, event_loop = None, register = None))]
 pub fn serve(
     py: Python<'_>,
     addr: &str,
     methods: Vec<MethodSpec>,
     max_frame: usize,
     event_loop: Option<Bound<'_, PyAny>>,
+    register: Option<PyRef<'_, PyRegistration>>,
 ) -> PyResult<()> {
     let locals = event_loop
         .map(|event_loop| TaskLocals::new(event_loop).copy_context(py))
         .transpose()?;
     let router = router(methods, locals.as_ref())?;
     let runtime = pyo3_async_runtimes::tokio::get_runtime();
-    let server = bind(py, runtime, addr, max_frame)?;
+    let server = bind(py, runtime, addr, max_frame, register.map(|r| r.inner.clone()))?;
 
     let (stop, stopped) = oneshot::channel::<()>();
     let (stop_now, stopped_now) = oneshot::channel::<()>();
@@ -86,17 +88,18 @@ pub fn serve(
 /// address is bound before this returns, so bind errors are raised here. Cancelling the awaitable stops
 /// accepting connections and lets requests in flight finish in the background.
 #[pyfunction]
-#[pyo3(signature = (addr, methods, *, max_frame = DEFAULT_MAX_FRAME))]
+#[pyo3(signature = (addr, methods, *, max_frame = DEFAULT_MAX_FRAME, register = None))]
 pub fn serve_async<'py>(
     py: Python<'py>,
     addr: &str,
     methods: Vec<MethodSpec>,
     max_frame: usize,
+    register: Option<PyRef<'py, PyRegistration>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let locals = TaskLocals::with_running_loop(py)?.copy_context(py)?;
     let router = router(methods, Some(&locals))?;
     let runtime = pyo3_async_runtimes::tokio::get_runtime();
-    let server = bind(py, runtime, addr, max_frame)?;
+    let server = bind(py, runtime, addr, max_frame, register.map(|r| r.inner.clone()))?;
     pyo3_async_runtimes::tokio::future_into_py_with_locals(py, locals, async move {
         let (stop, stopped) = oneshot::channel::<()>();
         // Dropped when the awaitable is cancelled (the future is dropped), which starts the graceful stop.
@@ -124,16 +127,29 @@ fn router(methods: Vec<MethodSpec>, event_loop: Option<&TaskLocals>) -> PyResult
             }
         };
         let name = spec.name.clone();
+        let description = serde_json::from_str::<MethodDescription>(&spec.description)
+            .map_err(|e| PyValueError::new_err(format!("method '{name}': bad description: {e}")))?;
         router
-            .try_insert(name, Arc::new(PyHandler::new(spec, locals)))
+            .try_insert(name.clone(), Arc::new(PyHandler::new(spec, locals)))
             .map_err(|refused| PyValueError::new_err(refused.to_string()))?;
+        router.set_description(&name, description);
     }
     Ok(router)
 }
 
-/// Binds the listener without holding the GIL, and logs where it listens.
-fn bind(py: Python<'_>, runtime: &Runtime, addr: &str, max_frame: usize) -> PyResult<Server> {
-    let server = py.detach(|| runtime.block_on(Server::bind(addr)))?.max_frame(max_frame);
+/// Binds the listener without holding the GIL, and logs where it listens. With `register`, the server
+/// registers in etcd while it serves.
+fn bind(
+    py: Python<'_>,
+    runtime: &Runtime,
+    addr: &str,
+    max_frame: usize,
+    register: Option<modproxy_sdk::Registration>,
+) -> PyResult<Server> {
+    let mut server = py.detach(|| runtime.block_on(Server::bind(addr)))?.max_frame(max_frame);
+    if let Some(registration) = register {
+        server = server.register(registration);
+    }
     let local = server.local_addr()?.to_string();
     logger(py)?.call_method1("info", ("serving on %s", local))?;
     Ok(server)

@@ -5,6 +5,9 @@ use serde_json::{Map, Value};
 
 use crate::error::MethodError;
 
+/// Method names beginning with this are the protocol's own (`_ping`, `_pipeline`, `_describe`).
+pub const RESERVED_PREFIX: char = '_';
+
 /// The `head` of a request: routing and identity fields, set by the browser or by the proxy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Head {

@@ -69,19 +69,30 @@
 
 pub mod client;
 pub mod codec;
+pub mod describe;
 pub mod dispatch;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod frame;
 pub mod pipeline;
+#[cfg(feature = "etcd")]
+pub mod registration;
 pub mod router;
 pub mod server;
 
 pub use client::{BlockingClient, Client, ClientError};
 pub use codec::{decode_stream, DecodedStream, LengthLineCodec, StreamDecoder};
+pub use describe::{MethodDescription, DESCRIBE_METHOD};
 pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
 pub use envelope::{Head, Request};
 pub use error::MethodError;
 pub use frame::FrameError;
+#[cfg(feature = "etcd")]
+pub use registration::{Registered, Registration};
 pub use router::{RegisterError, Router};
+/// The `schemars` this crate derives `_describe`'s schemas with, for `#[derive(JsonSchema)]` at the same version.
+#[cfg(feature = "schemars")]
+pub use schemars;
 pub use server::{serve, Server};

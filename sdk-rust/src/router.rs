@@ -9,8 +9,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::describe::{self, MethodDescription, DESCRIBE_METHOD};
 use crate::dispatch::{encode_reply, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
-use crate::envelope::{Head, Request};
+use crate::envelope::{Head, Request, RESERVED_PREFIX};
 use crate::error::MethodError;
 
 /// Maps `head.method` to a handler.
@@ -33,9 +34,17 @@ use crate::error::MethodError;
 /// let refused = Router::new().try_handler("_ping", |_: modproxy_sdk::Request| async { Ok(().into()) });
 /// assert!(matches!(refused, Err(modproxy_sdk::RegisterError::Reserved(_))));
 /// ```
+///
+/// It also answers `_describe` (PROTOCOL.md section 5) with every registered method: handlers registered
+/// with [`Router::described`] give the JSON Schemas of their types, [`Router::doc`] a doc string, and the
+/// rest are described as taking and giving any JSON.
 #[derive(Clone, Default)]
 pub struct Router {
     handlers: HashMap<String, Arc<dyn Handler>>,
+    /// Only the methods described beyond the default.
+    descriptions: HashMap<String, MethodDescription>,
+    /// The method [`Router::doc`] documents.
+    last: Option<String>,
 }
 
 impl Router {
@@ -104,6 +113,101 @@ impl Router {
         self.try_handler(name, typed)
     }
 
+    /// Registers a typed handler like [`Router::method`], whose `data` and reply types also describe it in
+    /// the `_describe` reply, as JSON Schemas derived with `#[derive(JsonSchema)]` (the `schemars`
+    /// feature, on by default).
+    ///
+    /// ```
+    /// use modproxy_sdk::{MethodError, Router};
+    /// use schemars::JsonSchema;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Deserialize, JsonSchema)]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// #[derive(Serialize, JsonSchema)]
+    /// struct Sum { sum: i64 }
+    ///
+    /// let router = Router::new()
+    ///     .described("add", |args: Add| async move { Ok::<_, MethodError>(Sum { sum: args.a + args.b }) })
+    ///     .doc("Adds two integers.");
+    /// let add = &router.describe()["methods"][0];
+    /// assert_eq!(add["doc"], "Adds two integers.");
+    /// assert_eq!(add["data"]["required"], serde_json::json!(["a", "b"]));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` may not be registered (see [`Router::try_method`]).
+    #[cfg(feature = "schemars")]
+    pub fn described<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        R: Serialize + schemars::JsonSchema + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        self.described_with_head(name, move |data: T, _head: Head| handler(data))
+    }
+
+    /// Registers a typed handler that takes `data` and the request's `head`, described by its types like
+    /// [`Router::described`].
+    ///
+    /// # Panics
+    ///
+    /// If `name` may not be registered (see [`Router::try_method`]).
+    #[cfg(feature = "schemars")]
+    pub fn described_with_head<T, R, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        R: Serialize + schemars::JsonSchema + Send + 'static,
+        F: Fn(T, Head) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
+    {
+        let name = name.into();
+        let mut router = self.method_with_head(name.clone(), handler);
+        let description = router.descriptions.entry(name).or_default();
+        description.data = describe::schema_of::<T>();
+        description.result = describe::schema_of::<R>();
+        router
+    }
+
+    /// Sets the doc string `_describe` gives for the method registered last.
+    ///
+    /// # Panics
+    ///
+    /// If no method has been registered yet.
+    #[track_caller]
+    pub fn doc(mut self, doc: impl Into<String>) -> Self {
+        let name = self
+            .last
+            .clone()
+            .expect("Router::doc documents the method registered before it; register one first");
+        self.descriptions.entry(name).or_default().doc = Some(doc.into());
+        self
+    }
+
+    /// Sets what `_describe` says about the registered method `name`. This is what the language bindings
+    /// use, with schemas their own language derived. Returns `false` (and keeps nothing) if no method is
+    /// registered under `name`.
+    pub fn set_description(&mut self, name: &str, description: MethodDescription) -> bool {
+        if !self.handlers.contains_key(name) {
+            return false;
+        }
+        self.descriptions.insert(name.to_owned(), description);
+        true
+    }
+
+    /// The `_describe` reply: every registered method, in name order.
+    pub fn describe(&self) -> serde_json::Value {
+        let untyped = MethodDescription::default();
+        describe::document(
+            self.handlers
+                .keys()
+                .map(|name| (name.as_str(), self.descriptions.get(name).unwrap_or(&untyped))),
+        )
+    }
+
     /// Registers a type-erased handler that receives the whole request.
     ///
     /// # Panics
@@ -124,7 +228,8 @@ impl Router {
     pub fn try_insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) -> Result<(), RegisterError> {
         let name = name.into();
         check_method_name(&name, self.handlers.contains_key(&name))?;
-        self.handlers.insert(name, handler);
+        self.handlers.insert(name.clone(), handler);
+        self.last = Some(name);
         Ok(())
     }
 
@@ -144,10 +249,12 @@ impl Router {
 impl Backend for Router {
     fn handle(&self, request: Request) -> impl Future<Output = HandlerResult> + Send {
         let handler = self.handlers.get(&request.head.method).cloned();
+        let described = (handler.is_none() && request.head.method == DESCRIBE_METHOD).then(|| self.describe());
         async move {
-            match handler {
-                Some(handler) => handler.call(request).await,
-                None => Err(MethodError::method_not_found(&request.head.method)),
+            match (handler, described) {
+                (Some(handler), _) => handler.call(request).await,
+                (None, Some(document)) => Ok(document),
+                (None, None) => Err(MethodError::method_not_found(&request.head.method)),
             }
         }
     }
@@ -156,6 +263,11 @@ impl Backend for Router {
         // Called before the future is polled, so the handler's own future is all that stays boxed.
         let reply = match self.handlers.get(&request.head.method) {
             Some(handler) => Ok(handler.call_raw(request)),
+            // Looked up only after the handlers miss, so the hot path pays nothing for it.
+            None if request.head.method == DESCRIBE_METHOD => {
+                let document = encode_reply(&self.describe());
+                Ok(Box::pin(std::future::ready(document)) as BoxFuture<RawHandlerResult>)
+            }
             None => Err(MethodError::method_not_found(&request.head.method)),
         };
         async move { reply?.await }
@@ -193,9 +305,6 @@ pub fn check_method_name(name: &str, already_registered: bool) -> Result<(), Reg
         Ok(())
     }
 }
-
-/// Method names beginning with this are the protocol's own.
-pub const RESERVED_PREFIX: char = '_';
 
 /// The router a builder method returns, or the registration error as a panic.
 #[track_caller]
@@ -323,5 +432,45 @@ mod tests {
         let error = router.handle(Request::new("n", json!("seven"))).await.unwrap_err();
         assert_eq!(error.code, "bad_request");
         assert!(error.message.contains("'n'"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn describe_answers_for_typed_and_untyped_methods() {
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
+        struct AddTodo {
+            title: String,
+        }
+        let router = Router::new()
+            .method("plain", |v: Value| async move { Ok::<_, MethodError>(v) })
+            .described("add", |t: AddTodo| async move { Ok::<_, MethodError>(t.title) })
+            .doc("Adds a todo.");
+        let payload = Request::new(DESCRIBE_METHOD, Value::Null).to_vec();
+        let reply: Value = serde_json::from_slice(&crate::dispatch(&router, &payload).await).unwrap();
+        assert_eq!(
+            reply,
+            router.handle(Request::new(DESCRIBE_METHOD, Value::Null)).await.unwrap()
+        );
+        let methods = reply["methods"].as_array().unwrap();
+        assert_eq!(methods[0]["name"], "add");
+        assert_eq!(methods[0]["doc"], "Adds a todo.");
+        assert_eq!(methods[0]["data"]["properties"]["title"]["type"], "string");
+        assert_eq!(methods[0]["result"]["type"], "string");
+        assert_eq!(
+            methods[1],
+            json!({"name": "plain", "doc": null, "data": {}, "result": {}})
+        );
+        assert_eq!(describe::check_document(&reply), Ok(()));
+    }
+
+    #[test]
+    fn a_description_needs_a_registered_method() {
+        let mut router = Router::new().method("a", |v: Value| async move { Ok::<_, MethodError>(v) });
+        assert!(!router.set_description("b", MethodDescription::default()));
+        let doc = MethodDescription {
+            doc: Some("A.".into()),
+            ..MethodDescription::default()
+        };
+        assert!(router.set_description("a", doc));
+        assert_eq!(router.describe()["methods"][0]["doc"], "A.");
     }
 }

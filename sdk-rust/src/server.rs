@@ -45,6 +45,8 @@ pub struct Server {
     max_frame: usize,
     idle_timeout: Duration,
     shutdown_grace: Duration,
+    #[cfg(feature = "etcd")]
+    registration: Option<crate::registration::Registration>,
 }
 
 impl Server {
@@ -61,6 +63,8 @@ impl Server {
             max_frame: DEFAULT_MAX_FRAME,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            #[cfg(feature = "etcd")]
+            registration: None,
         }
     }
 
@@ -88,6 +92,14 @@ impl Server {
         self
     }
 
+    /// Registers this server in etcd while it serves: from when it listens until its shutdown begins
+    /// (the lease is revoked before in-flight requests drain, so the proxy stops sending new ones).
+    #[cfg(feature = "etcd")]
+    pub fn register(mut self, registration: crate::registration::Registration) -> Self {
+        self.registration = Some(registration);
+        self
+    }
+
     /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully. A second Ctrl-C or SIGTERM during the
     /// shutdown (a terminal's Ctrl-C, then a supervisor's kill) stops at once, without waiting for the
     /// requests in flight.
@@ -109,7 +121,7 @@ impl Server {
     /// Like [`Server::serve_with_shutdown`], and if `now` completes during the shutdown grace, returns at
     /// once: the requests still in flight get no reply. `now` is first polled when the shutdown begins.
     pub async fn serve_until<B: Backend>(
-        self,
+        #[allow(unused_mut)] mut self,
         backend: B,
         shutdown: impl Future<Output = ()>,
         now: impl Future<Output = ()>,
@@ -119,6 +131,8 @@ impl Server {
         let tracker = TaskTracker::new();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "backend listening");
+        #[cfg(feature = "etcd")]
+        let registered = self.start_registration(addr)?;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -142,6 +156,10 @@ impl Server {
             tracker.spawn(connection.run(stream, peer));
         }
         drop(self.listener);
+        #[cfg(feature = "etcd")]
+        if let Some(registered) = registered {
+            registered.revoke().await;
+        }
         stop.cancel();
         tracker.close();
         tokio::select! {
@@ -155,6 +173,25 @@ impl Server {
         }
         tracing::info!(%addr, "backend stopped");
         Ok(())
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Server {
+    fn start_registration(&mut self, local: SocketAddr) -> io::Result<Option<crate::registration::Registered>> {
+        let Some(registration) = self.registration.take() else {
+            return Ok(None);
+        };
+        let address = registration.address_for(local).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("registration: the server listens on {local}; set the address to advertise"),
+            )
+        })?;
+        let registered = registration
+            .start(address)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(Some(registered))
     }
 }
 

@@ -85,3 +85,26 @@ def test_a_stopped_backend_fails_only_its_module(stack: Stack) -> None:
     stack.start_backend("python")
     time.sleep(0.6)
     assert call(stack, "todo-python", "list") == (200, {"todos": []})
+
+
+#: Whose ``count`` each example's ``stats`` asks for, through the proxy (the examples' defaults).
+PEERS = {"python": "node", "node": "rust", "rust": "python"}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_stats_calls_the_peer_backend_through_the_proxy(
+    stack: Stack, lang: str
+) -> None:
+    peer = PEERS[lang]
+    for i in range(3):
+        assert call(stack, f"todo-{peer}", "add", {"title": f"peer {i}"})[0] == 200
+    assert call(stack, f"todo-{lang}", "add", {"title": "mine"})[0] == 200
+    assert call(stack, f"todo-{lang}", "stats") == (
+        200,
+        {"count": 1, "peer": f"todo-{peer}", "peer_count": 3},
+    )
+    # The proxy's refusal to reach a stopped peer passes on as this backend's error reply.
+    stack.stop(peer)
+    _, reply = call(stack, f"todo-{lang}", "stats")
+    assert reply["error"]["code"] == "bad_gateway", reply
+    assert f"todo-{peer}" in reply["error"]["message"], reply

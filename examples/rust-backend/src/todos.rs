@@ -6,7 +6,7 @@ use serde::Serialize;
 pub const MAX_TITLE_CHARS: usize = 200;
 
 /// One todo, as it is sent to the browser.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Todo {
     /// Assigned by the list, starting at 1, never reused.
     pub id: u64,

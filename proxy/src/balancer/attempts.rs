@@ -175,7 +175,7 @@ pub async fn run<A: Attempt>(
     may_resend: bool,
     request: &mut A,
 ) -> Result<Answered<A::Answer>, Unanswered<A::Error>> {
-    let mut tried = Vec::with_capacity(balancer.nodes().len());
+    let mut tried = Vec::with_capacity(balancer.node_count());
     let mut resends = Resends::default();
     while let Some(pick) = balancer.pick(&tried) {
         let node = balancer.node(pick.index);
@@ -193,7 +193,7 @@ pub async fn run<A: Attempt>(
         let mut resend = false;
         loop {
             let started = balancer.answers(pick.index);
-            let miss = match request.attempt(pick.index, node, resend).await {
+            let miss = match request.attempt(pick.index, &node, resend).await {
                 Ok(answer) => {
                     balancer.answered(pick);
                     return Ok(Answered {
@@ -245,7 +245,7 @@ pub async fn run<A: Attempt>(
 
 /// The names of the nodes `tried`, for an error message.
 pub fn describe(balancer: &Balancer, tried: &[usize]) -> String {
-    let names: Vec<&str> = tried.iter().map(|&i| &**balancer.node(i).name()).collect();
+    let names: Vec<_> = tried.iter().map(|&i| balancer.node(i).name().clone()).collect();
     names.join(", ")
 }
 

@@ -21,7 +21,11 @@ impl Node {
             let uri = configured.parse::<Uri>().ok();
             let host = uri.as_ref().and_then(Uri::host).unwrap_or("localhost");
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.as_ref().and_then(Uri::port_u16).unwrap_or(80);
+            let https = uri.as_ref().and_then(Uri::scheme_str) == Some("https");
+            let port = uri
+                .as_ref()
+                .and_then(Uri::port_u16)
+                .unwrap_or(if https { 443 } else { 80 });
             let address = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
@@ -43,6 +47,14 @@ impl Node {
             host_header,
             weight,
         }
+    }
+
+    /// The same node, sent `host` as `Host` (a node found through a DNS name keeps the name configured).
+    pub fn with_host(mut self, host: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(host) {
+            self.host_header = value;
+        }
+        self
     }
 
     /// The nodes of `configured`, in order, each with its weight (1 where `weights` has none).
@@ -69,6 +81,25 @@ impl Node {
         &self.host_header
     }
 
+    /// For an `https://` node, the name its certificate must carry: the host of the `Host` it is sent (for
+    /// a node found through DNS, the name configured, not the address it resolved to).
+    pub fn tls_name(&self) -> Option<String> {
+        if !self.name.starts_with("https://") {
+            return None;
+        }
+        let authority = self.host_header.to_str().ok()?;
+        let host = authority
+            .parse::<http::uri::Authority>()
+            .map_or(authority.to_owned(), |authority| {
+                authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            });
+        Some(host)
+    }
+
     /// Its share of requests relative to the other nodes.
     pub fn weight(&self) -> u32 {
         self.weight
@@ -92,6 +123,11 @@ mod tests {
             ("example.test:80", &b"example.test"[..])
         );
         assert_eq!(Node::new("http://[::1]:9000", 1).address(), "[::1]:9000");
+        let node = Node::new("https://example.test", 1);
+        assert_eq!(
+            (node.address(), node.host_header().as_bytes()),
+            ("example.test:443", &b"example.test"[..])
+        );
     }
 
     #[test]

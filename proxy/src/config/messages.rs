@@ -67,14 +67,18 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
             "an array of addresses or networks in quotes, like [\"10.0.0.0/8\"]"
         }
         ("server", _, "http2_max_streams") => AT_LEAST_ONE,
-        ("server", _, "raw_frames" | "proxy_protocol" | "dotfiles") | (_, _, "keepalive" | "pass_host") => {
+        ("server", _, "raw_frames" | "proxy_protocol" | "dotfiles") | (_, _, "keepalive" | "pass_host" | "insecure") => {
             BOOLEAN
         }
         ("stream", _, "listen") => "an address with a port in quotes, like \"127.0.0.1:15432\"",
         ("stream", _, "proxy_pass") => "host:port nodes: a string like \"10.0.0.5:5432, 10.0.0.6:5432\" or an array of strings",
         ("module", _, "module") => "a module name in quotes, like \"api\"",
+        ("module", _, "discover") => "where the module's nodes are registered: \"etcd\"",
+        ("module", _, "etcd_prefix") => "an etcd key prefix in quotes, like \"/modproxy/modules/api/\"",
+        ("discovery", _, "etcd") => "an array of etcd client URLs, like [\"http://127.0.0.1:2379\"]",
         ("module", _, "proxy_pass") => "upstream URLs: a string like \"http://127.0.0.1:8081, http://127.0.0.1:8082\" or an array of strings",
         ("module", _, "forward_pass") => "host:port nodes: a string like \"127.0.0.1:21231, 127.0.0.1:21232 weight=3\" or an array of strings and { addr = \"host:port\", weight = N } tables",
+        ("module", _, "ca_file") => "a PEM file of CA certificates in quotes, like \"certs/upstream-ca.pem\"",
         ("module", _, "addr") => "a node address in quotes, like \"127.0.0.1:21231\"",
         ("module", _, "weight") => "a whole number from 1 to 4294967295",
         ("module", _, "ip") => "an IP address in quotes, like \"127.0.0.1\"",
@@ -85,12 +89,18 @@ fn expected(path: &KeyPath) -> Option<&'static str> {
         ("module", _, "add_headers") => "a table of headers, like { \"Cache-Control\" = \"no-store\" }",
         ("module", _, "head") => "a table of fields, like { token = \"header:Authorization\" }",
         ("module", _, "max_lanes") => AT_LEAST_ONE,
+        ("module", _, "lane_overdue_share") => "a share of timeout: a number above 0 and at most 1, like 0.25",
+        ("module", _, "lane_idle_timeout") => SECONDS,
+        ("module", _, "validate") => BOOLEAN,
         ("module", _, "pipeline") => "a whole number from 0 up (2 or more sends requests without waiting)",
         (_, _, "connect_timeout" | "timeout" | "fail_timeout" | "idle_timeout" | "max_conns_wait" | "header_timeout" | "body_timeout" | "body_chunk_timeout" | "send_timeout" | "websocket_idle_timeout") => SECONDS,
-        ("server" | "upstream" | "log", "", _) if key == section => "a section: [KEY] on a line of its own, its keys below it",
+        ("discovery", _, "nameservers") => "an array of addresses with ports in quotes, like [\"127.0.0.1:53\"]",
+        ("discovery", _, "dns_min_ttl" | "dns_max_ttl") => SECONDS,
+        ("server" | "upstream" | "log" | "discovery", "", _) if key == section => "a section: [KEY] on a line of its own, its keys below it",
         ("stream", "", "stream") => "[[stream]] sections, each with listen and proxy_pass below it",
         ("module", "module", "module_html" | "module_http" | "module_socket") => "an array of entries, like [ { module = \"api\", ... } ]",
         ("log", _, "access") => "a file in quotes, like \"logs/access.log\", or \"off\" (or true / false)",
+        ("tls", "acme", "challenge") => "\"http-01\" or \"tls-alpn-01\"",
         ("log", _, "access_format") => "\"combined\" or \"json\"",
         ("log", _, "level") => "\"error\", \"warn\", \"info\" or \"debug\"",
         _ => return None,

@@ -44,6 +44,19 @@ pub struct Config {
     pub streams: Vec<StreamConfig>,
     /// `[tls]`: the HTTPS listener, when configured.
     pub tls: Option<TlsConfig>,
+    /// `[discovery]`: where and how often nodes named in DNS are looked up.
+    pub dns: DnsSettings,
+}
+
+/// `[discovery]`: how nodes named in DNS are looked up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// Where queries go; empty = the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// The shortest wait before a name is looked up again, whatever its TTL.
+    pub min_ttl: std::time::Duration,
+    /// The longest wait before a name is looked up again, whatever its TTL.
+    pub max_ttl: std::time::Duration,
 }
 
 /// `[tls]`, resolved: an HTTPS listener beside the HTTP one.
@@ -78,6 +91,20 @@ pub struct AcmeConfig {
     pub check_every: Duration,
     /// Where the account and the certificates are kept: `HOME/certs/acme`.
     pub dir: PathBuf,
+    /// How the names are proven (`challenge`).
+    pub challenge: AcmeChallenge,
+}
+
+/// `[tls] acme.challenge`: how the ACME server checks that the names are this server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AcmeChallenge {
+    /// A file fetched from the plain HTTP port (which must be reachable as port 80).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A certificate the HTTPS listener shows for ALPN `acme-tls/1` (it must be reachable as port 443).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// One `[[tls.certificate]]`: PEM files (absolute) and the server names they answer.
@@ -238,8 +265,33 @@ pub struct Upstream {
     pub pipeline: usize,
     /// Socket modules with `pipeline`: most shared connections (lanes) open at once to one node.
     pub max_lanes: usize,
+    /// Socket modules with `pipeline`: the share of `timeout` a lane's oldest request may wait before the
+    /// lane takes no new requests.
+    pub lane_overdue_share: f64,
+    /// Socket modules with `pipeline`: how long a lane with nothing to do stays open.
+    pub lane_idle_timeout: Duration,
+    /// Socket modules: check each request's `data` against its method's schema from `_describe`.
+    pub validate: bool,
     /// HTTP modules: send the client's `Host` instead of the upstream's.
     pub pass_host: bool,
+    /// HTTP modules: PEM CA certificates trusted for `https://` nodes besides the system's (`ca_file`).
+    pub ca_file: Option<PathBuf>,
+    /// HTTP modules: `https://` nodes' certificates are not checked (`insecure = true`).
+    pub insecure: bool,
+    /// Where the module's nodes are found at run time (`discover`), if anywhere.
+    pub discover: Option<Discovery>,
+}
+
+/// A discovery source of a module (`discover`), with what it needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `discover = "etcd"`: the addresses registered under `prefix` in the `[discovery] etcd` cluster.
+    Etcd {
+        /// The cluster's client URLs (`http://host:port`).
+        endpoints: Vec<String>,
+        /// `etcd_prefix`, or `/modproxy/modules/<module>/`.
+        prefix: String,
+    },
 }
 
 /// The node-selection policy of a module (`balance`).
@@ -388,6 +440,27 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
     }
 
     #[test]
+    fn validate_is_for_socket_modules() {
+        let config = parse(
+            "[module]\nmodule_socket = [ { module = \"s\", forward_pass = \"127.0.0.1:1\", validate = true } ]\n",
+        )
+        .unwrap();
+        let Module::Socket(s) = &config.modules["s"] else {
+            panic!()
+        };
+        assert!(s.validate);
+        let error = parse(
+            "[module]\nmodule_http = [ { module = \"h\", proxy_pass = \"http://127.0.0.1:1\", validate = true } ]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("module_http \"h\": validate is for module_socket"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn pipeline_is_for_kept_connections() {
         let config = parse(concat!(
             "[module]\n",
@@ -450,7 +523,13 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
             ("[module]\nmodule_socket = [ { module = \"a\" } ]\n", "no nodes"),
             ("[module]\nmodule_socket = [ { module = \"a\", forward_pass = \"nohost\" } ]\n", "host:port"),
             ("[module]\nmodule_socket = [ { module = \"a\", ip = \"127.0.0.1\" } ]\n", "both ip and port"),
-            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"https://x\" } ]\n", "http://"),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"ftp://x\" } ]\n", "http:// or https://"),
+            (
+                "[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"https://x\", pipeline = 4 } ]\n",
+                "for http:// nodes only",
+            ),
+            ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"http://x\", insecure = true } ]\n", "has none"),
+            ("[module]\nmodule_socket = [ { module = \"a\", forward_pass = \"x:1\", ca_file = \"c\" } ]\n", "module_http"),
             ("[module]\nmodule_http = [ { module = \"a\", proxy_pass = \"http://x/p\" } ]\n", "host:port only"),
             ("[module]\nmodule_http = [ { module = \"a\", forward_pass = \"x:1\" } ]\n", "use proxy_pass"),
             ("[module]\nmodule_html = [ { module = \"a/b\", path = \"x\" } ]\n", "URL path segment"),
@@ -467,6 +546,28 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         }
     }
 
+    #[test]
+    fn a_module_discovered_in_etcd_gets_the_cluster_and_its_prefix() {
+        let config = parse(
+            "[discovery]\netcd = [\"http://127.0.0.1:2379\"]\n[module]\nmodule_socket = [\n  \
+             { module = \"s\", discover = \"etcd\" },\n  \
+             { module = \"t\", discover = \"etcd\", etcd_prefix = \"/x/\" },\n  \
+             { module = \"u\", forward_pass = \"h:1\" },\n]\n",
+        )
+        .unwrap();
+        let discover = |name: &str| match &config.modules[name] {
+            Module::Socket(upstream) => upstream.discover.clone(),
+            other => panic!("{other:?}"),
+        };
+        let etcd = |prefix: &str| Discovery::Etcd {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: prefix.into(),
+        };
+        assert_eq!(discover("s"), Some(etcd("/modproxy/modules/s/")));
+        assert_eq!(discover("t"), Some(etcd("/x/")));
+        assert_eq!(discover("u"), None);
+    }
+
     /// Every key of README's configuration reference, given a value of the wrong kind or out of range:
     /// the message names the line, the key, and what to write.
     #[test]
@@ -479,7 +580,16 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
         };
         let html = |entry: &str| format!("[module]\nmodule_html = [ {{ module = \"a\", path = \"x\", {entry} }} ]\n");
         let stream = |entry: &str| format!("[[stream]]\nlisten = \"127.0.0.1:1\"\nproxy_pass = \"h:1\"\n{entry}\n");
-        let cases: Vec<(String, &str)> = vec![
+        let cases: Vec<(String, &str)> =
+            vec![
+            (
+                "[discovery]\ndns_max_ttl = \"long\"\n".into(),
+                "line 3: dns_max_ttl: expected a number of seconds",
+            ),
+            (
+                "[discovery]\nnameservers = [\"127.0.0.1\"]\n".into(),
+                "line 3: [discovery] nameservers: \"127.0.0.1\" is not an address with a port",
+            ),
             (
                 "[server]\nport = \"eighty\"\n".into(),
                 "line 3: port: expected an integer from 1 to 65535, found the string \"eighty\"",
@@ -586,6 +696,14 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
                 "line 3: pass_host: expected true or false (without quotes), found 1",
             ),
             (
+                http("insecure = \"yes\""),
+                "line 3: insecure: expected true or false (without quotes)",
+            ),
+            (
+                http("ca_file = 1"),
+                "line 3: ca_file: expected a PEM file of CA certificates",
+            ),
+            (
                 "[module]\nmodule_socket = [ { module = \"s\", forward_pass = 21231 } ]\n".into(),
                 "line 3: forward_pass: expected host:port nodes",
             ),
@@ -658,6 +776,17 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
                 "line 3: max_lanes: expected a whole number from 1 up",
             ),
             (socket("max_lanes = 0"), "max_lanes must be at least 1"),
+            (socket("validate = \"yes\""), "line 3: validate: expected true or false"),
+            (
+                socket("lane_overdue_share = \"half\""),
+                "line 3: lane_overdue_share: expected a share of timeout",
+            ),
+            (socket("lane_overdue_share = 1.5"), "lane_overdue_share must be above 0 and at most 1"),
+            (
+                socket("lane_idle_timeout = -1"),
+                "line 3: lane_idle_timeout: expected a number of seconds",
+            ),
+            (socket("lane_idle_timeout = 0"), "lane_idle_timeout must be more than 0"),
             (socket("head = \"x\""), "line 3: head: expected a table of fields"),
             (
                 socket("head = { token = 1 }"),
@@ -686,6 +815,33 @@ module_http = [ { module = "b", proxy_pass = ["http://127.0.0.1:2/"] } ]
             (
                 socket("keepalive = \"no\""),
                 "line 3: keepalive: expected true or false",
+            ),
+            (
+                socket("discover = \"consul\""),
+                "line 3: discover: expected where the module's nodes are registered: \"etcd\"",
+            ),
+            (
+                socket("discover = \"etcd\""),
+                "line 3: module_socket \"s\": discover = \"etcd\" needs [discovery] etcd",
+            ),
+            (
+                socket("etcd_prefix = 5"),
+                "line 3: etcd_prefix: expected an etcd key prefix in quotes",
+            ),
+            (
+                socket("etcd_prefix = \"/m/\""),
+                "line 3: module_socket \"s\": etcd_prefix needs discover = \"etcd\"",
+            ),
+            (
+                format!(
+                    "[discovery]\netcd = [\"http://e:2379\"]\n{}",
+                    socket("discover = \"etcd\", etcd_prefix = \"/m\"")
+                ),
+                "line 5: module_socket \"s\": etcd_prefix \"/m\" must end with '/'",
+            ),
+            (
+                "[discovery]\netcd = \"http://127.0.0.1:2379\"\n".into(),
+                "line 3: etcd: expected an array of etcd client URLs",
             ),
             (
                 "[upstream]\nconnect_timeout = \"3\"\n".into(),
@@ -883,6 +1039,7 @@ fail_timeout = 5
             (acme.renew_before, acme.check_every),
             (Duration::from_secs(30 * 86_400), Duration::from_secs(12 * 3600))
         );
+        assert_eq!(acme.challenge, AcmeChallenge::Http01, "HTTP-01 unless told otherwise");
 
         let cert = "[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\n";
         let cases = [
@@ -907,6 +1064,10 @@ fail_timeout = 5
             (
                 "[tls]\nport = 8443\nredirect = true\n".to_owned() + cert,
                 "unknown key 'redirect'",
+            ),
+            (
+                "[tls]\nport = 8443\nacme = { email = \"a@b.c\", domains = [\"a.test\"], directory = \"https://acme.test/\", challenge = \"dns-01\" }\n".to_owned(),
+                "expected \"http-01\" or \"tls-alpn-01\"",
             ),
         ];
         for (text, needle) in cases {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AccessFormat, Balance, LogLevel, RateLimit};
+use super::{AccessFormat, AcmeChallenge, Balance, LogLevel, RateLimit};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -26,6 +26,15 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) stream: Vec<RawStream>,
     pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) discovery: RawDiscovery,
+}
+
+/// A module's `discover` value.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum DiscoverFrom {
+    Etcd,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +127,8 @@ pub(super) struct RawBackendModule {
     pub(super) ip: Option<String>,
     pub(super) port: Option<u16>,
     pub(super) pass_host: Option<bool>,
+    pub(super) ca_file: Option<String>,
+    pub(super) insecure: Option<bool>,
     pub(super) connect_timeout: Option<Seconds>,
     pub(super) timeout: Option<Seconds>,
     pub(super) fail_timeout: Option<Seconds>,
@@ -125,6 +136,11 @@ pub(super) struct RawBackendModule {
     pub(super) keepalive: Option<bool>,
     pub(super) pipeline: Option<usize>,
     pub(super) max_lanes: Option<usize>,
+    pub(super) lane_overdue_share: Option<f64>,
+    pub(super) lane_idle_timeout: Option<Seconds>,
+    pub(super) discover: Option<DiscoverFrom>,
+    pub(super) etcd_prefix: Option<String>,
+    pub(super) validate: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +161,28 @@ impl Default for RawUpstream {
             fail_timeout: Seconds(60.0),
             max_frame: modproxy_sdk::frame::DEFAULT_MAX_FRAME,
             keepalive: true,
+        }
+    }
+}
+
+/// `[discovery]`: the services modules find their nodes in (etcd), and how names in DNS are looked up.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDiscovery {
+    /// The etcd cluster's client URLs, for modules with `discover = "etcd"`.
+    pub(super) etcd: Vec<String>,
+    pub(super) nameservers: Vec<String>,
+    pub(super) dns_min_ttl: Seconds,
+    pub(super) dns_max_ttl: Seconds,
+}
+
+impl Default for RawDiscovery {
+    fn default() -> Self {
+        RawDiscovery {
+            etcd: Vec::new(),
+            nameservers: Vec::new(),
+            dns_min_ttl: Seconds(1.0),
+            dns_max_ttl: Seconds(300.0),
         }
     }
 }
@@ -323,6 +361,7 @@ pub(super) struct RawAcme {
     pub(super) ca_root: Option<String>,
     pub(super) renew_before: Option<Seconds>,
     pub(super) check_every: Option<Seconds>,
+    pub(super) challenge: Option<AcmeChallenge>,
 }
 
 /// One `[[tls.certificate]]`.

@@ -6,10 +6,13 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::key_path::KeyPath;
-use super::raw::{AccessSetting, RawAcme, RawBackendModule, RawConfig, RawStream, RawTls, RawUpstream, Seconds};
+use super::raw::{
+    AccessSetting, DiscoverFrom, RawAcme, RawBackendModule, RawConfig, RawDiscovery, RawStream, RawTls, RawUpstream,
+    Seconds,
+};
 use super::{
-    AccessFormat, AccessLogConfig, AcmeConfig, CertificateFiles, Config, HeadSource, Module, Policy, RateLimit,
-    ServerConfig, StreamConfig, TlsConfig, Upstream, INNER_MODULE,
+    AccessFormat, AccessLogConfig, AcmeConfig, CertificateFiles, Config, Discovery, DnsSettings, HeadSource, Module,
+    Policy, RateLimit, ServerConfig, StreamConfig, TlsConfig, Upstream, INNER_MODULE,
 };
 /// A value that parsed but cannot be used: what is wrong, and the key (or module entry) to blame, whose
 /// line the message will name.
@@ -125,14 +128,7 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
     // A module's errors name its entry's line.
     for (index, entry) in raw.module.module_html.iter().enumerate() {
         let at = |message| Invalid::at(KeyPath::of(&["module", "module_html"]).index(index), message);
-        let policy = policy(
-            &entry.module,
-            entry.rate_limit,
-            entry.max_conns,
-            entry.max_conns_wait,
-            &entry.add_headers,
-        )
-        .map_err(at)?;
+        let policy = policy_of!(entry).map_err(at)?;
         add(
             &entry.module,
             "module_html",
@@ -149,15 +145,8 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
     ] {
         for (index, entry) in entries.iter().enumerate() {
             let at = |message| Invalid::at(KeyPath::of(&["module", list]).index(index), message);
-            let upstream = backend_upstream(entry, &raw.upstream, list).map_err(at)?;
-            let policy = policy(
-                &entry.module,
-                entry.rate_limit,
-                entry.max_conns,
-                entry.max_conns_wait,
-                &entry.add_headers,
-            )
-            .map_err(at)?;
+            let upstream = backend_upstream(entry, &raw.upstream, &raw.discovery, list, home).map_err(at)?;
+            let policy = policy_of!(entry).map_err(at)?;
             let module = if list == "module_http" {
                 Module::Http(upstream)
             } else {
@@ -175,6 +164,34 @@ pub(super) fn resolve(raw: RawConfig, source: &Path, home: &Path) -> Result<Conf
         access_log: access_log(raw.log.access, raw.log.access_format, home),
         streams,
         tls,
+        dns: dns_settings(&raw.discovery)?,
+    })
+}
+
+/// `[discovery]`, resolved.
+fn dns_settings(raw: &RawDiscovery) -> Result<DnsSettings, Invalid> {
+    let key = |name: &str| KeyPath::of(&["discovery"]).key(name);
+    let nameservers = (raw.nameservers.iter())
+        .map(|server| {
+            server.parse::<std::net::SocketAddr>().map_err(|_| {
+                Invalid::at(
+                    key("nameservers"),
+                    format!("[discovery] nameservers: {server:?} is not an address with a port, like \"127.0.0.1:53\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (min_ttl, max_ttl) = (raw.dns_min_ttl.duration(), raw.dns_max_ttl.duration());
+    if min_ttl > max_ttl {
+        return Err(Invalid::at(
+            key("dns_min_ttl"),
+            "[discovery] dns_min_ttl must not be above dns_max_ttl",
+        ));
+    }
+    Ok(DnsSettings {
+        nameservers,
+        min_ttl,
+        max_ttl,
     })
 }
 
@@ -207,6 +224,21 @@ fn validate_module_name(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+/// The policy a module entry's keys give; both kinds of entry (`module_html` and the backend ones) have
+/// the same policy keys.
+macro_rules! policy_of {
+    ($entry:expr) => {
+        policy(
+            &$entry.module,
+            $entry.rate_limit,
+            $entry.max_conns,
+            $entry.max_conns_wait,
+            &$entry.add_headers,
+        )
+    };
+}
+use policy_of;
 
 fn policy(
     name: &str,
@@ -272,7 +304,13 @@ fn head_rules(name: &str, head: &HashMap<String, String>) -> Result<Vec<(String,
     Ok(rules)
 }
 
-fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str) -> Result<Upstream, String> {
+fn backend_upstream(
+    entry: &RawBackendModule,
+    defaults: &RawUpstream,
+    discovery: &RawDiscovery,
+    list: &str,
+    home: &Path,
+) -> Result<Upstream, String> {
     let name = &entry.module;
     let nodes: Vec<(String, u32)> = if list == "module_http" {
         if entry.forward_pass.is_some() || entry.ip.is_some() || entry.port.is_some() {
@@ -280,14 +318,16 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
                 "module_http {name:?}: use proxy_pass (forward_pass, ip and port are for module_socket)"
             ));
         }
-        let urls = entry
-            .proxy_pass
-            .as_ref()
-            .ok_or(format!("module_http {name:?}: missing proxy_pass"))?;
-        let urls = urls
-            .nodes()
-            .map_err(|why| format!("module_http {name:?}: proxy_pass {why}"))?;
-        for (url, _) in &urls {
+        let urls = match &entry.proxy_pass {
+            Some(urls) => urls
+                .nodes()
+                .map_err(|why| format!("module_http {name:?}: proxy_pass {why}"))?,
+            // Its nodes come from etcd.
+            None if entry.discover.is_some() => Vec::new(),
+            None => return Err(format!("module_http {name:?}: missing proxy_pass")),
+        };
+        // `srv:NAME` nodes are found through DNS (see discovery::dns).
+        for (url, _) in urls.iter().filter(|(url, _)| !url.starts_with("srv:")) {
             check_http_url(url).map_err(|why| format!("module_http {name:?}: proxy_pass {url:?} {why}"))?;
         }
         if entry.head.is_some() {
@@ -300,6 +340,11 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         if entry.proxy_pass.is_some() || entry.pass_host.is_some() {
             return Err(format!(
                 "module_socket {name:?}: use forward_pass (proxy_pass and pass_host are for module_http)"
+            ));
+        }
+        if entry.ca_file.is_some() || entry.insecure.is_some() {
+            return Err(format!(
+                "module_socket {name:?}: ca_file and insecure are for module_http's https:// nodes (socket backends speak plain TCP)"
             ));
         }
         let mut nodes = match &entry.forward_pass {
@@ -319,7 +364,8 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
             (None, None) => {}
             _ => return Err(format!("module_socket {name:?}: the older form needs both ip and port")),
         }
-        for (node, _) in &nodes {
+        // `srv:NAME` nodes are found through DNS (see discovery::dns).
+        for (node, _) in nodes.iter().filter(|(node, _)| !node.starts_with("srv:")) {
             check_socket_addr(node).map_err(|why| format!("module_socket {name:?}: node {node:?} {why}"))?;
         }
         nodes
@@ -331,7 +377,13 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
     }
     let head = head_rules(name, entry.head.as_ref().unwrap_or(&HashMap::new()))?;
     let (nodes, weights): (Vec<String>, Vec<u32>) = nodes.into_iter().unzip();
-    if nodes.is_empty() {
+    let discover = discover(entry, discovery, list)?;
+    if discover.is_some() && !nodes.is_empty() {
+        return Err(format!(
+            "{list} {name:?}: discover = \"etcd\" takes the module's nodes from etcd; remove its listed nodes"
+        ));
+    }
+    if nodes.is_empty() && discover.is_none() {
         return Err(format!("{list} {name:?}: no nodes (give at least one address)"));
     }
     let keepalive = entry.keepalive.unwrap_or(defaults.keepalive);
@@ -340,11 +392,43 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
     if max_lanes == 0 {
         return Err(format!("{list} {name:?}: max_lanes must be at least 1"));
     }
+    let lane_overdue_share = entry.lane_overdue_share.unwrap_or(DEFAULT_LANE_OVERDUE_SHARE);
+    if !(lane_overdue_share > 0.0 && lane_overdue_share <= 1.0) {
+        return Err(format!(
+            "{list} {name:?}: lane_overdue_share must be above 0 and at most 1 (a share of timeout), not {lane_overdue_share}"
+        ));
+    }
+    let lane_idle_timeout = entry
+        .lane_idle_timeout
+        .map_or(DEFAULT_LANE_IDLE_TIMEOUT, |idle| idle.duration());
+    if lane_idle_timeout.is_zero() {
+        return Err(format!("{list} {name:?}: lane_idle_timeout must be more than 0"));
+    }
     if pipeline > 1 && !keepalive {
         return Err(format!(
             "{list} {name:?}: pipeline = {pipeline} needs keepalive: pipelined requests share kept connections"
         ));
     }
+    // Pipelined lanes open plain TCP connections of their own; TLS is only on the pooled ones.
+    let https = nodes.iter().any(|node| node.starts_with("https://"));
+    if pipeline > 1 && https {
+        return Err(format!(
+            "{list} {name:?}: pipeline = {pipeline} is for http:// nodes only (https:// nodes take pooled connections)"
+        ));
+    }
+    if !https && (entry.ca_file.is_some() || entry.insecure.is_some()) {
+        return Err(format!(
+            "{list} {name:?}: ca_file and insecure apply to https:// nodes, and proxy_pass has none"
+        ));
+    }
+    let validate = entry.validate.unwrap_or(false);
+    if validate && list != "module_socket" {
+        return Err(format!(
+            "{list} {name:?}: validate is for module_socket (it checks data against the backend's _describe)"
+        ));
+    }
+    let ca_file = entry.ca_file.as_ref().map(|file| home.join(file));
+    crate::tls::upstream::check(&nodes, ca_file.as_deref()).map_err(|why| format!("{list} {name:?}: {why}"))?;
     Ok(Upstream {
         nodes,
         weights,
@@ -357,17 +441,62 @@ fn backend_upstream(entry: &RawBackendModule, defaults: &RawUpstream, list: &str
         keepalive,
         pipeline,
         max_lanes,
+        lane_overdue_share,
+        lane_idle_timeout,
+        validate,
         pass_host: entry.pass_host.unwrap_or(false),
+        ca_file,
+        insecure: entry.insecure.unwrap_or(false),
+        discover,
     })
+}
+
+/// A module's discovery source: `discover` with the `[discovery]` settings it needs.
+fn discover(entry: &RawBackendModule, discovery: &RawDiscovery, list: &str) -> Result<Option<Discovery>, String> {
+    let name = &entry.module;
+    let Some(DiscoverFrom::Etcd) = entry.discover else {
+        return match entry.etcd_prefix {
+            Some(_) => Err(format!("{list} {name:?}: etcd_prefix needs discover = \"etcd\"")),
+            None => Ok(None),
+        };
+    };
+    if discovery.etcd.is_empty() {
+        return Err(format!(
+            "{list} {name:?}: discover = \"etcd\" needs [discovery] etcd = [\"http://127.0.0.1:2379\"]"
+        ));
+    }
+    if let Some(url) = discovery.etcd.iter().find(|url| check_http_url(url).is_err()) {
+        return Err(format!("[discovery] etcd: {url:?} is not an http://host:port URL"));
+    }
+    let prefix = match &entry.etcd_prefix {
+        // Keys are `<prefix><address>`: without the slash, "/a" would also take "/ab/..."'s members.
+        Some(prefix) if !prefix.ends_with('/') => {
+            return Err(format!("{list} {name:?}: etcd_prefix {prefix:?} must end with '/'"));
+        }
+        Some(prefix) => prefix.clone(),
+        None => crate::discovery::etcd::default_prefix(name),
+    };
+    Ok(Some(Discovery::Etcd {
+        endpoints: discovery.etcd.clone(),
+        prefix,
+    }))
 }
 
 /// Shared connections per node of a pipelined socket module unless `max_lanes` says otherwise.
 const DEFAULT_MAX_LANES: usize = 8;
 
+/// Share of `timeout` a pipelined socket lane's oldest request may wait unless `lane_overdue_share` says
+/// otherwise: late enough that a merely slow reply does not retire lanes, early enough that requests
+/// stop joining a lane held by a hung one long before they would time out behind it.
+const DEFAULT_LANE_OVERDUE_SHARE: f64 = 0.25;
+
+/// How long a pipelined socket lane with nothing to do stays open unless `lane_idle_timeout` says otherwise.
+const DEFAULT_LANE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn check_http_url(url: &str) -> Result<(), &'static str> {
     let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
-    if uri.scheme_str() != Some("http") {
-        return Err("must start with http:// (upstream TLS is not supported)");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://");
     }
     if uri.authority().is_none() {
         return Err("has no host");
@@ -540,6 +669,7 @@ fn acme_config(raw: &RawAcme, home: &Path) -> Result<AcmeConfig, String> {
             .check_every
             .map_or(std::time::Duration::from_secs(12 * 3600), Seconds::duration),
         dir: home.join("certs/acme"),
+        challenge: raw.challenge.unwrap_or_default(),
     })
 }
 

@@ -69,6 +69,10 @@ pub const ALL: &[Check] = &[
         run: ping,
     },
     Check {
+        name: "describe",
+        run: describe,
+    },
+    Check {
         name: "concurrent_connections",
         run: concurrent_connections,
     },
@@ -210,10 +214,10 @@ fn error_reply_shape(target: &Target) -> Outcome {
 }
 
 fn unknown_method(target: &Target) -> Outcome {
-    let expected = "method_not_found for an unknown name, a reserved one (_describe) and one with no data, and the connection lives on";
+    let expected = "method_not_found for an unknown name, an unused reserved one (_conform) and one with no data, and the connection lives on";
     let payloads: [&[u8]; 3] = [
         br#"{"head":{"method":"conform_no_such_method"},"data":{"x":1}}"#,
-        br#"{"head":{"method":"_describe"},"data":null}"#,
+        br#"{"head":{"method":"_conform"},"data":null}"#,
         br#"{"head":{"method":"conform_no_such_method","other":[1]},"extra":true}"#,
     ];
     Outcome::from_steps(
@@ -308,6 +312,28 @@ fn ping(target: &Target) -> Outcome {
             let reply = peer.call(&Probe::Ping.payload())?;
             matches(probe::Expect::Pong, &reply)?;
             Ok(show(&reply))
+        })(),
+    )
+}
+
+/// `_describe` is optional (PROTOCOL.md 5.1): `method_not_found` passes, any other answer must be the
+/// document, checked by the SDK's one definition of its shape.
+fn describe(target: &Target) -> Outcome {
+    let expected =
+        "the _describe document ({\"methods\":[{name, doc, data, result}] in name order), or method_not_found";
+    Outcome::from_steps(
+        expected,
+        (|| {
+            let mut peer = target.connect()?;
+            let reply = peer.call(br#"{"head":{"method":"_describe"}}"#)?;
+            if matches(probe::Expect::Error("method_not_found"), &reply).is_ok() {
+                return Ok("method_not_found (not described)".to_owned());
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(&reply).map_err(|_| format!("{} (not JSON)", show(&reply)))?;
+            modproxy_sdk::describe::check_document(&value).map_err(|why| format!("{} ({why})", show(&reply)))?;
+            let count = value["methods"].as_array().map_or(0, Vec::len);
+            Ok(format!("{count} methods described"))
         })(),
     )
 }

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Version};
 
+use crate::client_address::Scheme;
+
 /// Headers that describe one connection, never the message, beyond those `Connection` lists.
 const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
@@ -143,11 +145,14 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
 ///
 /// `client_host` is the host the client asked for (its `Host` header, or the URL's authority for
 /// HTTP/2). `Host` itself depends on the node and is set once it is chosen (see [`upstream_host`]).
+/// `proto` is the client's scheme, as [`client_address::scheme`](crate::client_address::scheme)
+/// decided it: whatever the client itself wrote in `X-Forwarded-Proto` is replaced.
 pub fn upstream_request_headers(
     mut headers: HeaderMap,
     upgrading: bool,
     peer: IpAddr,
     client_host: Option<&HeaderValue>,
+    proto: Scheme,
 ) -> HeaderMap {
     let forwarded_for = forwarded_for(&headers, peer);
     // Both framings at once is how requests are smuggled; the body was read as chunked, so a
@@ -159,7 +164,7 @@ pub fn upstream_request_headers(
     // Room for the headers added below, at once rather than by doubling as they come.
     headers.reserve(4);
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, proto.header_value());
     headers.remove(X_FORWARDED_HOST);
     if let Some(host) = client_host {
         headers.insert(X_FORWARDED_HOST, host.clone());
@@ -287,7 +292,7 @@ mod tests {
         ]);
         let host = Some(HeaderValue::from_static("example.com"));
         let upstream = HeaderValue::from_static("127.0.0.1:8081");
-        let out = upstream_request_headers(client, false, peer, host.as_ref());
+        let out = upstream_request_headers(client, false, peer, host.as_ref(), Scheme::Http);
         assert_eq!(upstream_host(host.as_ref(), false, &upstream), "127.0.0.1:8081");
         assert_eq!(out["x-forwarded-host"], "example.com");
         assert_eq!(out["x-forwarded-proto"], "http");
@@ -295,9 +300,10 @@ mod tests {
         assert!(!out.contains_key("connection"));
         assert_eq!(upstream_host(host.as_ref(), true, &upstream), "example.com");
         let both = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
-        let out = upstream_request_headers(both, false, peer, None);
+        let out = upstream_request_headers(both, false, peer, None, Scheme::Http);
         assert!(!out.contains_key("content-length") && !out.contains_key("transfer-encoding"));
-        let out = upstream_request_headers(HeaderMap::new(), false, peer, None);
+        let out = upstream_request_headers(HeaderMap::new(), false, peer, None, Scheme::Https);
+        assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(
             upstream_host(None, true, &upstream),
             "127.0.0.1:8081",

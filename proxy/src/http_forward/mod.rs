@@ -20,7 +20,7 @@ pub mod upgrade;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -31,9 +31,12 @@ use hyper::upgrade::OnUpgrade;
 use crate::balancer::attempts::{self, Answered, Attempt, Event, Miss, Unanswered};
 use crate::balancer::{Balancer, Clock, InFlight, Node};
 use crate::body::Body;
+use crate::client_address::Scheme;
 use crate::config::Upstream;
 use crate::error_response::ErrorPages;
+use crate::lanes::LaneLoad;
 use crate::socket_forward::ServedBy;
+use crate::tls::upstream::Connector;
 use pipeline::{Head, HttpLanes, HttpWire, Outcome, ResponseBody};
 use pool::{Lease, Pool, RequestBody, SendError, UpstreamBody};
 use unsent_body::BodySlot;
@@ -41,12 +44,14 @@ use unsent_body::BodySlot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::connection_hold::ConnectionHold;
+use crate::discovery::{self, Following, Hosts, Members};
 use crate::request_body::{BodyLimits, Stalled, TimedBody};
 
 /// One HTTP module.
 #[derive(Debug)]
 pub struct HttpForward {
     shared: Arc<Shared>,
+    _following: Following,
 }
 
 #[derive(Debug)]
@@ -85,6 +90,8 @@ enum ForwardError {
     Connect { node: Arc<str>, reason: String },
     #[error("no node of module '{module}' is reachable (tried {tried}); start the upstream or check proxy_pass")]
     Unreachable { module: String, tried: String },
+    #[error("module '{module}' has no nodes yet: its DNS names have not resolved (see the log)")]
+    NoNodesYet { module: String },
     #[error("upstream {node} failed after the request was sent: {reason}")]
     Failed { node: Arc<str>, reason: String },
     #[error("upstream {node} failed after the request was sent: the connection closed before the response, on each of {} attempts", spelled(*.attempts))]
@@ -103,6 +110,7 @@ impl ForwardError {
             ForwardError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ForwardError::Connect { .. }
             | ForwardError::Unreachable { .. }
+            | ForwardError::NoNodesYet { .. }
             | ForwardError::Failed { .. }
             | ForwardError::Unanswered { .. }
             | ForwardError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -134,34 +142,71 @@ impl Outgoing {
 }
 
 impl HttpForward {
-    /// The forwarder for module `name`.
+    /// The forwarder for module `name`, over the nodes its config lists.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
-        let pool = Pool::new(upstream.nodes.len(), upstream.keepalive, upstream.connect_timeout);
-        let lanes = (upstream.pipeline > 1).then(|| {
-            HttpLanes::new(
-                upstream.nodes.len(),
-                upstream.pipeline,
-                upstream.connect_timeout,
-                HttpWire,
-            )
-        });
+        let members = discovery::fixed(discovery::listed(&upstream.nodes, &upstream.weights));
+        HttpForward::following(name, upstream, clock, members, Hosts::default())
+    }
+
+    /// The forwarder for module `name`, over the nodes `members` publishes as it changes: a node that
+    /// leaves takes no new requests, its idle connections close and its lanes close once their
+    /// responses are in. A node found through a DNS name is sent the `Host` `hosts` gives it.
+    pub fn following(name: &str, upstream: Upstream, clock: Arc<dyn Clock>, members: Members, hosts: Hosts) -> Self {
+        let pool = Pool::new(upstream.keepalive, upstream.connect_timeout, connector(name, &upstream));
+        let lanes =
+            (upstream.pipeline > 1).then(|| HttpLanes::new(upstream.pipeline, upstream.connect_timeout, HttpWire));
         let retired = CancellationToken::new();
-        HttpForward {
-            shared: Arc::new(Shared {
-                _retire_on_drop: retired.clone().drop_guard(),
-                retired,
-                lanes,
-                name: name.to_owned(),
-                balancer: Balancer::for_upstream(&upstream, clock),
-                upstream,
-                pool,
+        let shared = Arc::new(Shared {
+            _retire_on_drop: retired.clone().drop_guard(),
+            retired,
+            lanes,
+            name: name.to_owned(),
+            balancer: Balancer::for_upstream(&upstream, clock).with_node_maker(move |member| {
+                let node = Node::new(&member.address, member.weight);
+                let host = hosts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&member.address)
+                    .cloned();
+                match host {
+                    Some(host) => node.with_host(&host),
+                    None => node,
+                }
             }),
+            upstream,
+            pool,
+        });
+        let module = Arc::downgrade(&shared);
+        let following = discovery::follow(members, move |set| {
+            let Some(shared) = module.upgrade() else {
+                return;
+            };
+            for index in shared.balancer.apply(set).left {
+                shared.pool.clear(index);
+                if let Some(lanes) = &shared.lanes {
+                    lanes.release(index);
+                }
+            }
+        });
+        HttpForward {
+            shared,
+            _following: following,
         }
     }
 
     /// The module's balancer.
     pub fn balancer(&self) -> &Balancer {
         &self.shared.balancer
+    }
+
+    /// Idle keep-alive connections held for node `index`.
+    pub fn open_connections(&self, index: usize) -> usize {
+        self.shared.pool.idle_count(index)
+    }
+
+    /// Node `index`'s lanes, with `pipeline`.
+    pub fn lane_load(&self, index: usize) -> Option<LaneLoad> {
+        self.shared.lanes.as_ref().map(|lanes| lanes.load(index))
     }
 
     /// Forwards one request; bodies over `max_body` get 413.
@@ -215,6 +260,21 @@ pub fn client_body(body: Incoming, limits: &BodyLimits) -> ClientBody {
 /// No response head within the module's `timeout`.
 struct Elapsed;
 
+/// How the module's connections are opened. Its `ca_file` and node names were checked with the config;
+/// a `ca_file` that cannot be read now leaves the system's roots alone, and handshakes say so.
+fn connector(name: &str, upstream: &Upstream) -> Connector {
+    if upstream.insecure {
+        tracing::warn!(
+            module = name,
+            "insecure = true: the certificates of this module's https:// nodes are not checked"
+        );
+    }
+    Connector::for_nodes(&upstream.nodes, upstream.ca_file.as_deref(), upstream.insecure).unwrap_or_else(|error| {
+        tracing::error!(module = name, %error, "https:// nodes are checked against the system's CAs only");
+        Connector::for_nodes(&upstream.nodes, None, upstream.insecure).unwrap_or_else(|_| Connector::plain())
+    })
+}
+
 impl Shared {
     async fn forward(
         &self,
@@ -237,6 +297,8 @@ impl Shared {
             let hold = request.extensions().get::<ConnectionHold>().cloned();
             (hyper::upgrade::on(&mut request), hold)
         });
+        // Decided where the request came in (app.rs), from the listener and trusted proxies.
+        let proto = request.extensions().get::<Scheme>().copied().unwrap_or(Scheme::Http);
         let (parts, body) = request.into_parts();
         // Only a bodyless GET or HEAD may go out twice (RFC 9110, section 9.2.2), and only those share lanes.
         let may_resend = !upgrading && pipeline::is_pipelinable(&parts.method, !http_body::Body::is_end_stream(&body));
@@ -248,7 +310,13 @@ impl Shared {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let mut outgoing = Outgoing {
-            headers: headers::upstream_request_headers(parts.headers, upgrading, peer.ip(), client_host.as_ref()),
+            headers: headers::upstream_request_headers(
+                parts.headers,
+                upgrading,
+                peer.ip(),
+                client_host.as_ref(),
+                proto,
+            ),
             client_host,
             pass_host: self.upstream.pass_host,
             target: origin_form(parts.uri),
@@ -291,6 +359,13 @@ impl Shared {
                 };
                 Err((error, Some(node_name(index))))
             }
+            // An empty set: discovery has found nothing yet (a source never empties a set it had).
+            Err(Unanswered::NoNode(tried)) if tried.is_empty() => Err((
+                ForwardError::NoNodesYet {
+                    module: self.name.clone(),
+                },
+                None,
+            )),
             Err(Unanswered::NoNode(tried)) => Err((
                 ForwardError::Unreachable {
                     module: self.name.clone(),
@@ -332,7 +407,7 @@ impl Shared {
         unsent: &mut Option<Box<Request<RequestBody>>>,
         max_body: u64,
     ) -> Tried {
-        let lease = match self.pool.get(index, node.address()).await {
+        let lease = match self.pool.get(index, node).await {
             Ok(lease) => lease,
             Err(error) => return Err(self.connect_failed(node, &SendError::Connect(error), slot, max_body)),
         };
@@ -356,8 +431,8 @@ impl Shared {
         }
     }
 
-    /// One try at node `index` that asks to switch protocols: on a new connection that runs as its own
-    /// task, so it can outlive the request once upgraded.
+    /// One try at `node` that asks to switch protocols: on a new connection that runs as its own task, so
+    /// it can outlive the request once upgraded.
     async fn exchange_detached(
         &self,
         node: &Node,
@@ -365,7 +440,7 @@ impl Shared {
         slot: &BodySlot<ClientBody>,
         max_body: u64,
     ) -> Tried {
-        let mut sender = match self.pool.connect_detached(node.address()).await {
+        let mut sender = match self.pool.connect_detached(node).await {
             Ok(sender) => sender,
             Err(error) => return Err(self.connect_failed(node, &SendError::Connect(error), slot, max_body)),
         };

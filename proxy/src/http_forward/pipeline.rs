@@ -10,6 +10,10 @@
 //!
 //! A response whose body is already in the read buffer (the usual small one) is handed over whole;
 //! a longer one is streamed through a small channel, and the lane reads nothing else until it has ended.
+//! A client that leaves that channel full for [`SLOW_READER`] gets the connection to itself (the lane
+//! *detaches*): the lane takes no new requests, the requests written behind it go out again on another
+//! lane (`GET` and `HEAD` may be repeated), and the connection closes once the slow body has ended. So
+//! one client that stops reading holds up nobody else, and its body is still passed on as it reads.
 //!
 //! This file is the lane's I/O. What needs no socket lives apart: [`super::request_encoding`] writes
 //! requests, [`super::response_head`] parses response heads, [`super::body_framing`] decides how a body
@@ -18,6 +22,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response, StatusCode};
@@ -38,6 +43,11 @@ pub type HttpLanes = Lanes<HttpWire>;
 
 /// Body frames a streamed response may have read ahead of the client.
 const BODY_FRAMES_AHEAD: usize = 4;
+
+/// How long a client may leave its streamed body's frames untaken before its lane detaches (see the
+/// module's doc). Long enough that a busy but reading client is not taken for a slow one (the requests
+/// behind would go out twice), short beside a client timeout.
+pub const SLOW_READER: Duration = Duration::from_secs(1);
 
 /// What became of a request handed to a lane.
 #[derive(Debug)]
@@ -132,7 +142,11 @@ impl Wire for HttpWire {
                         // Nobody will read this body, and the rest of it is still on the connection.
                         return;
                     }
-                    if !reading.stream(framing, &frames).await {
+                    // Taken off the line, so only this says the lane still owes it the rest of its body.
+                    replies.replying(true);
+                    let reusable = reading.stream(framing, &frames, replies).await;
+                    replies.replying(false);
+                    if !reusable {
                         return;
                     }
                 }
@@ -188,17 +202,29 @@ impl Reading<'_> {
     }
 
     /// Passes a body on as it arrives; true if the connection may carry the next response.
-    async fn stream(&mut self, framing: Framing, frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>) -> bool {
+    async fn stream(
+        &mut self,
+        framing: Framing,
+        frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        replies: &Replies<'_, HttpWire>,
+    ) -> bool {
         let mut body = BodyDecoder::new(framing);
+        let mut detached = false;
         loop {
             match body.decode(&mut self.buffer) {
                 Ok(Some(frame)) => {
-                    if frames.send(Ok(frame)).await.is_err() {
+                    if !self.pass_on(frame, frames, replies, &mut detached).await {
                         // The client went away mid-body; the rest of it is still on the connection.
                         return false;
                     }
                 }
-                Ok(None) if body.is_done() => return true,
+                Ok(None) if body.is_done() => {
+                    if detached {
+                        // What was written behind it goes out again; nobody reads its responses here.
+                        replies.hand_back_unread();
+                    }
+                    return !detached;
+                }
                 Ok(None) => {
                     if let Err(end) = self.fill().await {
                         if let Err(error) = body.at_end_of_input(end) {
@@ -212,6 +238,39 @@ impl Reading<'_> {
                     tracing::warn!(node = self.node, %error, "bad body on a pipelined connection");
                     let _ = frames.send(Err(error.into())).await;
                     return false;
+                }
+            }
+        }
+    }
+}
+
+impl Reading<'_> {
+    /// Hands `frame` to the client's body; false if the client went away. While the client leaves it
+    /// untaken, the lane detaches, and keeps handing back requests that were written on it meanwhile.
+    async fn pass_on(
+        &self,
+        frame: Frame<Bytes>,
+        frames: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        replies: &Replies<'_, HttpWire>,
+        detached: &mut bool,
+    ) -> bool {
+        let room = frames.reserve();
+        tokio::pin!(room);
+        loop {
+            match tokio::time::timeout(SLOW_READER, &mut room).await {
+                Ok(Ok(permit)) => {
+                    permit.send(Ok(frame));
+                    return true;
+                }
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    if replies.detach() {
+                        tracing::debug!(
+                            node = self.node,
+                            "a client reads a pipelined response slowly; its connection carries nothing more"
+                        );
+                    }
+                    *detached = true;
                 }
             }
         }

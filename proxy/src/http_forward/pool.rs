@@ -12,6 +12,8 @@
 //!
 //! Upgrade requests (WebSocket) take a fresh connection whose future runs as a task of its own, since
 //! an upgraded connection outlives the request (see [`Pool::connect_detached`]).
+//!
+//! Connections to `https://` nodes are TLS (see [`crate::tls::upstream`]) and are pooled the same way.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -28,12 +30,13 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::unsent_body::UnsentBody;
-use crate::balancer::InFlight;
+use crate::balancer::per_node::PerNode;
+use crate::balancer::{InFlight, Node};
 use crate::body::BoxError;
 use crate::socket_forward::pool::MAX_IDLE_PER_NODE;
+use crate::tls::upstream::{Connector, UpstreamStream};
 
 /// How long an idle upstream connection is kept for reuse.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -45,14 +48,15 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 pub type RequestBody = UnsentBody<super::ClientBody>;
 
 /// Boxed: the connection's state is large, and it moves between the pool, requests and bodies.
-type Connection = Pin<Box<http1::Connection<TokioIo<TcpStream>, RequestBody>>>;
+type Connection = Pin<Box<http1::Connection<TokioIo<UpstreamStream>, RequestBody>>>;
 type Sender = http1::SendRequest<RequestBody>;
 
 /// The idle connections of one module's nodes.
 pub struct Pool {
-    idle: Vec<Mutex<Vec<IdleConnection>>>,
+    idle: PerNode<Mutex<Vec<IdleConnection>>>,
     keepalive: bool,
     connect_timeout: Duration,
+    connector: Connector,
     builder: http1::Builder,
     reaper_started: AtomicBool,
 }
@@ -95,24 +99,26 @@ pub enum SendError {
 }
 
 impl Pool {
-    /// A pool for `node_count` nodes.
-    pub fn new(node_count: usize, keepalive: bool, connect_timeout: Duration) -> Arc<Pool> {
+    /// A pool for a module's nodes, each given its stack on first use, whose connections `connector` opens.
+    pub fn new(keepalive: bool, connect_timeout: Duration, connector: Connector) -> Arc<Pool> {
         Arc::new(Pool {
-            idle: (0..node_count).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: PerNode::new(|_| Mutex::new(Vec::new())),
             keepalive,
             connect_timeout,
+            connector,
             builder: http1::Builder::new(),
             reaper_started: AtomicBool::new(false),
         })
     }
 
-    /// A live idle connection to node `node`, or a new one to `addr` (its `host:port`).
-    pub async fn get(self: &Arc<Self>, node: usize, addr: &str) -> Result<Lease, io::Error> {
-        if let Some(lease) = self.take_idle(node) {
+    /// A live idle connection to node `node` (`index`), or a new one.
+    pub async fn get(self: &Arc<Self>, index: usize, node: &Node) -> Result<Lease, io::Error> {
+        if let Some(lease) = self.take_idle(index) {
             return Ok(lease);
         }
         // Boxed: connecting is the rare case, and its state would otherwise enlarge every request's future.
-        let (sender, connection) = Box::pin(self.connect(addr)).await?;
+        let (sender, connection) = Box::pin(self.connect(node)).await?;
+        let node = index;
         Ok(Lease {
             pool: Arc::clone(self),
             node,
@@ -122,10 +128,9 @@ impl Pool {
         })
     }
 
-    /// A new connection to `addr` (a node's `host:port`) whose future runs as a task of its own, with
-    /// upgrades enabled.
-    pub async fn connect_detached(&self, addr: &str) -> Result<Sender, io::Error> {
-        let (sender, connection) = Box::pin(self.connect(addr)).await?;
+    /// A new connection to `node` whose future runs as a task of its own, with upgrades enabled.
+    pub async fn connect_detached(&self, node: &Node) -> Result<Sender, io::Error> {
+        let (sender, connection) = Box::pin(self.connect(node)).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -136,12 +141,12 @@ impl Pool {
 
     async fn connect(
         &self,
-        addr: &str,
-    ) -> Result<(Sender, http1::Connection<TokioIo<TcpStream>, RequestBody>), io::Error> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        node: &Node,
+    ) -> Result<(Sender, http1::Connection<TokioIo<UpstreamStream>, RequestBody>), io::Error> {
+        let stream = self
+            .connector
+            .connect(node.address(), node.tls_name().as_deref(), self.connect_timeout)
+            .await?;
         self.builder
             .handshake(TokioIo::new(stream))
             .await
@@ -150,7 +155,7 @@ impl Pool {
 
     fn take_idle(self: &Arc<Self>, node: usize) -> Option<Lease> {
         loop {
-            let idle = lock(&self.idle[node]).pop()?;
+            let idle = lock(&self.idle.get(node)).pop()?;
             // Not polled here: the request's first poll of the connection notices a close, and a request
             // a closed connection never took comes back to be sent on another one.
             if idle.since.elapsed() >= POOL_IDLE || !idle.sender.is_ready() {
@@ -182,7 +187,8 @@ impl Pool {
         }
         {
             // After a burst, more than this would only hold sockets on both ends until POOL_IDLE.
-            let mut stack = lock(&self.idle[node]);
+            let stack = self.idle.get(node);
+            let mut stack = lock(&stack);
             if stack.len() >= MAX_IDLE_PER_NODE {
                 return;
             }
@@ -197,13 +203,18 @@ impl Pool {
 
     /// Number of idle connections held for node `node`.
     pub fn idle_count(&self, node: usize) -> usize {
-        lock(&self.idle[node]).len()
+        lock(&self.idle.get(node)).len()
+    }
+
+    /// Drops the idle connections to node `node` (it left the module's set).
+    pub fn clear(&self, node: usize) {
+        lock(&self.idle.get(node)).clear();
     }
 
     /// Drops the idle connections that expired or that the upstream closed.
     fn reap(&self) {
-        for idle in &self.idle {
-            lock(idle).retain_mut(|idle| idle.since.elapsed() < POOL_IDLE && idle.is_usable());
+        for idle in self.idle.all() {
+            lock(&idle).retain_mut(|idle| idle.since.elapsed() < POOL_IDLE && idle.is_usable());
         }
     }
 }
@@ -365,12 +376,12 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{Balancer, Node, SystemClock};
+    use crate::balancer::{Balancer, SystemClock};
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use std::convert::Infallible;
     use std::sync::atomic::AtomicUsize;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// An upstream answering `hello` to every request; it counts connections and can close them all.
     struct Upstream {
@@ -428,11 +439,14 @@ mod tests {
     fn pool_for(up: &Upstream, keepalive: bool) -> (Balancer, Arc<Pool>) {
         let nodes = vec![Node::new(&up.url, 1)];
         let balancer = Balancer::new(nodes, Duration::from_secs(1), Arc::new(SystemClock::default()));
-        (balancer, Pool::new(1, keepalive, Duration::from_secs(1)))
+        (
+            balancer,
+            Pool::new(keepalive, Duration::from_secs(1), Connector::plain()),
+        )
     }
 
     async fn exchange(pool: &Arc<Pool>, balancer: &Balancer, body: Incoming) -> (bool, Bytes) {
-        let lease = pool.get(0, balancer.node(0).address()).await.unwrap();
+        let lease = pool.get(0, &balancer.node(0)).await.unwrap();
         let reused = lease.is_reused();
         let slot = super::super::unsent_body::BodySlot::new(timed(body));
         let (response, lease) = send(lease, request(&slot)).await.map_err(|(e, _)| e).unwrap();
@@ -511,11 +525,11 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_capped_per_node() {
         let up = upstream().await;
-        let pool = Pool::new(1, true, Duration::from_secs(1));
-        let addr = Node::new(&up.url, 1).address().to_owned();
+        let pool = Pool::new(true, Duration::from_secs(1), Connector::plain());
+        let node = Node::new(&up.url, 1);
         let mut leases = Vec::new();
         for _ in 0..MAX_IDLE_PER_NODE + 5 {
-            leases.push(pool.get(0, &addr).await.unwrap());
+            leases.push(pool.get(0, &node).await.unwrap());
         }
         for lease in leases {
             pool.put(lease.node, lease.sender, lease.connection);

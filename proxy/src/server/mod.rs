@@ -304,6 +304,9 @@ fn service(
             Side::Tls => None,
         };
         let secure = matches!(side, Side::Tls);
+        if secure {
+            request.extensions_mut().insert(crate::client_address::OverTls);
+        }
         async move {
             if let Some(answer) = challenge {
                 return Ok(Response::new(body::full(answer)));

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::http1_parking::Parkable;
 
 /// Completes the handshake within `timeout` (the header timeout: a client that stalls it holds a slot).
-/// `Ok(None)` when the server is stopping.
+/// `Ok(None)` when the server is stopping, or when the handshake was a TLS-ALPN-01 check, which ends
+/// there (RFC 8737: no application data follows).
 pub(super) async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
@@ -22,6 +23,10 @@ pub(super) async fn handshake(
     tokio::select! {
         () = stopping.cancelled() => Ok(None),
         done = tokio::time::timeout(timeout, acceptor.accept(stream)) => match done {
+            Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_TLS_ALPN) => {
+                tracing::debug!("TLS-ALPN-01 check answered");
+                Ok(None)
+            }
             Ok(stream) => stream.map(Some),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
         },

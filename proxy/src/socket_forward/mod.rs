@@ -9,6 +9,7 @@ pub mod pool;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
@@ -25,11 +26,14 @@ use crate::balancer::{Balancer, Clock, Node};
 use crate::body::{full, Body, BoxError};
 use crate::body_budget::BodyPermit;
 use crate::config::Upstream;
+use crate::contract::{self, Cached, Described, DESCRIBE_REQUEST};
+use crate::discovery::{self, Following, Members};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
-use crate::lanes::LaneLimits;
+use crate::lanes::{LaneLimits, LaneLoad};
 use crate::request_body::{self, BodyError, BodyLimits};
 use crate::request_context::{generate, RequestContext};
+use crate::validate::{Invalid, Validators};
 use pipeline::{FrameOutcome, FrameWire, Pipelines};
 use pool::{Connection, SocketPool};
 
@@ -44,7 +48,20 @@ pub struct SocketGateway {
     upstream: Upstream,
     /// Shared with the lanes, which mask a node that breaks the pipelining rules.
     balancer: Arc<Balancer>,
-    connections: Connections,
+    /// Shared with the task that follows the module's discovery source.
+    connections: Arc<Connections>,
+    _following: Following,
+    /// The last `_describe` document (docs/PROTOCOL.md section 5).
+    contract: std::sync::Mutex<Cached>,
+    /// `validate`: the compiled schemas of the document they came from, rebuilt when it changes.
+    validators: std::sync::Mutex<Option<(Bytes, Arc<Validators>)>>,
+}
+
+/// Why the gateway has no contract document to give.
+enum NoDocument {
+    Failed(Failure),
+    NotImplemented,
+    Bad(String),
 }
 
 /// How a module keeps its backend connections.
@@ -55,6 +72,19 @@ enum Connections {
     /// Shared by requests in flight together (`pipeline` above 1); the pool serves a node that does not
     /// pipeline, one request at a time.
     Pipelined(Pipelines, SocketPool),
+}
+
+impl Connections {
+    /// Closes what is held open to node `index`, which left the module's set.
+    fn release(&self, index: usize) {
+        match self {
+            Connections::Pooled(pool) => pool.clear(index),
+            Connections::Pipelined(lanes, pool) => {
+                lanes.release(index);
+                pool.clear(index);
+            }
+        }
+    }
 }
 
 /// Why a socket request failed; each maps to one status.
@@ -75,6 +105,8 @@ pub enum GatewayError {
     Connect { node: Arc<str>, source: io::Error },
     #[error("no node of module '{module}' is reachable (tried {tried}); start a backend or check forward_pass")]
     Unreachable { module: String, tried: String },
+    #[error("module '{module}' has no nodes yet: its DNS names have not resolved (see the log)")]
+    NoNodesYet { module: String },
     #[error("backend {node} sent a bad reply: {source}")]
     BadReply { node: Arc<str>, source: FrameError },
     #[error("backend {node} closed the connection before replying")]
@@ -86,12 +118,6 @@ pub enum GatewayError {
     #[error("every connection to backend {node} is full ({lanes} lanes of pipeline requests, max_lanes); try again")]
     Busy { node: Arc<str>, lanes: usize },
 }
-
-/// How long a lane to a socket backend with nothing to do stays open.
-pub const LANE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The share of `timeout` a lane's oldest request may wait before the lane takes no new requests.
-const OVERDUE_SHARE: u32 = 4;
 
 impl GatewayError {
     /// The HTTP status that reports this error.
@@ -108,6 +134,7 @@ impl GatewayError {
             }
             GatewayError::Connect { .. }
             | GatewayError::Unreachable { .. }
+            | GatewayError::NoNodesYet { .. }
             | GatewayError::BadReply { .. }
             | GatewayError::ClosedBeforeReply { .. }
             | GatewayError::Violation { .. } => StatusCode::BAD_GATEWAY,
@@ -129,19 +156,25 @@ pub struct Received {
 type Failure = (GatewayError, Option<Arc<str>>);
 
 impl SocketGateway {
-    /// The gateway for module `name`.
+    /// The gateway for module `name`, over the nodes its config lists.
     pub fn new(name: &str, upstream: Upstream, clock: Arc<dyn Clock>) -> Self {
+        let members = discovery::fixed(discovery::listed(&upstream.nodes, &upstream.weights));
+        SocketGateway::following(name, upstream, clock, members)
+    }
+
+    /// The gateway for module `name`, over the nodes `members` publishes as it changes: a node that
+    /// leaves takes no new requests, its idle connections close and its lanes close once their replies
+    /// are in.
+    pub fn following(name: &str, upstream: Upstream, clock: Arc<dyn Clock>, members: Members) -> Self {
         let balancer = Arc::new(Balancer::for_upstream(&upstream, clock));
-        let nodes = upstream.nodes.len();
-        let pool = SocketPool::new(nodes, upstream.keepalive, upstream.max_frame, upstream.connect_timeout);
+        let pool = SocketPool::new(upstream.keepalive, upstream.max_frame, upstream.connect_timeout);
         let connections = if upstream.pipeline > 1 {
             let limits = LaneLimits {
                 max_lanes: upstream.max_lanes,
-                overdue: Some(upstream.timeout / OVERDUE_SHARE),
-                idle: Some(LANE_IDLE),
+                overdue: Some(upstream.timeout.mul_f64(upstream.lane_overdue_share)),
+                idle: Some(upstream.lane_idle_timeout),
             };
             let lanes = Pipelines::new(
-                nodes,
                 upstream.pipeline,
                 upstream.connect_timeout,
                 FrameWire::new(upstream.max_frame),
@@ -154,12 +187,48 @@ impl SocketGateway {
         } else {
             Connections::Pooled(pool)
         };
+        let connections = Arc::new(connections);
+        let (nodes, held) = (Arc::downgrade(&balancer), Arc::downgrade(&connections));
+        let following = discovery::follow(members, move |set| {
+            let (Some(balancer), Some(connections)) = (nodes.upgrade(), held.upgrade()) else {
+                return;
+            };
+            for index in balancer.apply(set).left {
+                connections.release(index);
+            }
+        });
         SocketGateway {
+            _following: following,
             name: name.to_owned(),
             upstream,
             balancer,
             connections,
+            contract: std::sync::Mutex::default(),
+            validators: std::sync::Mutex::default(),
         }
+    }
+
+    /// Answers `GET /<module>/_describe`: the module's contract document, from the cache while it is
+    /// younger than [`crate::contract::DESCRIBE_TTL`], else asked of a node.
+    pub async fn describe(&self, pages: &ErrorPages) -> Response<Body> {
+        let document = match self.document().await {
+            Ok(document) => document,
+            Err(NoDocument::Failed((error, node))) => return self.failed(error, node, false, pages),
+            Err(NoDocument::NotImplemented) => {
+                return contract_error(
+                    StatusCode::NOT_FOUND,
+                    "method_not_found",
+                    &format!("the backend of module '{}' does not implement _describe", self.name),
+                )
+            }
+            Err(NoDocument::Bad(why)) => return contract_error(StatusCode::BAD_GATEWAY, "bad_gateway", &why),
+        };
+        let mut response = Response::new(full(document));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response
     }
 
     /// The module's balancer (for status pages and metrics).
@@ -169,9 +238,17 @@ impl SocketGateway {
 
     /// Connections held open to node `index`: the idle pooled ones, or, for a pipelined module, its lanes.
     pub fn open_connections(&self, index: usize) -> usize {
-        match &self.connections {
+        match &*self.connections {
             Connections::Pooled(pool) => pool.idle_count(index),
-            Connections::Pipelined(pipelines, pool) => pipelines.open(index) + pool.idle_count(index),
+            Connections::Pipelined(pipelines, pool) => pipelines.load(index).open + pool.idle_count(index),
+        }
+    }
+
+    /// Node `index`'s lanes, for a pipelined module.
+    pub fn lane_load(&self, index: usize) -> Option<LaneLoad> {
+        match &*self.connections {
+            Connections::Pooled(_) => None,
+            Connections::Pipelined(pipelines, _) => Some(pipelines.load(index)),
         }
     }
 
@@ -209,11 +286,19 @@ impl SocketGateway {
             Ok((payload, permit))
         };
         match read.await {
-            Ok((payload, permit)) => Ok(Received {
-                payload,
-                wants_html,
-                _permit: permit,
-            }),
+            Ok((payload, permit)) => {
+                if self.upstream.validate {
+                    if let Err(invalid) = self.check_contract(&payload).await {
+                        tracing::warn!(module = self.name, %invalid, "socket request refused by validate");
+                        return Err(invalid_response(&invalid));
+                    }
+                }
+                Ok(Received {
+                    payload,
+                    wants_html,
+                    _permit: permit,
+                })
+            }
             Err(error) => Err(self.failed(error, None, wants_html, pages)),
         }
     }
@@ -291,6 +376,13 @@ impl SocketGateway {
             Err(Unanswered::Failed { error, index, .. }) => {
                 Err((error, Some(self.balancer.node(index).name().clone())))
             }
+            // An empty set: discovery has found nothing yet (a source never empties a set it had).
+            Err(Unanswered::NoNode(tried)) if tried.is_empty() => Err((
+                GatewayError::NoNodesYet {
+                    module: self.name.clone(),
+                },
+                None,
+            )),
             Err(Unanswered::NoNode(tried)) => Err((
                 GatewayError::Unreachable {
                     module: self.name.clone(),
@@ -399,6 +491,98 @@ impl SocketGateway {
             secs: self.upstream.timeout.as_secs_f64(),
         }
     }
+
+    /// The module's contract document: the cached one while fresh, else asked of a node.
+    async fn document(&self) -> Result<Bytes, NoDocument> {
+        if let Some(document) = self.contract.lock().expect("contract lock").fresh(Instant::now()) {
+            return Ok(document);
+        }
+        let (reply, _) = self
+            .forward(&Bytes::from_static(DESCRIBE_REQUEST))
+            .await
+            .map_err(NoDocument::Failed)?;
+        match contract::read_reply(reply) {
+            Described::Document(document) => {
+                let mut held = self.contract.lock().expect("contract lock");
+                held.store(document.clone(), Instant::now());
+                Ok(document)
+            }
+            Described::NotImplemented => Err(NoDocument::NotImplemented),
+            Described::Bad(why) => {
+                tracing::error!(module = self.name, why, "bad _describe reply");
+                Err(NoDocument::Bad(why))
+            }
+        }
+    }
+
+    /// `validate`: checks `payload` against the contract. Without a usable document the request passes
+    /// (logged): the backend still answers it, as it would with `validate` off.
+    async fn check_contract(&self, payload: &Bytes) -> Result<(), Invalid> {
+        let document = match self.document().await {
+            Ok(document) => document,
+            Err(NoDocument::Failed((error, _))) => {
+                tracing::warn!(module = self.name, %error, "validate: no contract document, request not checked");
+                return Ok(());
+            }
+            Err(NoDocument::NotImplemented) => {
+                tracing::warn!(module = self.name, "validate: the backend does not implement _describe");
+                return Ok(());
+            }
+            Err(NoDocument::Bad(_)) => return Ok(()),
+        };
+        let validators = {
+            let mut held = self.validators.lock().expect("validators lock");
+            match &*held {
+                Some((built_from, validators)) if *built_from == document => Arc::clone(validators),
+                _ => match Validators::build(&document) {
+                    Ok(validators) => {
+                        let validators = Arc::new(validators);
+                        *held = Some((document, Arc::clone(&validators)));
+                        validators
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            module = self.name,
+                            why,
+                            "validate: the contract's schemas do not compile"
+                        );
+                        return Ok(());
+                    }
+                },
+            }
+        };
+        validators.check(payload)
+    }
+}
+
+/// `{"error": {"status": N, "code": "…", "message": "…"}}`: the proxy's own error, with the code a
+/// client branches on.
+fn contract_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "status": status.as_u16(), "code": code, "message": message } });
+    json_response(status, &body)
+}
+
+/// 400 for a request `validate` refused: the field and what it should be, for the client to show.
+fn invalid_response(invalid: &Invalid) -> Response<Body> {
+    let body = serde_json::json!({ "error": {
+        "status": 400,
+        "code": "bad_request",
+        "message": invalid.to_string(),
+        "method": invalid.method,
+        "field": invalid.field,
+        "expected": invalid.expected,
+    } });
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 /// Refuses a payload that a length line cannot announce: the client's fault, not a node's (413).
@@ -457,7 +641,7 @@ impl Attempt for SocketRequest<'_> {
 
     async fn attempt(&mut self, index: usize, node: &Node, _resend: bool) -> Tried {
         let gateway = self.gateway;
-        match &gateway.connections {
+        match &*gateway.connections {
             Connections::Pipelined(pipelines, _) if pipelines.pipelines(index) => {
                 gateway.send_pipelined(pipelines, index, node, self.payload).await
             }
@@ -479,7 +663,7 @@ impl Attempt for SocketRequest<'_> {
 
     fn masked(&mut self, index: usize) {
         // Idle connections to a failed node are suspect; shared ones close on their own when they fail.
-        let (Connections::Pooled(pool) | Connections::Pipelined(_, pool)) = &self.gateway.connections;
+        let (Connections::Pooled(pool) | Connections::Pipelined(_, pool)) = &*self.gateway.connections;
         pool.clear(index);
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use modproxy_sdk::LengthLineCodec;
+
+use crate::balancer::per_node::PerNode;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -44,7 +46,7 @@ impl Connection {
 /// The idle connections of one module's nodes.
 #[derive(Debug)]
 pub struct SocketPool {
-    nodes: Vec<NodePool>,
+    nodes: PerNode<NodePool>,
     keepalive: bool,
     max_frame: usize,
     connect_timeout: Duration,
@@ -58,10 +60,10 @@ struct NodePool {
 }
 
 impl SocketPool {
-    /// A pool for `node_count` nodes.
-    pub fn new(node_count: usize, keepalive: bool, max_frame: usize, connect_timeout: Duration) -> Self {
+    /// A pool for a module's nodes, each given its stack on first use.
+    pub fn new(keepalive: bool, max_frame: usize, connect_timeout: Duration) -> Self {
         SocketPool {
-            nodes: (0..node_count).map(|_| NodePool::default()).collect(),
+            nodes: PerNode::new(|_| NodePool::default()),
             keepalive,
             max_frame,
             connect_timeout,
@@ -86,7 +88,7 @@ impl SocketPool {
     /// Returns a connection after a complete exchange.
     pub fn put(&self, index: usize, mut connection: Connection) {
         connection.exchanges = connection.exchanges.saturating_add(1);
-        let node = &self.nodes[index];
+        let node = self.nodes.get(index);
         if !self.keepalive || node.recently_closed_after_reply() {
             return;
         }
@@ -98,16 +100,17 @@ impl SocketPool {
 
     /// Number of idle connections held for node `index`.
     pub fn idle_count(&self, index: usize) -> usize {
-        self.nodes[index].idle.lock().expect("pool lock").len()
+        self.nodes.get(index).idle.lock().expect("pool lock").len()
     }
 
-    /// Drops every idle connection to node `index` (after it failed, they are suspect).
+    /// Drops every idle connection to node `index` (after it failed, they are suspect; after it left the
+    /// module's set, nothing will take them).
     pub fn clear(&self, index: usize) {
-        self.nodes[index].idle.lock().expect("pool lock").clear();
+        self.nodes.get(index).idle.lock().expect("pool lock").clear();
     }
 
     fn take_idle(&self, index: usize) -> Option<Connection> {
-        let node = &self.nodes[index];
+        let node = self.nodes.get(index);
         loop {
             let connection = node.idle.lock().expect("pool lock").pop()?;
             match liveness(&connection) {

@@ -5,9 +5,11 @@
 //! tower-http's `ServeFile` does the mechanics: MIME type, `Last-Modified`, `If-Modified-Since`,
 //! single ranges, `HEAD`, and streaming the file in bounded chunks. A plain GET of a small file skips it:
 //! it is answered from the one blocking call that found and read the file, and then from [`file_cache`]
-//! while the file stays the same.
+//! while the file stays the same; a plain GET of a larger file is opened in that call and sent by
+//! [`file_body`] in large reads.
 
 pub mod conditional;
+pub mod file_body;
 pub mod file_cache;
 pub mod resolve;
 pub mod site_path;
@@ -29,7 +31,7 @@ use file_cache::{CachedFile, FileCache, Identity};
 use resolve::{Located, Lookup, Resolved};
 use site_path::SitePath;
 
-/// Size of each read from a file, and so the most a download holds in memory at once.
+/// Size of each read from a file for what tower-http sends (ranges, conditional requests).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Files up to this size are read whole in the same blocking call that finds them: one trip to the
@@ -64,7 +66,8 @@ impl StaticSite {
     /// A site rooted at `dir`, trying `index` names in order for a directory.
     ///
     /// A plain GET of a file up to `chunked_size` (capped at 64 KiB) is read in one go; anything
-    /// larger is streamed in 64 KiB reads and never held whole in memory. `Content-Length` is always
+    /// larger is streamed ([`file_body::CHUNK`] at a time for a whole file, 64 KiB for a range) and
+    /// never held whole in memory. `Content-Length` is always
     /// sent. Dot-files and dot-directories (but `.well-known/`) are missing unless `dotfiles`.
     pub fn new(dir: PathBuf, index: &[String], chunked_size: u64, dotfiles: bool) -> Self {
         StaticSite {
@@ -132,6 +135,7 @@ impl StaticSite {
                 gzip,
                 // Only a plain GET is answered from memory; the rest goes through tower-http.
                 read_up_to: if plain_get { site.read_whole_up_to } else { 0 },
+                open_larger: plain_get,
             };
             match resolve::resolve(&site.dir, &path, &site.index, lookup).await {
                 Resolved::File(located) => send_file(*located, &conditions, &site.cache, &pages).await,
@@ -152,6 +156,7 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
         gzip,
         vary,
         contents,
+        opened,
     } = located;
     // The type of what was asked for, whichever representation is sent.
     let mime = mime_guess::from_path(if gzip {
@@ -178,16 +183,7 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
     if let Some(contents) = contents {
         // A small file read with its metadata: a plain 200 needs nothing from tower-http, and the
         // next requests for it are answered from the cache.
-        let mut headers = HeaderMap::with_capacity(8);
-        if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
-            headers.insert(header::CONTENT_TYPE, value);
-        }
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Ok(value) = HeaderValue::from_str(&last_modified) {
-            headers.insert(header::LAST_MODIFIED, value);
-        }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(served.meta.len()));
-        decorate(&mut headers, &etag, gzip, vary);
+        let headers = whole_file_headers(&mime, &last_modified, served.meta.len(), &etag, gzip, vary);
         let file = CachedFile {
             identity: Identity::of(&served.meta),
             path: served.requested,
@@ -196,6 +192,13 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
             read_at: Instant::now(),
         };
         return cache.insert(&conditions.rest, conditions.gzip, file);
+    }
+    if let Some(file) = opened {
+        // A plain GET of a larger file: the same 200, its body read in large chunks.
+        let len = served.meta.len();
+        let mut response = Response::new(file_body::FileBody::new(file, len).boxed_unsync());
+        *response.headers_mut() = whole_file_headers(&mime, &last_modified, len, &etag, gzip, vary);
+        return response;
     }
     // If-None-Match, when present, decides alone (RFC 9110 13.2.2).
     if not_modified.is_none() {
@@ -246,6 +249,28 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
             response
         }
     }
+}
+
+/// The headers of a `200` carrying the whole file.
+fn whole_file_headers(
+    mime: &mime_guess::Mime,
+    last_modified: &str,
+    len: u64,
+    etag: &str,
+    gzip: bool,
+    vary: bool,
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(last_modified) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    decorate(&mut headers, etag, gzip, vary);
+    headers
 }
 
 /// Adds the entity tag and what says which representation this is.

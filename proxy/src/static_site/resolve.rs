@@ -46,6 +46,9 @@ pub struct Located {
     pub vary: bool,
     /// The whole of `served`, when it was small enough to read in the same trip (see [`Lookup`]).
     pub contents: Option<Bytes>,
+    /// `served` opened, when it was larger than that and [`Lookup::open_larger`] asked for it; `meta`
+    /// is then the open file's.
+    pub opened: Option<std::fs::File>,
 }
 
 /// What the caller wants besides the file's location.
@@ -55,6 +58,8 @@ pub struct Lookup {
     pub gzip: bool,
     /// Read the file now if it is at most this many bytes (0: never).
     pub read_up_to: u64,
+    /// Open a larger file in the same trip (it will be sent whole).
+    pub open_larger: bool,
 }
 
 /// Resolves `path` below `root`, trying `index` names in order for a directory.
@@ -127,7 +132,15 @@ fn located(root_canonical: &Path, file: Found, lookup: Lookup) -> Located {
         _ => (file, false),
     };
     let mut contents = None;
-    if served.meta.len() <= lookup.read_up_to {
+    let mut opened = None;
+    if served.meta.len() > lookup.read_up_to && lookup.open_larger {
+        // Metadata from the open file, so the length sent is the length of what is read.
+        let open = std::fs::File::open(&served.canonical).and_then(|file| Ok((file.metadata()?, file)));
+        if let Ok((meta, file)) = open {
+            served.meta = meta;
+            opened = Some(file);
+        }
+    } else if served.meta.len() <= lookup.read_up_to {
         // Length and metadata from the same open file, so they agree with each other.
         let read = std::fs::File::open(&served.canonical).and_then(|mut f| {
             let meta = f.metadata()?;
@@ -147,6 +160,7 @@ fn located(root_canonical: &Path, file: Found, lookup: Lookup) -> Located {
         gzip,
         vary,
         contents,
+        opened,
     }
 }
 
@@ -178,6 +192,7 @@ mod tests {
     const PLAIN: Lookup = Lookup {
         gzip: false,
         read_up_to: 0,
+        open_larger: false,
     };
 
     struct Site {
@@ -281,6 +296,7 @@ mod tests {
         let lookup = Lookup {
             gzip: true,
             read_up_to: 1024,
+            open_larger: false,
         };
         let gz = served(find(&site, "/a.txt", &[], lookup).await);
         assert!(gz.gzip && gz.vary);
@@ -293,6 +309,7 @@ mod tests {
                 Lookup {
                     gzip: false,
                     read_up_to: 1,
+                    open_larger: false,
                 },
             )
             .await,

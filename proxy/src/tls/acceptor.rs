@@ -19,7 +19,12 @@ pub fn acceptor(certificates: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `acme-tls/1` last: only an ACME server validating TLS-ALPN-01 asks for it (see `acme::ChallengeResolver`).
+    config.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        super::acme::ACME_TLS_ALPN.to_vec(),
+    ];
     // The provider's order (strongest first, all AEAD with forward secrecy), not whatever a client prefers.
     config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);

@@ -1,5 +1,5 @@
 //! `[tls] acme`: the certificate for `domains` obtained from an ACME server (HTTP-01 on the plain HTTP
-//! port) and renewed in the background when it nears expiry. The account and the certificate live under
+//! port, or TLS-ALPN-01 on the HTTPS listener: see [`ChallengeResolver`]) and renewed in the background when it nears expiry. The account and the certificate live under
 //! `HOME/certs/acme/` (0600); the certificate is written as files that the certificate watcher loads, so
 //! a failed renewal simply leaves the old one serving, with a log line and
 //! `modproxy_tls_acme_failures_total`.
@@ -15,14 +15,23 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
     RetryPolicy,
 };
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
-use crate::config::AcmeConfig;
+use crate::config::{AcmeChallenge, AcmeConfig};
 use crate::metrics::Metrics;
 use crate::tls::redirect::ACME_CHALLENGE_PREFIX;
 
-/// HTTP-01 answers waiting to be fetched: token → key authorization.
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737): a handshake that asks for it is the ACME server's.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Challenges being solved: HTTP-01 answers waiting to be fetched (token → key authorization), and
+/// TLS-ALPN-01 certificates waiting to be shown (domain → certificate).
 #[derive(Debug, Default)]
-pub struct Challenges(Mutex<HashMap<String, String>>);
+pub struct Challenges {
+    http: Mutex<HashMap<String, String>>,
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+}
 
 impl Challenges {
     /// The answer to `GET path` on the plain HTTP port, when it is a challenge this process is solving.
@@ -31,9 +40,64 @@ impl Challenges {
         self.lock().get(token).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The TLS-ALPN-01 certificate for `name`, while its challenge is being solved.
+    pub fn alpn_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        lock(&self.alpn).get(&name.to_ascii_lowercase()).cloned()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        lock(&self.http)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The HTTPS listener's certificates, but for a handshake asking for `acme-tls/1`: that one gets the
+/// challenge certificate of the name it asks for, or no certificate (and no handshake) at all.
+#[derive(Debug)]
+pub struct ChallengeResolver {
+    /// The certificates served otherwise.
+    pub certificates: Arc<dyn ResolvesServerCert>,
+    /// The challenges being solved.
+    pub challenges: Arc<Challenges>,
+}
+
+impl ResolvesServerCert for ChallengeResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = client_hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|protocol| protocol == ACME_TLS_ALPN));
+        if acme {
+            return self.challenges.alpn_certificate(client_hello.server_name()?);
+        }
+        self.certificates.resolve(client_hello)
+    }
+}
+
+/// The self-signed certificate TLS-ALPN-01 asks for: `domain` as its only name, and the SHA-256 of the
+/// key authorization in the critical acmeIdentifier extension (RFC 8737, section 3).
+fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError> {
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()])?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|why| AcmeError::Order {
+        domains: domain.to_owned(),
+        why: why.to_owned(),
+    })?;
+    // Not `CertifiedKey::from_der`: its check that key and certificate match parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension it does not know.
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|why| AcmeError::Order {
+            domains: domain.to_owned(),
+            why: why.to_string(),
+        })?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing_key))
 }
 
 /// Why obtaining a certificate failed.
@@ -50,6 +114,9 @@ pub enum AcmeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS-ALPN-01 certificate could not be made.
+    #[error("TLS-ALPN-01 certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
     /// The order did not go as ACME says it should.
     #[error("ACME order for {domains}: {why}")]
     Order {
@@ -110,14 +177,19 @@ fn not_after(pem: &[u8]) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
-/// One order, start to finish: the account (made once and kept), HTTP-01 for every name, a new key and
-/// certificate written to `HOME/certs/acme/`.
+/// One order, start to finish: the account (made once and kept), the configured challenge for every
+/// name, a new key and certificate written to `HOME/certs/acme/`.
 async fn obtain(acme: &AcmeConfig, challenges: &Challenges) -> Result<(), AcmeError> {
     create_private_dir(&acme.dir)?;
     let account = account(acme).await?;
     let identifiers: Vec<Identifier> = acme.domains.iter().cloned().map(Identifier::Dns).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     let mut tokens = Vec::new();
+    let mut names = Vec::new();
+    let (kind, wanted) = match acme.challenge {
+        AcmeChallenge::Http01 => (ChallengeType::Http01, "HTTP-01"),
+        AcmeChallenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "TLS-ALPN-01"),
+    };
     let solved = async {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -125,16 +197,29 @@ async fn obtain(acme: &AcmeConfig, challenges: &Challenges) -> Result<(), AcmeEr
             if authorization.status == AuthorizationStatus::Valid {
                 continue;
             }
-            let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::Order {
-                    domains: acme.domains.join(","),
-                    why: "the server offers no HTTP-01 challenge".into(),
-                })?;
-            let token = challenge.token.clone();
-            let answer = challenge.key_authorization().as_str().to_owned();
-            challenges.lock().insert(token.clone(), answer);
-            tokens.push(token);
+            let mut challenge = authorization.challenge(kind.clone()).ok_or_else(|| AcmeError::Order {
+                domains: acme.domains.join(","),
+                why: format!("the server offers no {wanted} challenge"),
+            })?;
+            let key_authorization = challenge.key_authorization();
+            if kind == ChallengeType::TlsAlpn01 {
+                let Identifier::Dns(domain) = challenge.identifier().identifier.clone() else {
+                    return Err(AcmeError::Order {
+                        domains: acme.domains.join(","),
+                        why: "TLS-ALPN-01 is asked for something other than a DNS name".into(),
+                    });
+                };
+                let domain = domain.to_ascii_lowercase();
+                let certificate = alpn_certificate(&domain, key_authorization.digest().as_ref())?;
+                lock(&challenges.alpn).insert(domain.clone(), Arc::new(certificate));
+                names.push(domain);
+            } else {
+                let token = challenge.token.clone();
+                challenges
+                    .lock()
+                    .insert(token.clone(), key_authorization.as_str().to_owned());
+                tokens.push(token);
+            }
             challenge.set_ready().await?;
         }
         Ok::<_, AcmeError>(())
@@ -143,16 +228,20 @@ async fn obtain(acme: &AcmeConfig, challenges: &Challenges) -> Result<(), AcmeEr
     let status = match solved {
         Ok(()) => order.poll_ready(&RetryPolicy::default()).await,
         Err(error) => {
-            forget(challenges, &tokens);
+            forget(challenges, &tokens, &names);
             return Err(error);
         }
     };
-    forget(challenges, &tokens);
+    forget(challenges, &tokens, &names);
     let status = status?;
     if status != OrderStatus::Ready {
         return Err(AcmeError::Order {
             domains: acme.domains.join(","),
-            why: format!("the order is {status:?}, not ready (a challenge failed: is the HTTP port reachable from the ACME server as port 80?)"),
+            why: format!(
+                "the order is {status:?}, not ready (a challenge failed: is the {} reachable from the ACME server as port {}?)",
+                if kind == ChallengeType::TlsAlpn01 { "HTTPS port" } else { "HTTP port" },
+                if kind == ChallengeType::TlsAlpn01 { 443 } else { 80 },
+            ),
         });
     }
     let key = order.finalize().await?;
@@ -164,10 +253,14 @@ async fn obtain(acme: &AcmeConfig, challenges: &Challenges) -> Result<(), AcmeEr
     Ok(())
 }
 
-fn forget(challenges: &Challenges, tokens: &[String]) {
+fn forget(challenges: &Challenges, tokens: &[String], names: &[String]) {
     let mut waiting = challenges.lock();
     for token in tokens {
         waiting.remove(token);
+    }
+    let mut shown = lock(&challenges.alpn);
+    for name in names {
+        shown.remove(name);
     }
 }
 
@@ -247,6 +340,28 @@ mod tests {
         );
         assert_eq!(challenges.answer("/.well-known/acme-challenge/other"), None);
         assert_eq!(challenges.answer("/tok"), None);
+    }
+
+    #[test]
+    fn the_tls_alpn_01_certificate_names_the_domain_and_carries_the_digest_critically() {
+        let digest = [7u8; 32];
+        let certificate = alpn_certificate("site.example", &digest).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(certificate.end_entity_cert().unwrap()).unwrap();
+        let names = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            format!("{:?}", names.value.general_names),
+            r#"[DNSName("site.example")]"#
+        );
+        let acme_identifier = x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 1, 31]).unwrap();
+        let extension = cert
+            .extensions()
+            .iter()
+            .find(|extension| extension.oid == acme_identifier)
+            .expect("acmeIdentifier");
+        assert!(extension.critical);
+        // An OCTET STRING of 32 bytes (RFC 8737, section 3).
+        assert_eq!(extension.value[..2], [0x04, 32]);
+        assert_eq!(extension.value[2..], digest);
     }
 
     #[test]

@@ -2,14 +2,32 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod contract_backend;
 pub mod http_upstream;
 pub mod socket_backend;
+pub mod test_ca;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Reads one frame of the socket protocol (a space- or zero-padded 12-byte length line, then the payload);
+/// `None` at the end of the stream or on a malformed length line.
+pub fn read_frame(reader: &mut impl Read) -> Option<Vec<u8>> {
+    let mut line = [0u8; 12];
+    reader.read_exact(&mut line).ok()?;
+    let len: usize = std::str::from_utf8(&line[..10]).ok()?.trim().parse().ok()?;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// `payload` as a frame with a space-padded length line.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    [format!("{:>10}\r\n", payload.len()).as_bytes(), payload].concat()
+}
 
 /// A running `modproxy` with its temporary HOME; killed on drop.
 pub struct Proxy {

@@ -1,7 +1,7 @@
 //! Socket backends in the seed's styles, written for tests: real TCP, one thread per connection.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,20 +114,13 @@ fn serve_connection(stream: TcpStream, style: Style, requests: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut sequenced: Option<u64> = None;
-    loop {
-        let mut line = [0u8; 12];
-        if reader.read_exact(&mut line).is_err() {
-            return;
-        }
-        let len: usize = std::str::from_utf8(&line[..10]).unwrap().trim().parse().unwrap();
-        let mut payload = vec![0u8; len];
-        reader.read_exact(&mut payload).unwrap();
+    while let Some(payload) = super::read_frame(&mut reader) {
         // The proxy's pipelining question (docs/PROTOCOL.md 4.2) is not a client's request; these
         // backends answer it as any other frame, which the proxy takes as a refusal.
         if modproxy_sdk::pipeline::is_negotiation(&payload) {
             if let (Style::Sequenced(_), None) = (style, sequenced) {
                 let accepted = modproxy_sdk::pipeline::PIPELINE_ACCEPTED;
-                let _ = writer.write_all(&[format!("{:>10}\r\n", accepted.len()).as_bytes(), accepted].concat());
+                let _ = writer.write_all(&super::frame(accepted));
                 sequenced = Some(0);
                 continue;
             }

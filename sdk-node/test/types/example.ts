@@ -1,5 +1,5 @@
 // A typed backend, compiled by `tsc --noEmit` to check index.d.ts (CommonJS flavour). Not run.
-import { Backend, MethodError, FrameError, decodeFrames, type BoundAddress, type Head } from 'modproxy-sdk';
+import { Backend, Client, MethodError, FrameError, decodeFrames, type BoundAddress, type Head, type ListenOptions } from 'modproxy-sdk';
 
 interface Todo {
   id: number;
@@ -44,3 +44,23 @@ void main();
 backend.method('bad', 42);
 // @ts-expect-error: listen takes "host:port"
 void backend.listen(8080);
+
+// Self-registration in etcd: an option of listen.
+const registered: ListenOptions = { register: { etcd: ['http://127.0.0.1:2379'], module: 'todo', ttl: 5 } };
+void registered;
+// @ts-expect-error: register needs the module
+void backend.listen('127.0.0.1:0', { register: { etcd: ['http://127.0.0.1:2379'] } });
+// A described method and a client of another backend.
+backend.method('count', () => ({ count: 0 }), {
+  doc: 'How many todos there are.',
+  result: { type: 'object', properties: { count: { type: 'integer' } } },
+});
+// @ts-expect-error: doc is a string
+backend.method('counted', () => 0, { doc: 3 });
+async function peer(): Promise<number> {
+  const client = new Client('127.0.0.1:8080', { module: 'todo-node', timeout: 5000 });
+  const reply = await client.call<{ count: number }>('count');
+  await client.close();
+  return reply.count;
+}
+void peer;

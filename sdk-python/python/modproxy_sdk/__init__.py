@@ -16,10 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import overload
 
-from ._backend import DEFAULT_MAX_FRAME, Backend, H, Handler
+from ._backend import DEFAULT_MAX_FRAME, Backend, H, Handler, Registration
+from ._client import AsyncClient, Client
 from ._error import MethodError
 
-__all__ = ["DEFAULT_MAX_FRAME", "Backend", "Handler", "MethodError", "method", "serve"]
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "AsyncClient",
+    "Backend",
+    "Client",
+    "Handler",
+    "MethodError",
+    "Registration",
+    "method",
+    "serve",
+]
 
 _default = Backend()
 
@@ -44,9 +55,11 @@ def method(func: H | None = None, /, *, name: str | None = None) -> H | Callable
     return _default.method(func)
 
 
-def serve(addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+def serve(
+    addr: str, *, max_frame: int = DEFAULT_MAX_FRAME, register: Registration | None = None
+) -> None:
     """Serves the methods registered with :func:`method` on ``addr`` until Ctrl-C or SIGTERM.
 
     See :meth:`Backend.serve`.
     """
-    _default.serve(addr, max_frame=max_frame)
+    _default.serve(addr, max_frame=max_frame, register=register)

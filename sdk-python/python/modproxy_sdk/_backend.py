@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar, overload
 
-from . import _native
+from . import _native, _schema
+from ._native import Registration
 
-__all__ = ["DEFAULT_MAX_FRAME", "Backend", "Handler"]
+__all__ = ["DEFAULT_MAX_FRAME", "Backend", "Handler", "Registration"]
 
 #: Largest request payload accepted unless ``max_frame`` says otherwise (64 MiB).
 DEFAULT_MAX_FRAME: int = _native.DEFAULT_MAX_FRAME
@@ -35,13 +36,15 @@ class _Method:
     func: Handler
     takes_head: bool
     is_async: bool
+    #: What ``_describe`` says about it (JSON text), from its type hints and docstring.
+    description: str
 
     @classmethod
     def inspect(cls, name: str, func: Handler) -> _Method:
         """Reads once, at registration, how the function wants to be called."""
         if not callable(func):
             raise TypeError(f"method {name!r}: expected a function, got {type(func).__name__}")
-        return cls(name, func, _takes_head(name, func), _is_async(func))
+        return cls(name, func, _takes_head(name, func), _is_async(func), _schema.describe(func))
 
 
 class Backend:
@@ -80,6 +83,11 @@ class Backend:
         depending on how many positional parameters it takes; ``data`` and ``head`` are plain
         JSON values (``dict``, ``list``, ``str``, ...).
 
+        The function's type hints and docstring describe it to callers of ``_describe``
+        (``def add(data: AddTodo) -> Todo``, with dataclasses, TypedDicts, pydantic models,
+        ``Optional``, ``list``, ``Literal``, ...); see ``modproxy_sdk._schema``. The hints only
+        describe: ``data`` still arrives as plain JSON values.
+
         Raises ``ValueError`` if the name is empty, begins with ``_`` (reserved for the
         protocol: ``_ping``, ``_pipeline``, ...) or is already registered.
         """
@@ -92,7 +100,13 @@ class Backend:
 
         return register if func is None else register(func)
 
-    def serve(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def serve(
+        self,
+        addr: str,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        register: Registration | None = None,
+    ) -> None:
         """Serves the methods on ``addr`` (``"host:port"``) until Ctrl-C or SIGTERM.
 
         Blocks the calling thread, with the GIL released: plain handlers run on worker
@@ -101,22 +115,33 @@ class Backend:
         and returns normally; a second Ctrl-C or SIGTERM meanwhile stops at once, and returns
         normally too. Methods registered after serving starts are not served.
 
+        With ``register``, the backend registers in etcd from when it listens until it stops
+        (see :class:`Registration`); the lease is revoked before requests in flight drain.
+
         Raises ``OSError`` if ``addr`` cannot be bound.
         """
         methods = list(self._methods.values())
         needs_loop = any(m.is_async for m in methods)
         # Signals innermost: they are quiet again before the event loop's thread is joined.
         with _event_loop_thread(needs_loop) as loop, _stop_signals_interrupt():
-            _native.serve(addr, methods, max_frame=max_frame, event_loop=loop)
+            _native.serve(addr, methods, max_frame=max_frame, event_loop=loop, register=register)
 
-    async def serve_async(self, addr: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    async def serve_async(
+        self,
+        addr: str,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        register: Registration | None = None,
+    ) -> None:
         """Serves the methods on ``addr`` until the awaiting task is cancelled.
 
         For programs that already run an asyncio loop: ``async def`` handlers run on that
         loop, plain handlers on worker threads. Under ``asyncio.run``, Ctrl-C cancels the
         task. Raises ``OSError`` if ``addr`` cannot be bound.
         """
-        await _native.serve_async(addr, list(self._methods.values()), max_frame=max_frame)
+        await _native.serve_async(
+            addr, list(self._methods.values()), max_frame=max_frame, register=register
+        )
 
 
 def _takes_head(name: str, func: Handler) -> bool:

@@ -1,0 +1,228 @@
+//! JSON Schema (draft 2020-12, the subset contracts use) to TypeScript type expressions. Pure.
+//!
+//! Anything the mapping does not know becomes `unknown`: a looser type, never a wrong one.
+
+use serde_json::{Map, Value};
+
+/// Turns schemas of one method into types; `#/$defs/X` becomes the named type `{prefix}X`.
+pub struct TypeNamer<'a> {
+    pub prefix: &'a str,
+}
+
+impl TypeNamer<'_> {
+    /// The TypeScript type of values that fit `schema`.
+    pub fn type_of(&self, schema: &Value) -> String {
+        match schema {
+            Value::Bool(true) => "unknown".to_owned(),
+            Value::Bool(false) => "never".to_owned(),
+            Value::Object(schema) => self.object_schema(schema),
+            _ => "unknown".to_owned(),
+        }
+    }
+
+    /// The name a `$defs` entry gets.
+    pub fn def_name(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, pascal_case(key))
+    }
+
+    fn object_schema(&self, schema: &Map<String, Value>) -> String {
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+            return match target.strip_prefix("#/$defs/") {
+                Some(key) => self.def_name(key),
+                None => "unknown".to_owned(),
+            };
+        }
+        if let Some(value) = schema.get("const") {
+            return literal(value);
+        }
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            return union(values.iter().map(literal).collect());
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(members) = schema.get(key).and_then(Value::as_array) {
+                return union(members.iter().map(|m| self.type_of(m)).collect());
+            }
+        }
+        if let Some(members) = schema.get("allOf").and_then(Value::as_array) {
+            let parts: Vec<String> = members.iter().map(|m| wrap(&self.type_of(m))).collect();
+            return if parts.is_empty() {
+                "unknown".to_owned()
+            } else {
+                parts.join(" & ")
+            };
+        }
+        match schema.get("type") {
+            Some(Value::String(name)) => self.of_type(name, schema),
+            Some(Value::Array(names)) => union(
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| self.of_type(n, schema))
+                    .collect(),
+            ),
+            _ if schema.contains_key("properties") => self.of_type("object", schema),
+            _ if schema.contains_key("items") => self.of_type("array", schema),
+            _ => "unknown".to_owned(),
+        }
+    }
+
+    fn of_type(&self, name: &str, schema: &Map<String, Value>) -> String {
+        match name {
+            "null" => "null".to_owned(),
+            "boolean" => "boolean".to_owned(),
+            "string" => "string".to_owned(),
+            "integer" | "number" => "number".to_owned(),
+            "array" => self.array(schema),
+            "object" => self.object(schema),
+            _ => "unknown".to_owned(),
+        }
+    }
+
+    fn array(&self, schema: &Map<String, Value>) -> String {
+        if let Some(prefix) = schema.get("prefixItems").and_then(Value::as_array) {
+            let items: Vec<String> = prefix.iter().map(|item| self.type_of(item)).collect();
+            return format!("[{}]", items.join(", "));
+        }
+        let item = schema
+            .get("items")
+            .map_or_else(|| "unknown".to_owned(), |i| self.type_of(i));
+        format!("{}[]", wrap(&item))
+    }
+
+    fn object(&self, schema: &Map<String, Value>) -> String {
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut fields = Vec::new();
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (key, property) in properties {
+                let optional = if required.contains(&key.as_str()) { "" } else { "?" };
+                fields.push(format!("{}{optional}: {}", property_key(key), self.type_of(property)));
+            }
+        }
+        // Extra keys: typed by `additionalProperties`, forbidden by `false`, anything when absent and the
+        // object names no properties.
+        match schema.get("additionalProperties") {
+            Some(Value::Bool(false)) => {}
+            Some(extra) => fields.push(format!("[key: string]: {}", self.type_of(extra))),
+            None if fields.is_empty() => fields.push("[key: string]: unknown".to_owned()),
+            None => {}
+        }
+        format!("{{ {} }}", fields.join("; "))
+    }
+}
+
+/// A JSON value as a TypeScript literal type (`"red"`, `3`, `true`, `null`).
+fn literal(value: &Value) -> String {
+    match value {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => value.to_string(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+fn union(mut members: Vec<String>) -> String {
+    members.dedup();
+    match members.len() {
+        0 => "never".to_owned(),
+        1 => members.remove(0),
+        _ => members.iter().map(|m| wrap(m)).collect::<Vec<_>>().join(" | "),
+    }
+}
+
+/// Parenthesises a union or intersection where it would bind wrongly (before `[]`, inside `&`).
+fn wrap(ty: &str) -> String {
+    let mut depth = 0i32;
+    for c in ty.chars() {
+        match c {
+            '{' | '[' | '(' | '<' => depth += 1,
+            '}' | ']' | ')' | '>' => depth -= 1,
+            '|' | '&' if depth == 0 => return format!("({ty})"),
+            _ => {}
+        }
+    }
+    ty.to_owned()
+}
+
+/// An object key as written in a type: bare when it is an identifier, else quoted.
+fn property_key(key: &str) -> String {
+    if is_identifier(key) {
+        key.to_owned()
+    } else {
+        Value::String(key.to_owned()).to_string()
+    }
+}
+
+/// Whether `name` can be written bare in TypeScript.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// `todo_item`, `todo-item`, `todoItem` → `TodoItem`; characters no identifier may hold are dropped.
+pub fn pascal_case(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase()).into_iter();
+            first.chain(chars).collect::<String>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(schema: Value) -> String {
+        TypeNamer { prefix: "Tag" }.type_of(&schema)
+    }
+
+    #[test]
+    fn scalars_and_any() {
+        assert_eq!(ts(json!({})), "unknown");
+        assert_eq!(ts(json!(true)), "unknown");
+        assert_eq!(ts(json!({"type": "integer"})), "number");
+        assert_eq!(ts(json!({"type": ["string", "null"]})), "string | null");
+    }
+
+    #[test]
+    fn objects_mark_optional_fields_and_extra_keys() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "note-x": {"type": "string"}},
+            "required": ["a"],
+            "additionalProperties": false
+        });
+        assert_eq!(ts(schema), r#"{ a: number; "note-x"?: string }"#);
+        assert_eq!(ts(json!({"type": "object"})), "{ [key: string]: unknown }");
+        assert_eq!(
+            ts(json!({"type": "object", "additionalProperties": {"type": "boolean"}})),
+            "{ [key: string]: boolean }"
+        );
+    }
+
+    #[test]
+    fn arrays_enums_unions_and_refs() {
+        assert_eq!(
+            ts(json!({"type": "array", "items": {"enum": ["a", 1]}})),
+            r#"("a" | 1)[]"#
+        );
+        assert_eq!(
+            ts(json!({"prefixItems": [{"type": "string"}, {"const": null}], "type": "array"})),
+            "[string, null]"
+        );
+        assert_eq!(
+            ts(json!({"oneOf": [{"const": "tagged"}, {"type": "boolean"}]})),
+            r#""tagged" | boolean"#
+        );
+        assert_eq!(ts(json!({"$ref": "#/$defs/todo_item"})), "TagTodoItem");
+        assert_eq!(ts(json!({"$ref": "https://elsewhere"})), "unknown");
+    }
+}
