@@ -7,6 +7,7 @@ export async function uses(): Promise<number> {
   const tagged: "tagged" | boolean = await tag({ item, note: null });
   await tag({ item: { id: 2, color: "red" } });
   const anything: unknown = await any([1, "two", null]);
+  await any(); // `data` that admits null may be left out
   try {
     await add({ a: 3, b: 4 });
   } catch (error) {

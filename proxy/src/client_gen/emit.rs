@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::types::{is_identifier, pascal_case, TypeNamer};
+use super::types::{admits_null, is_identifier, pascal_case, TypeNamer};
 
 /// The language of the generated client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,13 +43,18 @@ pub fn client(document: &Value, module: &str, lang: Lang) -> Result<String, Stri
         out.push_str(&type_alias(&format!("{prefix}Result"), &result, ts));
         let doc = method["doc"].as_str().map(doc_line).unwrap_or_default();
         let quoted = Value::String(name.to_owned());
+        // `data` the method takes as `null` may be left out: `call` then sends none, which the protocol
+        // reads as `null` (PROTOCOL.md §2.1). So `count()`, not `count(null)`.
+        let optional = admits_null(&data);
         if ts {
+            let data = if optional { "data?" } else { "data" };
             out.push_str(&format!(
-                "/**{doc} */\nexport async function {function}(data: {prefix}Data): Promise<{prefix}Result> {{\n  return (await call({quoted}, data)) as {prefix}Result;\n}}\n\n"
+                "/**{doc} */\nexport async function {function}({data}: {prefix}Data): Promise<{prefix}Result> {{\n  return (await call({quoted}, data)) as {prefix}Result;\n}}\n\n"
             ));
         } else {
+            let data = if optional { "[data]" } else { "data" };
             out.push_str(&format!(
-                "/**{doc}\n * @param {{{prefix}Data}} data\n * @returns {{Promise<{prefix}Result>}}\n */\nexport async function {function}(data) {{\n  return /** @type {{{prefix}Result}} */ (await call({quoted}, data));\n}}\n\n"
+                "/**{doc}\n * @param {{{prefix}Data}} {data}\n * @returns {{Promise<{prefix}Result>}}\n */\nexport async function {function}(data) {{\n  return /** @type {{{prefix}Result}} */ (await call({quoted}, data));\n}}\n\n"
             ));
         }
     }
@@ -215,6 +220,24 @@ mod tests {
             !js.contains(": Promise<"),
             "no TypeScript syntax outside comments: {js}"
         );
+    }
+
+    #[test]
+    fn data_that_admits_null_may_be_left_out() {
+        let document = serde_json::json!({"methods": [
+            {"name": "count", "doc": null, "data": {"title": "AnyValue"}, "result": {}},
+            {"name": "find", "doc": null, "data": {"type": ["string", "null"]}, "result": {}},
+            {"name": "done", "doc": null, "data": {"type": "object"}, "result": {}},
+            {"name": "list"}
+        ]});
+        let ts = client(&document, "todo", Lang::Ts).unwrap();
+        assert!(ts.contains("export async function count(data?: CountData)"), "{ts}");
+        assert!(ts.contains("export async function find(data?: FindData)"), "{ts}");
+        assert!(ts.contains("export async function done(data: DoneData)"), "{ts}");
+        assert!(ts.contains("export async function list(data?: ListData)"), "{ts}");
+        let js = client(&document, "todo", Lang::Js).unwrap();
+        assert!(js.contains(" * @param {CountData} [data]\n"), "{js}");
+        assert!(js.contains(" * @param {DoneData} data\n"), "{js}");
     }
 
     #[test]

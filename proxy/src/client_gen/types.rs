@@ -133,16 +133,51 @@ fn union(mut members: Vec<String>) -> String {
 
 /// Parenthesises a union or intersection where it would bind wrongly (before `[]`, inside `&`).
 fn wrap(ty: &str) -> String {
-    let mut depth = 0i32;
-    for c in ty.chars() {
-        match c {
-            '{' | '[' | '(' | '<' => depth += 1,
-            '}' | ']' | ')' | '>' => depth -= 1,
-            '|' | '&' if depth == 0 => return format!("({ty})"),
-            _ => {}
+    if top_level(ty).any(|(_, c)| c == '|' || c == '&') {
+        format!("({ty})")
+    } else {
+        ty.to_owned()
+    }
+}
+
+/// Whether `null` is a value of the type `ty` (as [`TypeNamer::type_of`] writes types): `unknown`, `null`,
+/// or a union with such a member. A method whose `data` admits `null` may be called without `data`,
+/// which the protocol reads as `null`.
+pub fn admits_null(ty: &str) -> bool {
+    let mut start = 0;
+    let mut members = Vec::new();
+    for (at, c) in top_level(ty) {
+        if c == '|' {
+            members.push(&ty[start..at]);
+            start = at + 1;
         }
     }
-    ty.to_owned()
+    members.push(&ty[start..]);
+    members.iter().any(|m| matches!(m.trim(), "null" | "unknown"))
+}
+
+/// The characters of `ty` outside brackets and string literals, with their byte offsets: where a
+/// top-level `|` or `&` would be. A bracket or `|` inside a literal (`"a|b"`, `"}"`) is not one.
+fn top_level(ty: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut depth, mut quoted, mut escaped) = (0i32, false, false);
+    ty.char_indices().filter(move |&(_, c)| {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            return false;
+        }
+        match c {
+            '"' => quoted = true,
+            '{' | '[' | '(' | '<' => depth += 1,
+            '}' | ']' | ')' | '>' => depth -= 1,
+            _ => return depth == 0,
+        }
+        false
+    })
 }
 
 /// An object key as written in a type: bare when it is an identifier, else quoted.
@@ -224,5 +259,45 @@ mod tests {
         );
         assert_eq!(ts(json!({"$ref": "#/$defs/todo_item"})), "TagTodoItem");
         assert_eq!(ts(json!({"$ref": "https://elsewhere"})), "unknown");
+    }
+
+    #[test]
+    fn brackets_and_bars_inside_string_literals_do_not_split_a_union() {
+        // An enum of strings holding `}` and `|`: still one union, parenthesised before `[]`.
+        assert_eq!(
+            ts(json!({"type": "array", "items": {"enum": ["}", "a|b"]}})),
+            r#"("}" | "a|b")[]"#
+        );
+        assert_eq!(ts(json!({"type": "array", "items": {"const": "a|b"}})), r#""a|b"[]"#);
+        assert_eq!(
+            ts(json!({"type": "array", "items": {"const": "say \"|\""}})),
+            r#""say \"|\""[]"#
+        );
+    }
+
+    #[test]
+    fn null_is_admitted_by_unknown_null_and_unions_with_null() {
+        for (schema, admits) in [
+            (json!({}), true),
+            (json!(true), true),
+            (json!({"title": "AnyValue"}), true),
+            (json!({"type": "null"}), true),
+            (
+                json!({"type": ["object", "null"], "properties": {"a": {"type": "null"}}}),
+                true,
+            ),
+            (json!({"anyOf": [{"type": "string"}, {"const": null}]}), true),
+            (
+                json!({"type": "object", "properties": {"a": {"type": ["string", "null"]}}}),
+                false,
+            ),
+            (json!({"type": "array", "items": {"type": ["string", "null"]}}), false),
+            (json!({"enum": ["null", "unknown"]}), false),
+            (json!({"type": "string"}), false),
+            (json!(false), false),
+        ] {
+            let ty = ts(schema.clone());
+            assert_eq!(admits_null(&ty), admits, "{schema} as {ty}");
+        }
     }
 }

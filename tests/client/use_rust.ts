@@ -1,0 +1,22 @@
+// Right uses of the clients generated from the Rust example (examples/rust-backend: typed serde and
+// schemars structs): must compile under --strict, the JS client's JSDoc types as well as the TS ones.
+import * as ts from "./generated/todo_rust";
+import * as js from "./generated/todo_rust_js.js";
+
+async function uses(client: typeof ts): Promise<number> {
+  const todo = await client.add({ title: "milk" });
+  const id: number = todo.id;
+  const title: string = todo.title;
+  const finished: boolean = todo.done;
+  const marked: boolean = (await client.done({ id })).done;
+  const count: number = (await client.count()).count;
+  const titles: string[] = (await client.list()).todos.map((each) => each.title);
+  try {
+    await client.done({ id: 0 });
+  } catch (error) {
+    if (error instanceof client.MethodError) return error.code.length;
+  }
+  return id + title.length + Number(finished || marked) + count + titles.length;
+}
+
+export const both = () => Promise.all([uses(ts), uses(js)]);
