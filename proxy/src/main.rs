@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
 use modproxy::app::App;
 use modproxy::config::Config;
@@ -185,6 +186,12 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     give_back_freed_memory();
     runtime.block_on(async {
+        // Signal handlers before any port is bound: a SIGHUP or SIGTERM sent as soon as a port answers
+        // must find them, not the default action, which ends the process at once.
+        let watch = |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("cannot watch {name}"));
+        let hangups = watch(SignalKind::hangup(), "SIGHUP")?;
+        let (mut terminate, mut interrupt) =
+            (watch(SignalKind::terminate(), "SIGTERM")?, watch(SignalKind::interrupt(), "SIGINT")?);
         // Streams first: once the HTTP port answers, every port does.
         let streams = stream_forward::bind(&config.streams)
             .await
@@ -218,6 +225,7 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         let metrics = Arc::new(Metrics::new());
         let live = Arc::new(ArcSwap::from_pointee(App::new(config, &home, Arc::clone(&metrics), None)));
         tokio::spawn(reload::on_sighup(
+            hangups,
             Arc::clone(&live),
             Arc::clone(&metrics),
             path.clone(),
@@ -244,7 +252,10 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
         tokio::spawn({
             let stopping = stopping.clone();
             async move {
-                modproxy_sdk::server::shutdown_signal().await;
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
                 stopping.cancel();
             }
         });

@@ -4,24 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::signal::unix::Signal;
+
 use crate::app::{App, LiveApp};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::tls::certificates::Certificates;
 
-/// Watches for SIGHUP for as long as the returned future runs. The HTTPS listener's `certificates` are
-/// re-read too, from the new configuration's list (or the old one's, when the new one was refused).
+/// Reloads on each of `hangups` (SIGHUP, registered by the caller before any port was bound) for as long
+/// as the returned future runs. The HTTPS listener's `certificates` are re-read too, from the new
+/// configuration's list (or the old one's, when the new one was refused).
 pub async fn on_sighup(
+    mut hangups: Signal,
     live: LiveApp,
     metrics: Arc<Metrics>,
     config_path: PathBuf,
     home: PathBuf,
     certificates: Option<Arc<Certificates>>,
 ) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP; configuration reload is off");
-        return;
-    };
     while hangups.recv().await.is_some() {
         let ok = reload(&live, &metrics, &config_path, &home);
         metrics.reloaded(ok);
