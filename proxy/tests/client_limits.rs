@@ -297,9 +297,11 @@ fn a_flood_of_large_bodies_over_http2_stays_within_body_memory() {
         "peak RSS {peak} KiB over the bound {bound} KiB (idle {idle} KiB)"
     );
 
-    // Near idle again once the flood is over: freed bodies go back to the system.
+    // Near idle again once the flood is over: freed bodies go back to the system. Before bodies were
+    // budgeted, 1 GB stayed resident; what may stay is what a worker thread's heap has not purged yet,
+    // a few freed spans each (it purges them when it next runs).
     let settled = Instant::now() + Duration::from_secs(5);
-    let near_idle = idle + 8 * 1024;
+    let near_idle = idle + 24 * 1024;
     let mut now = proxy.memory_kib().0;
     while now > near_idle && Instant::now() < settled {
         std::thread::sleep(Duration::from_millis(200));
@@ -543,9 +545,11 @@ fn large_replies_do_not_stay_resident_in_pooled_connections() {
         "the replies came over several kept connections"
     );
     // Freed memory goes back once a second (mi_collect) after mimalloc's purge delay; a loaded machine
-    // (the other tests of this file run beside it) may take several rounds.
+    // (the other tests of this file run beside it) may take several rounds. What may stay is what an idle
+    // worker thread's heap has not purged: +11 MiB here, +19 MiB once in CI on 2 cores. Buffers kept in
+    // the pooled connections, the fault this guards against, left +162 MiB.
     let settled = Instant::now() + Duration::from_secs(15);
-    let near_idle = idle + 16 * 1024;
+    let near_idle = idle + 48 * 1024;
     let mut now = proxy.memory_kib().0;
     while now > near_idle && Instant::now() < settled {
         std::thread::sleep(Duration::from_millis(200));
