@@ -140,10 +140,12 @@ test-browser: chromium python-sdk node-sdk
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
 
-# `modproxy client` output (TS and JS, from the fixture contract) through `tsc --noEmit --strict`: right
-# uses compile, a wrong argument type must not.
-test-client:
-	$(CARGO) build -p modproxy
+# `modproxy client` output (TS and JS) through `tsc --noEmit --strict`: clients generated from the fixture
+# contract and from the Rust, Python and Node example backends (started on free ports and asked for
+# `_describe`): right uses compile; misuses (a wrong argument type, a field the result lacks) must not.
+# python-sdk, node-sdk: the Python and Node examples run on .venv and sdk-node/.
+test-client: python-sdk node-sdk
+	$(CARGO) build -p modproxy -p rust-backend
 	cd tests/client && npm ci --no-audit --no-fund
 	cd tests/client && npm test
 
