@@ -438,9 +438,14 @@ impl App {
                     let mut response = match &*mounted.role {
                         // A socket request takes its `max_conns` slot once its body is in: a slow
                         // uploader holds body bytes (bounded by time and body_memory), never a slot.
-                        Role::Socket(gateway) if request.method() == http::Method::GET && rest == "/_describe" => {
+                        // The module's contract, and the browser client made from it.
+                        Role::Socket(gateway)
+                            if request.method() == http::Method::GET
+                                && (rest == "/_describe" || rest == "/_client.js") =>
+                        {
                             match policy.take_slot().await {
-                                Ok(_slot) => gateway.describe(pages).await,
+                                Ok(_slot) if rest == "/_describe" => gateway.describe(pages).await,
+                                Ok(_slot) => gateway.client_script(pages).await,
                                 Err(refusal) => return refuse(refusal),
                             }
                         }

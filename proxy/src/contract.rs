@@ -9,9 +9,9 @@ use serde_json::Value;
 /// The request frame that asks a backend for its contract.
 pub const DESCRIBE_REQUEST: &[u8] = br#"{"head":{"method":"_describe"}}"#;
 
-/// How long a fetched document is served before a node is asked again. Short, because a redeployed
-/// backend may change its methods and the proxy has no other sign of that; long enough that a page
-/// load asking for it costs a backend nothing.
+/// How long a fetched document is served before a node is asked again, when nothing says the nodes
+/// changed: short, because a backend redeployed without the proxy seeing a connection end may change its
+/// methods; long enough that a page load asking for it costs a backend nothing.
 pub const DESCRIBE_TTL: Duration = Duration::from_secs(30);
 
 /// What a backend's reply to `_describe` says.
@@ -47,24 +47,41 @@ pub fn read_reply(reply: Bytes) -> Described {
     }
 }
 
-/// One module's last document and when it was fetched.
+/// One module's last document, when it was fetched, and the module's node generation then.
+///
+/// The generation is a count that moves whenever a node may have been replaced: it was masked, the set
+/// changed, or a backend closed a connection the proxy held (a restart does). A document from another
+/// generation is asked again, so a redeployed backend's new methods show at its first reconnect.
 #[derive(Debug, Default)]
 pub struct Cached {
-    held: Option<(Instant, Bytes)>,
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    at: Instant,
+    generation: u64,
+    document: Bytes,
 }
 
 impl Cached {
-    /// The document, if it is younger than [`DESCRIBE_TTL`] at `now`.
-    pub fn fresh(&self, now: Instant) -> Option<Bytes> {
+    /// The document, if it is younger than [`DESCRIBE_TTL`] at `now` and of `generation`.
+    pub fn fresh(&self, now: Instant, generation: u64) -> Option<Bytes> {
         match &self.held {
-            Some((at, document)) if now.duration_since(*at) < DESCRIBE_TTL => Some(document.clone()),
+            Some(held) if held.generation == generation && now.duration_since(held.at) < DESCRIBE_TTL => {
+                Some(held.document.clone())
+            }
             _ => None,
         }
     }
 
-    /// Keeps `document`, fetched at `now`.
-    pub fn store(&mut self, document: Bytes, now: Instant) {
-        self.held = Some((now, document));
+    /// Keeps `document`, fetched at `now` in `generation`.
+    pub fn store(&mut self, document: Bytes, now: Instant, generation: u64) {
+        self.held = Some(Held {
+            at: now,
+            generation,
+            document,
+        });
     }
 }
 
@@ -95,9 +112,20 @@ mod tests {
     fn a_document_is_served_until_its_ttl() {
         let start = Instant::now();
         let mut cached = Cached::default();
-        assert_eq!(cached.fresh(start), None);
-        cached.store(Bytes::from_static(b"{}"), start);
-        assert!(cached.fresh(start + DESCRIBE_TTL - Duration::from_millis(1)).is_some());
-        assert_eq!(cached.fresh(start + DESCRIBE_TTL), None);
+        assert_eq!(cached.fresh(start, 0), None);
+        cached.store(Bytes::from_static(b"{}"), start, 0);
+        assert!(cached
+            .fresh(start + DESCRIBE_TTL - Duration::from_millis(1), 0)
+            .is_some());
+        assert_eq!(cached.fresh(start + DESCRIBE_TTL, 0), None);
+    }
+
+    #[test]
+    fn a_document_from_another_generation_is_asked_again() {
+        let start = Instant::now();
+        let mut cached = Cached::default();
+        cached.store(Bytes::from_static(b"{}"), start, 3);
+        assert!(cached.fresh(start, 3).is_some());
+        assert_eq!(cached.fresh(start, 4), None, "a node reconnected since");
     }
 }

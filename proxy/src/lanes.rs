@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct Lanes<W: Wire> {
     limits: LaneLimits,
     report: Option<Report>,
     wire: W,
+    /// Lanes whose backend closed them (or broke the wire's rules) ([`Lanes::closed_by_backend`]).
+    closed_by_backend: Arc<AtomicU64>,
 }
 
 /// Told the index of a node that broke the wire's rules ([`Lanes::when_broken`]).
@@ -212,7 +214,14 @@ impl<W: Wire> Lanes<W> {
             limits: LaneLimits::default(),
             report: None,
             wire,
+            closed_by_backend: Arc::default(),
         }
+    }
+
+    /// How many lanes ended because their backend closed them or broke the wire's rules: a count that
+    /// moves when a backend may have restarted.
+    pub fn closed_by_backend(&self) -> u64 {
+        self.closed_by_backend.load(Ordering::Relaxed)
     }
 
     /// The same lanes under `limits`.
@@ -329,6 +338,7 @@ impl<W: Wire> Lanes<W> {
             limits: self.limits,
             report: self.report.clone(),
             wire: self.wire.clone(),
+            closed_by_backend: Arc::clone(&self.closed_by_backend),
         };
         tokio::spawn(task.run(queue));
         lanes.push(Arc::clone(&lane));
@@ -360,6 +370,7 @@ struct LaneTask<W: Wire> {
     limits: LaneLimits,
     report: Option<Report>,
     wire: W,
+    closed_by_backend: Arc<AtomicU64>,
 }
 
 /// The reading side's view of a lane: the requests waiting for replies.
@@ -483,7 +494,9 @@ impl<W: Wire> LaneTask<W> {
         let reading = reading_wire.read_replies(&mut reader, &replies);
         tokio::pin!(reading);
         tokio::select! {
-            () = &mut reading => {}
+            () = &mut reading => {
+                self.closed_by_backend.fetch_add(1, Ordering::Relaxed);
+            }
             () = watch(&self.lane, &self.state, &self.node, self.limits) => {}
             written = write_requests(self.wire.clone(), &mut writer, &mut queue, waiting) => {
                 // The module let go of this lane: collect the replies still owed, then close.

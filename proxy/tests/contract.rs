@@ -20,6 +20,44 @@ fn describe_returns_the_backends_document_and_caches_it() {
 }
 
 #[test]
+fn a_redeployed_backend_is_asked_again_once_the_proxy_reconnects() {
+    let backend = ContractBackend::start(Some(fixture_document()));
+    let proxy = Proxy::start("", &config(&[socket_module("todo", &[backend.addr], "")]));
+    assert_eq!(proxy.get("/todo/_describe", &[]).json(), fixture_document());
+    let mut changed = fixture_document();
+    let new_method = serde_json::json!({ "name": "archive", "doc": null, "data": true, "result": true });
+    changed["methods"].as_array_mut().unwrap().push(new_method);
+    backend.redeploy(changed.clone());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The next call finds its kept connection closed and reconnects; the contract is asked for again.
+    let call = proxy.post("/todo/", &[], br#"{"head":{"method":"any"},"data":1}"#);
+    assert_eq!(call.status, 200, "{}", call.text());
+    let response = proxy.get("/todo/_describe", &[]);
+    assert_eq!(response.json(), changed, "the new contract, well within the 30 s cache");
+    assert_eq!(backend.count("_describe"), 2);
+}
+
+#[test]
+fn client_js_is_the_generated_javascript_client() {
+    let backend = ContractBackend::start(Some(fixture_document()));
+    let proxy = Proxy::start("", &config(&[socket_module("todo", &[backend.addr], "")]));
+    let response = proxy.get("/todo/_client.js", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("text/javascript; charset=utf-8"));
+    let written = generate(&format!("http://{}", proxy.addr), "js").unwrap();
+    assert_eq!(
+        response.text(),
+        written,
+        "the same code `modproxy client --lang js` writes"
+    );
+    let without = ContractBackend::start(None);
+    let proxy = Proxy::start("", &config(&[socket_module("todo", &[without.addr], "")]));
+    let response = proxy.get("/todo/_client.js", &[]);
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.json()["error"]["code"], "method_not_found");
+}
+
+#[test]
 fn describe_of_a_backend_without_contracts_is_404_method_not_found() {
     let backend = ContractBackend::start(None);
     let proxy = Proxy::start("", &config(&[socket_module("todo", &[backend.addr], "")]));

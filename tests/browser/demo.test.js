@@ -58,6 +58,8 @@ function demoInBrowser(title, { start, shots }) {
     let context;
     let page;
     const pageErrors = [];
+    /** The status of each `/<module>/_client.js` the page loaded, by module. */
+    const clientScripts = {};
 
     before(async () => {
       assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: \`apt-get install chromium\` (make test-browser does)`);
@@ -75,6 +77,10 @@ function demoInBrowser(title, { start, shots }) {
       page = context.pages()[0] ?? (await context.newPage());
       page.setDefaultTimeout(10_000);
       page.on('pageerror', (error) => pageErrors.push(error.message));
+      page.on('response', (response) => {
+        const loaded = new URL(response.url()).pathname.match(/^\/([^/]+)\/_client\.js$/);
+        if (loaded) clientScripts[loaded[1]] = response.status();
+      });
     });
 
     after(async () => {
@@ -123,6 +129,18 @@ function demoInBrowser(title, { start, shots }) {
         assert.equal(await root.locator('[data-role="empty"]').count(), 1);
         assert.equal(await root.locator('[data-role="error"]').isHidden(), true);
       }
+    });
+
+    test('each card calls its backend through the client the proxy generates from its contract', async () => {
+      for (const lang of LANGUAGES) {
+        const root = await card(lang);
+        assert.equal(clientScripts[`todo-${lang}`], 200, `GET /todo-${lang}/_client.js`);
+        assert.equal(await root.getAttribute('data-client'), 'generated');
+        assert.equal(await root.locator('[data-role="via"]').textContent(), `todo-${lang}/_client.js`);
+      }
+      const source = await page.evaluate(async () => (await fetch('/todo-python/_client.js')).text());
+      assert.match(source, /^export async function add\(data\) \{$/m);
+      assert.match(source, /@typedef \{\{ title: string \}\} AddData/);
     });
 
     test('in each card, a todo is added and then completed', async () => {

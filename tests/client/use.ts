@@ -11,7 +11,7 @@ export async function uses(): Promise<number> {
   try {
     await add({ a: 3, b: 4 });
   } catch (error) {
-    if (error instanceof MethodError) return error.code.length;
+    if (error instanceof MethodError) return error.code.length + error.status;
   }
   return sum + (tagged === true ? 1 : 0) + (anything === null ? 1 : 0);
 }

@@ -80,6 +80,8 @@ pub struct Balancer {
     clock: Arc<dyn Clock>,
     /// Makes the node for a member (an HTTP module keeps the configured name as `Host`).
     make_node: Box<dyn Fn(&Member) -> Node + Send + Sync>,
+    /// Moves when a node is masked or the set changes ([`Self::generation`]).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -115,6 +117,7 @@ impl Balancer {
             fail_timeout,
             clock,
             make_node: Box::new(|member| Node::new(&member.address, member.weight)),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -151,7 +154,16 @@ impl Balancer {
                 }
             }
         }
+        if changes != Changes::default() {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
         changes
+    }
+
+    /// A count that moves whenever a node is masked or the set changes: what was learned from the nodes
+    /// before (a contract document) may be stale once it moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The same balancer, making the node for a member that joins with `make` rather than from its
@@ -216,6 +228,7 @@ impl Balancer {
     pub fn mark_failed(&self, index: usize) {
         let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
         self.slot(index).masked_until_ms.store(until.max(1), Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reports that the node `pick` chose answered. A masked node that was tried anyway (every node

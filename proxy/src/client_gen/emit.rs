@@ -1,7 +1,8 @@
 //! A contract document to a browser client's source, TypeScript or JavaScript with JSDoc types. Pure.
 //!
 //! Each method becomes one async function that POSTs `{"head":{"method":…},"data":…}` to `/<module>/`,
-//! as the demo page's `call` does, and throws a `MethodError` carrying the error reply's `code`.
+//! as the demo page's `call` does, and throws a `MethodError` carrying the error reply's `code` and the
+//! HTTP status.
 
 use serde_json::Value;
 
@@ -66,24 +67,26 @@ fn prelude(module: &str, ts: bool) -> String {
     let path = Value::String(format!("/{module}/"));
     let (code_field, ctor, call_sig) = if ts {
         (
-            "  readonly code: string;\n",
-            "constructor(code: string, message: string)",
+            "  readonly code: string;\n  readonly status: number;\n",
+            "constructor(code: string, message: string, status: number)",
             "async function call(method: string, data: unknown): Promise<unknown>",
         )
     } else {
         (
             "",
-            "/** @param {string} code @param {string} message */\n  constructor(code, message)",
+            "/** @param {string} code @param {string} message @param {number} status */\n  constructor(code, message, status)",
             "/** @param {string} method @param {unknown} data @returns {Promise<unknown>} */\nasync function call(method, data)",
         )
     };
     format!(
-        r#"/** A failed call: the backend's error reply, or the proxy's own error (`code` then names it). */
+        r#"/** A failed call: the backend's error reply (`status` 200), or the proxy's own error (`status` is the
+ *  HTTP status, and `code` names it, `http_<status>` when the proxy gave none). */
 export class MethodError extends Error {{
 {code_field}  {ctor} {{
     super(message);
     this.name = "MethodError";
     this.code = code;
+    this.status = status;
   }}
 }}
 
@@ -96,9 +99,9 @@ export class MethodError extends Error {{
   const body = await response.json().catch(() => null);
   const error = body !== null && typeof body === "object" ? body.error : undefined;
   if (!response.ok) {{
-    throw new MethodError(error?.code ?? `http_${{response.status}}`, error?.message ?? response.statusText);
+    throw new MethodError(error?.code ?? `http_${{response.status}}`, error?.message ?? response.statusText, response.status);
   }}
-  if (error) throw new MethodError(error.code ?? "error", error.message ?? "error");
+  if (error) throw new MethodError(error.code ?? "error", error.message ?? "error", response.status);
   return body;
 }}
 

@@ -25,6 +25,7 @@ use crate::balancer::attempts::{self, Attempt, Event, Miss, Unanswered};
 use crate::balancer::{Balancer, Clock, Node};
 use crate::body::{full, Body, BoxError};
 use crate::body_budget::BodyPermit;
+use crate::client_gen;
 use crate::config::Upstream;
 use crate::contract::{self, Cached, Described, DESCRIBE_REQUEST};
 use crate::discovery::{self, Following, Members};
@@ -209,26 +210,44 @@ impl SocketGateway {
     }
 
     /// Answers `GET /<module>/_describe`: the module's contract document, from the cache while it is
-    /// younger than [`crate::contract::DESCRIBE_TTL`], else asked of a node.
+    /// younger than [`crate::contract::DESCRIBE_TTL`] and no node reconnected since, else asked of a node.
     pub async fn describe(&self, pages: &ErrorPages) -> Response<Body> {
-        let document = match self.document().await {
+        match self.served_document(pages).await {
+            Ok(document) => typed(full(document), "application/json; charset=utf-8"),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Answers `GET /<module>/_client.js`: the browser client `modproxy client --lang js` would write,
+    /// made from the same document, so that a page can `import` the module's methods as functions.
+    pub async fn client_script(&self, pages: &ErrorPages) -> Response<Body> {
+        let document = match self.served_document(pages).await {
             Ok(document) => document,
-            Err(NoDocument::Failed((error, node))) => return self.failed(error, node, false, pages),
-            Err(NoDocument::NotImplemented) => {
-                return contract_error(
-                    StatusCode::NOT_FOUND,
-                    "method_not_found",
-                    &format!("the backend of module '{}' does not implement _describe", self.name),
-                )
-            }
-            Err(NoDocument::Bad(why)) => return contract_error(StatusCode::BAD_GATEWAY, "bad_gateway", &why),
+            Err(refused) => return refused,
         };
-        let mut response = Response::new(full(document));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        response
+        let source = serde_json::from_slice(&document)
+            .map_err(|error| error.to_string())
+            .and_then(|document| client_gen::emit::client(&document, &self.name, client_gen::Lang::Js));
+        match source {
+            Ok(source) => typed(full(Bytes::from(source)), "text/javascript; charset=utf-8"),
+            Err(why) => {
+                tracing::error!(module = self.name, why, "no client from the _describe document");
+                contract_error(StatusCode::BAD_GATEWAY, "bad_gateway", &why)
+            }
+        }
+    }
+
+    /// The contract document, or the error response that says why there is none.
+    async fn served_document(&self, pages: &ErrorPages) -> Result<Bytes, Response<Body>> {
+        self.document().await.map_err(|missing| match missing {
+            NoDocument::Failed((error, node)) => self.failed(error, node, false, pages),
+            NoDocument::NotImplemented => contract_error(
+                StatusCode::NOT_FOUND,
+                "method_not_found",
+                &format!("the backend of module '{}' does not implement _describe", self.name),
+            ),
+            NoDocument::Bad(why) => contract_error(StatusCode::BAD_GATEWAY, "bad_gateway", &why),
+        })
     }
 
     /// The module's balancer (for status pages and metrics).
@@ -307,11 +326,7 @@ impl SocketGateway {
     pub async fn answer(&self, received: Received, pages: &ErrorPages) -> Response<Body> {
         match self.forward(&received.payload).await {
             Ok((reply, node)) => {
-                let mut response = Response::new(full(reply));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
+                let mut response = typed(full(reply), "application/json; charset=utf-8");
                 response.extensions_mut().insert(ServedBy(node));
                 response
             }
@@ -494,7 +509,13 @@ impl SocketGateway {
 
     /// The module's contract document: the cached one while fresh, else asked of a node.
     async fn document(&self) -> Result<Bytes, NoDocument> {
-        if let Some(document) = self.contract.lock().expect("contract lock").fresh(Instant::now()) {
+        let generation = self.node_generation();
+        if let Some(document) = self
+            .contract
+            .lock()
+            .expect("contract lock")
+            .fresh(Instant::now(), generation)
+        {
             return Ok(document);
         }
         let (reply, _) = self
@@ -504,7 +525,7 @@ impl SocketGateway {
         match contract::read_reply(reply) {
             Described::Document(document) => {
                 let mut held = self.contract.lock().expect("contract lock");
-                held.store(document.clone(), Instant::now());
+                held.store(document.clone(), Instant::now(), generation);
                 Ok(document)
             }
             Described::NotImplemented => Err(NoDocument::NotImplemented),
@@ -513,6 +534,16 @@ impl SocketGateway {
                 Err(NoDocument::Bad(why))
             }
         }
+    }
+
+    /// A count that moves whenever a node may have been replaced since: one was masked, the set
+    /// changed, or a backend closed a connection the proxy kept (see [`Cached`]).
+    fn node_generation(&self) -> u64 {
+        let closed = match &*self.connections {
+            Connections::Pooled(pool) => pool.closed_by_backend(),
+            Connections::Pipelined(lanes, pool) => lanes.closed_by_backend() + pool.closed_by_backend(),
+        };
+        self.balancer.generation() + closed
     }
 
     /// `validate`: checks `payload` against the contract. Without a usable document the request passes
@@ -576,12 +607,17 @@ fn invalid_response(invalid: &Invalid) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
+    let mut response = typed(full(body.to_string()), "application/json; charset=utf-8");
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    response
+}
+
+/// A 200 response of `body` with its `Content-Type`.
+fn typed(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

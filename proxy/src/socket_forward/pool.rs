@@ -7,6 +7,7 @@
 //! exchange counts as evidence: a long-lived connection found dead means an idle timeout or a restart.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct SocketPool {
     keepalive: bool,
     max_frame: usize,
     connect_timeout: Duration,
+    /// Kept connections found closed by their backend ([`Self::closed_by_backend`]).
+    closed_by_backend: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +70,14 @@ impl SocketPool {
             keepalive,
             max_frame,
             connect_timeout,
+            closed_by_backend: AtomicU64::new(0),
         }
+    }
+
+    /// How many kept connections have been found closed by their backend: a count that moves when a
+    /// backend may have restarted.
+    pub fn closed_by_backend(&self) -> u64 {
+        self.closed_by_backend.load(Ordering::Relaxed)
     }
 
     /// A live idle connection to node `index`, or a new one to `addr`.
@@ -113,7 +123,11 @@ impl SocketPool {
         let node = self.nodes.get(index);
         loop {
             let connection = node.idle.lock().expect("pool lock").pop()?;
-            match liveness(&connection) {
+            let state = liveness(&connection);
+            if matches!(state, Liveness::Closed) {
+                self.closed_by_backend.fetch_add(1, Ordering::Relaxed);
+            }
+            match state {
                 Liveness::Open => return Some(connection),
                 Liveness::Closed if connection.exchanges == 1 => {
                     tracing::debug!(

@@ -16,6 +16,8 @@ pub fn fixture_document() -> Value {
 pub struct ContractBackend {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Value>>>,
+    document: Arc<Mutex<Option<Value>>>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl ContractBackend {
@@ -24,14 +26,31 @@ impl ContractBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = seen.clone();
+        let document = Arc::new(Mutex::new(document));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (recorded, described, held) = (seen.clone(), document.clone(), open.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (seen, document) = (recorded.clone(), document.clone());
-                std::thread::spawn(move || serve(stream, document.as_ref(), &seen));
+                held.lock().unwrap().push(stream.try_clone().unwrap());
+                let (seen, document) = (recorded.clone(), described.clone());
+                std::thread::spawn(move || serve(stream, &document, &seen));
             }
         });
-        ContractBackend { addr, seen }
+        ContractBackend {
+            addr,
+            seen,
+            document,
+            open,
+        }
+    }
+
+    /// Acts out a redeploy: answers `_describe` with `document` from now on and closes every connection
+    /// it holds, as a restarted backend's would be.
+    pub fn redeploy(&self, document: Value) {
+        *self.document.lock().unwrap() = Some(document);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Every request read so far, in order.
@@ -45,14 +64,14 @@ impl ContractBackend {
     }
 }
 
-fn serve(stream: TcpStream, document: Option<&Value>, seen: &Mutex<Vec<Value>>) {
+fn serve(stream: TcpStream, document: &Mutex<Option<Value>>, seen: &Mutex<Vec<Value>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     while let Some(payload) = super::read_frame(&mut reader) {
         let request: Value = serde_json::from_slice(&payload).unwrap();
         seen.lock().unwrap().push(request.clone());
         let method = request["head"]["method"].as_str().unwrap_or("");
-        let reply = match (method, document) {
+        let reply = match (method, document.lock().unwrap().as_ref()) {
             ("_describe", Some(document)) => document.clone(),
             ("_pipeline", _) | ("_describe", None) => not_found(method),
             _ => json!({ "ok": request["data"] }),
