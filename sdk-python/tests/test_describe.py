@@ -77,10 +77,20 @@ def test_dataclass_is_an_object_with_its_required_fields():
     }
 
 
+def test_a_reply_writes_every_dataclass_field_so_each_is_required():
+    assert schema_of(AddTodo, reply=True)["required"] == ["title", "tags", "priority"]
+    assert schema_of(list[AddTodo], reply=True)["$defs"]["AddTodo"]["required"] == [
+        "title",
+        "tags",
+        "priority",
+    ]
+
+
 def test_typeddict_knows_its_optional_keys():
     schema = schema_of(Todo)
     assert schema["required"] == ["done", "id", "title"]
     assert schema["properties"]["note"] == {"type": "string"}
+    assert "description" not in schema, "not dict's docstring"
 
 
 def test_nested_and_recursive_types_go_under_defs():

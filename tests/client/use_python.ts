@@ -7,9 +7,9 @@ async function uses(client: typeof ts): Promise<number> {
   const todo = await client.add({ title: "milk" });
   const id: number = todo.id;
   const title: string = todo.title;
-  // `boolean | undefined`, not `boolean`: see gap_python_done.ts.
-  const finished: boolean | undefined = todo.done;
-  const marked: boolean | undefined = (await client.done({ id })).done;
+  // A dataclass result writes every field, so `done` is a `boolean`, not `boolean | undefined`.
+  const finished: boolean = todo.done;
+  const marked: boolean = (await client.done({ id })).done;
   const count: number = (await client.count()).count;
   const titles: string[] = (await client.list()).todos.map((each) => each.title);
   try {

@@ -42,13 +42,15 @@ def describe(func: Callable[..., Any]) -> str:
     description = {
         "doc": inspect.getdoc(func),
         "data": schema_of(hints[data]) if data in hints else {},
-        "result": schema_of(hints["return"]) if "return" in hints else {},
+        "result": schema_of(hints["return"], reply=True) if "return" in hints else {},
     }
     return json.dumps(description)
 
 
-def schema_of(hint: Any) -> Schema:
+def schema_of(hint: Any, *, reply: bool = False) -> Schema:
     """The JSON Schema of ``hint``; named types (dataclasses, TypedDicts, models) go in ``$defs``.
+    With ``reply``, it describes a value the SDK writes: a dataclass field with a default is then
+    required too, since every field is written.
 
     >>> schema_of(list[int])
     {'type': 'array', 'items': {'type': 'integer'}}
@@ -57,7 +59,7 @@ def schema_of(hint: Any) -> Schema:
         schema: Schema = hint.model_json_schema(ref_template="#/$defs/{model}")
         return schema
     defs: dict[str, Schema] = {}
-    schema = _Builder(defs).schema(hint, root=True)
+    schema = _Builder(defs, reply=reply).schema(hint, root=True)
     if defs:
         schema["$defs"] = defs
     return schema
@@ -66,8 +68,9 @@ def schema_of(hint: Any) -> Schema:
 class _Builder:
     """One schema's walk over a hint; ``defs`` collects the named types it meets."""
 
-    def __init__(self, defs: dict[str, Schema]) -> None:
+    def __init__(self, defs: dict[str, Schema], *, reply: bool) -> None:
         self.defs = defs
+        self.reply = reply
 
     def schema(self, hint: Any, *, root: bool = False) -> Schema:
         if hint is Any or hint is inspect.Parameter.empty:
@@ -112,7 +115,8 @@ class _Builder:
             required = [
                 f.name
                 for f in dataclasses.fields(hint)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                if self.reply
+                or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
             ]
             names = [f.name for f in dataclasses.fields(hint)]
         else:  # TypedDict
@@ -124,8 +128,9 @@ class _Builder:
             "properties": {n: self.schema(fields.get(n, Any)) for n in names},
             "required": required,
         }
-        doc = inspect.getdoc(hint)
-        if doc and not doc.startswith(f"{hint.__name__}("):  # dataclasses invent a docstring
+        # Its own docstring only: a TypedDict without one would inherit dict's; dataclasses invent one.
+        doc = inspect.cleandoc(hint.__dict__.get("__doc__") or "")
+        if doc and not doc.startswith(f"{hint.__name__}("):
             schema["description"] = doc
         return schema
 
