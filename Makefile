@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WHEELS := $(TARGET_DIR)/wheels
 
-.PHONY: h2-tools
+.PHONY: h2-tools test-hostile
 .PHONY: help run test lint test-rust test-python test-node test-e2e python-sdk node-sdk test-browser chromium dist test-dist test-scaffold tls-tools dns-tools go test-conform test-client
 
 help:
@@ -52,7 +52,7 @@ node-sdk:
 	cd sdk-node && npm install --no-save --no-audit --no-fund
 	cd sdk-node && npm run build
 
-test: lint test-rust test-python test-node test-e2e test-scaffold test-conform test-browser test-client test-dist
+test: lint test-rust test-python test-node test-e2e test-scaffold test-conform test-browser test-client test-hostile test-dist
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -82,6 +82,15 @@ h2-tools:
 dns-tools:
 	command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base; }
+
+# Hostile clients against the real binary (tests/hostile): Python's h2 and raw sockets flood it,
+# reset streams, trickle bodies, stop reading and hold a thousand idle WebSockets, while a
+# well-behaved client must get every answer and RSS stays under bounds written from the config.
+test-hostile: python-sdk
+	$(CARGO) build -p modproxy
+	$(VENV)/bin/ruff check tests/hostile
+	$(VENV)/bin/ruff format --check tests/hostile
+	$(VENV)/bin/pytest -q tests/hostile
 
 # The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).
