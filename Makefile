@@ -143,9 +143,10 @@ chromium:
 	command -v certutil >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss3-tools; }
 
 # The welcome page and the demo in headless Chromium (playwright-core), through the real proxy with the
-# three example backends.
-test-browser: chromium python-sdk node-sdk
+# four example backends (the Go one built here, beside the Rust one).
+test-browser: chromium python-sdk node-sdk go
 	$(CARGO) build --workspace
+	cd examples/go-backend && go build -o $(abspath $(TARGET_DIR))/debug/go-backend .
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
 

@@ -115,8 +115,10 @@ def backend_command(lang: str, addr: str, profile: str = "debug") -> list[str]:
         return [sys.executable, str(REPO / "examples/python-backend/app.py"), addr]
     if lang == "node":
         return ["node", str(REPO / "examples/node-backend/index.js"), addr]
+    if lang == "go":  # built by `make test-browser` (go build), beside the Rust example
+        return [str(target_dir(profile) / "go-backend"), addr]
     raise ValueError(
-        f"no example backend in {lang!r}; there are {', '.join(LANGUAGES)}"
+        f"no example backend in {lang!r}; there are {', '.join((*LANGUAGES, 'go'))}"
     )
 
 
@@ -191,10 +193,9 @@ class Stack:
         """Starts (again) the example in ``lang`` on its port."""
         port = self.backend_ports[lang]
         command = backend_command(lang, f"127.0.0.1:{port}", self.profile)
-        if not Path(command[0]).exists() and lang == "rust":
-            raise RuntimeError(
-                f"{command[0]} is missing: run `cargo build --workspace` first"
-            )
+        if not Path(command[0]).exists() and lang in ("rust", "go"):
+            build = "cargo build --workspace" if lang == "rust" else "make test-browser"
+            raise RuntimeError(f"{command[0]} is missing: run `{build}` first")
         self.procs[lang] = launch(f"{lang} backend", command, port)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:

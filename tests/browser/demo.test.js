@@ -1,8 +1,9 @@
-// The welcome page and the todo demo in headless Chromium, through the real proxy with the Rust, Python
-// and Node example backends behind it: over HTTP, then over HTTPS with `modproxy cert local`'s certificate
+// The welcome page and the todo demo in headless Chromium, through the real proxy with the Rust, Python,
+// Node and Go example backends behind it: over HTTP, then over HTTPS with `modproxy cert local`'s certificate
 // and its CA trusted as a developer's browser trusts it (an NSS database in the HOME Chromium runs with;
-// no flag that skips the check). Needs `cargo build --workspace`, the Python SDK in .venv/ and the Node
-// addon in sdk-node/ (make test-browser builds them), Debian's chromium at /usr/bin/chromium and
+// no flag that skips the check). Needs `cargo build --workspace`, the Go example built into
+// target/debug/go-backend, the Python SDK in .venv/ and the Node addon in sdk-node/ (make test-browser
+// builds them all), Debian's chromium at /usr/bin/chromium and
 // certutil (libnss3-tools).
 
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { LANGUAGES, startHttpsStack, startStack } from './stack.js';
+import { DESCRIBED, LANGUAGES, startHttpsStack, startStack } from './stack.js';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 // The machine may have no internet: without the background-networking flags Chromium keeps trying
@@ -28,7 +29,7 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-const NAMES = { rust: 'Rust', python: 'Python', node: 'Node' };
+const NAMES = { rust: 'Rust', python: 'Python', node: 'Node', go: 'Go' };
 // Screenshots are always taken (rendering must not fail) but kept only where MODPROXY_SCREENSHOTS names
 // a directory, e.g. `MODPROXY_SCREENSHOTS=/tmp npm test`, to look at the page by eye.
 const SCREENSHOTS = process.env.MODPROXY_SCREENSHOTS;
@@ -131,13 +132,17 @@ function demoInBrowser(title, { start, shots }) {
       }
     });
 
-    test('each card calls its backend through the client the proxy generates from its contract', async () => {
-      for (const lang of LANGUAGES) {
+    test('each SDK card calls its backend through the client the proxy generates from its contract', async () => {
+      for (const lang of DESCRIBED) {
         const root = await card(lang);
         assert.equal(clientScripts[`todo-${lang}`], 200, `GET /todo-${lang}/_client.js`);
         assert.equal(await root.getAttribute('data-client'), 'generated');
         assert.equal(await root.locator('[data-role="via"]').textContent(), `todo-${lang}/_client.js`);
       }
+      // The Go backend has no contract: its card posts envelopes itself.
+      const go = await card('go');
+      assert.equal(clientScripts['todo-go'], 404, 'GET /todo-go/_client.js');
+      assert.equal(await go.getAttribute('data-client'), 'fetch');
       const source = await page.evaluate(async () => (await fetch('/todo-python/_client.js')).text());
       assert.match(source, /^export async function add\(data\) \{$/m);
       assert.match(source, /@typedef \{\{ title: string \}\} AddData/);
@@ -204,7 +209,7 @@ function demoInBrowser(title, { start, shots }) {
       assert.match(await error.textContent(), /^Backend down —\s*502: /);
       await root.locator('[data-role="ping"][data-state="down"]').waitFor();
       assert.equal(await root.locator('input[name="title"]').inputValue(), 'Unreachable', 'the title is kept to retry');
-      for (const lang of ['rust', 'python']) {
+      for (const lang of ['rust', 'python', 'go']) {
         const other = await card(lang);
         assert.equal(await other.locator('[data-role="ping"]').getAttribute('data-state'), 'up');
       }

@@ -1,6 +1,7 @@
-// The whole stack a browser test needs: the real `modproxy` binary in front of the three example todo
-// backends, started by tests/stack.py (through tests/stack.cjs) as for the end-to-end tests; over plain
-// HTTP, or over HTTPS with the certificate `modproxy cert local` makes.
+// The whole stack a browser test needs: the real `modproxy` binary in front of the example todo backends
+// (the three SDK ones and the Go one written without an SDK), started by tests/stack.py (through
+// tests/stack.cjs) as for the end-to-end tests; over plain HTTP, or over HTTPS with the certificate
+// `modproxy cert local` makes.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -10,21 +11,23 @@ import { fileURLToPath } from 'node:url';
 
 import { startStack as launch } from '../stack.cjs';
 
-export const LANGUAGES = ['rust', 'python', 'node'];
+export const LANGUAGES = ['rust', 'python', 'node', 'go'];
+/** Those whose backends describe their methods (`_describe`): the SDK ones. */
+export const DESCRIBED = ['rust', 'python', 'node'];
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MODPROXY =
   process.env.MODPROXY_BIN ??
   path.join(process.env.CARGO_TARGET_DIR ?? path.join(REPO, 'target'), 'debug', 'modproxy');
 
-/** The proxy and the three backends, as tests/stack.cjs hands them over. */
+/** The proxy and the four backends, as tests/stack.cjs hands them over. */
 function launchAll() {
   const modules = Object.fromEntries(LANGUAGES.map((lang) => [lang, `todo-${lang}`]));
   return launch({ modules, settings: 'pipeline = 16, fail_timeout = 0.5' });
 }
 
 /**
- * Starts the proxy and the three backends. Returns `{ url, home, stopBackend(lang), stop() }`;
+ * Starts the proxy and the four backends. Returns `{ url, home, stopBackend(lang), stop() }`;
  * `stop()` ends everything and removes the temporary HOME.
  */
 export async function startStack() {
