@@ -1,9 +1,14 @@
-//! `modproxy client`: a typed browser client generated from a socket module's contract (`_describe`).
+//! `modproxy client`: a typed client generated from a socket module's contract (`_describe`): for the
+//! browser (TypeScript or JavaScript), or for another backend (Python or Node, over the SDK's `Client`).
 //!
-//! [`types`] maps schemas to TypeScript types and [`emit`] writes the source, both pure; this file only
-//! fetches the document, from a proxy or straight from a backend.
+//! [`types`] maps schemas to TypeScript types and [`emit`] writes the browser clients; [`py_types`] and
+//! [`py`] do the same for Python, [`node`] writes the Node client with [`types`]' types. All are pure;
+//! this file only fetches the document, from a proxy or straight from a backend.
 
 pub mod emit;
+pub mod node;
+pub mod py;
+pub mod py_types;
 pub mod types;
 
 use std::io::{Read, Write};
@@ -22,7 +27,10 @@ pub struct ClientArgs {
     /// The socket module the client calls (`/<module>/`).
     #[arg(long)]
     pub module: String,
-    /// `ts` for TypeScript, `js` for JavaScript with JSDoc types.
+    /// `ts` or `js`: a browser client, TypeScript or JavaScript with JSDoc types (an ES module that calls
+    /// `fetch`). `py` or `node`: a client for another backend, a Python module wrapping
+    /// `modproxy_sdk.Client` / `AsyncClient`, or a CommonJS module with JSDoc types wrapping the Node
+    /// SDK's `Client`.
     #[arg(long, value_enum)]
     pub lang: Lang,
     /// Where the document comes from: a proxy (`http://host:port`, or the full `…/<module>/_describe`
