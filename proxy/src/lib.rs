@@ -25,6 +25,7 @@ pub mod log_text;
 pub mod logging;
 pub mod metrics;
 pub mod module_policy;
+pub mod observed_io;
 pub mod pid_file;
 pub mod raw_frames;
 pub mod reload;

@@ -9,40 +9,37 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// An IO whose writes may stay pending for at most `limit`.
+use crate::observed_io::{IoObserver, ObservedIo};
+
+/// An IO whose writes may stay pending for at most a limit.
+pub type SendTimeout<S> = ObservedIo<S, SendBound>;
+
+impl<S> SendTimeout<S> {
+    /// `inner`, whose writes may not wait longer than `limit`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        ObservedIo::observing(
+            inner,
+            SendBound {
+                limit,
+                stalled: None,
+                armed: false,
+            },
+        )
+    }
+}
+
+/// What makes a [`SendTimeout`]: the bound, and the timer of the write pending now.
 #[derive(Debug)]
-pub struct SendTimeout<S> {
-    inner: S,
+pub struct SendBound {
     limit: Duration,
     /// Armed while a write is pending; made on the first one only.
     stalled: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
-impl<S> SendTimeout<S> {
-    /// `inner`, whose writes may not wait longer than `limit`.
-    pub fn new(inner: S, limit: Duration) -> Self {
-        SendTimeout {
-            inner,
-            limit,
-            stalled: None,
-            armed: false,
-        }
-    }
-
-    /// The IO underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The IO underneath, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
+impl SendBound {
     /// Passes a write's readiness through, failing it once it has been pending for `limit`.
     fn bound<T>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if written.is_ready() {
@@ -70,43 +67,18 @@ impl<S> SendTimeout<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.bound(cx, written)
+/// Writes, flushes and shutdowns are all bounded; reads pass through.
+impl IoObserver for SendBound {
+    fn written(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.bound(cx, written)
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.bound(cx, written)
+    fn flushed(&mut self, cx: &mut Context<'_>, flushed: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+        self.bound(cx, flushed)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        this.bound(cx, flushed)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let shut = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.bound(cx, shut)
+    fn shut_down(&mut self, cx: &mut Context<'_>, shut: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+        self.bound(cx, shut)
     }
 }
 
