@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
+
+use crate::observed_io::{IoObserver, ObservedIo};
 
 /// The time of the last [`Activity::touch`], kept in an atomic so IO wrappers can note it cheaply.
 #[derive(Debug)]
@@ -50,44 +52,52 @@ impl Activity {
 
 /// An IO that notes every byte read or written as activity (an upgraded WebSocket's client side, both
 /// sides of a `[[stream]]`), and counts the bytes read from it.
+pub type Touching<S> = ObservedIo<S, Touch>;
+
+impl<S> Touching<S> {
+    /// `inner`, noting its traffic in `activity`.
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self::touching(inner, activity, None)
+    }
+
+    /// `inner`, noting its traffic in `activity` and adding the bytes read from it to `read_counter`.
+    pub fn counting(inner: S, activity: Arc<Activity>, read_counter: Counter) -> Self {
+        Self::touching(inner, activity, Some(read_counter))
+    }
+
+    fn touching(inner: S, activity: Arc<Activity>, read_counter: Option<Counter>) -> Self {
+        let touch = Touch {
+            activity,
+            read_counter,
+            bytes_read: 0,
+        };
+        ObservedIo::observing(inner, touch)
+    }
+
+    /// The bytes read from it so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.observer().bytes_read
+    }
+}
+
+/// What makes a [`Touching`]: the activity it notes, and its count of bytes read.
 #[derive(Debug)]
-pub struct Touching<S> {
-    inner: S,
+pub struct Touch {
     activity: Arc<Activity>,
     /// Where the bytes read are also counted, for metrics.
     read_counter: Option<Counter>,
     bytes_read: u64,
 }
 
-impl<S> Touching<S> {
-    /// `inner`, noting its traffic in `activity`.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Touching {
-            inner,
-            activity,
-            read_counter: None,
-            bytes_read: 0,
-        }
-    }
-
-    /// `inner`, noting its traffic in `activity` and adding the bytes read from it to `read_counter`.
-    pub fn counting(inner: S, activity: Arc<Activity>, read_counter: Counter) -> Self {
-        Touching {
-            read_counter: Some(read_counter),
-            ..Touching::new(inner, activity)
-        }
-    }
-
-    /// The bytes read from it so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+impl IoObserver for Touch {
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = Pin::new(io).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
         if read > 0 {
             self.bytes_read += read;
@@ -98,23 +108,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
         }
         polled
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        written
     }
 }
 
