@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::rt::{ReadBufCursor, Sleep, Timer};
+use hyper::rt::{Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::observed_io::{IoObserver, ObservedIo};
 use crate::send_timeout::SendTimeout;
 use tokio_util::sync::CancellationToken;
 
@@ -66,11 +67,11 @@ where
     let mut deadline = None;
     loop {
         let idle = Arc::new(Idle::new(deadline));
-        let io = ParkIo {
-            io: TokioIo::new(SendTimeout::new(stream, send_timeout)),
+        let parking = Parking {
             unread,
             idle: Arc::clone(&idle),
         };
+        let io = TokioIo::new(ObservedIo::observing(SendTimeout::new(stream, send_timeout), parking));
         let mut connection = h1
             .clone()
             .timer(HeadTimer(Arc::clone(&idle)))
@@ -102,8 +103,9 @@ where
             service: s,
             ..
         } = parts;
-        unread = unread_head(read_buf, io.unread);
-        stream = io.io.into_inner().into_inner();
+        let (timed, parking) = io.into_inner().into_parts();
+        unread = unread_head(read_buf, parking.unread);
+        stream = timed.into_inner();
         service = s;
         let head_deadline = idle.deadline();
         deadline = Some(head_deadline);
@@ -179,58 +181,41 @@ impl Idle {
     }
 }
 
-/// The connection's socket, with bytes read before it was parked to give hyper first.
-struct ParkIo<T> {
-    io: TokioIo<T>,
+/// What the connection's socket adds for parking: bytes read before it was parked, to give hyper first,
+/// and a note of whether all hyper wrote is flushed.
+struct Parking {
     unread: Bytes,
     idle: Arc<Idle>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for ParkIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.unread.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+impl IoObserver for Parking {
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.unread.is_empty() {
+            return Pin::new(io).poll_read(cx, buf);
         }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread.split_to(n));
+        let n = self.unread.len().min(buf.remaining());
+        buf.put_slice(&self.unread.split_to(n));
         Poll::Ready(Ok(()))
     }
-}
 
-impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for ParkIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.idle.flushed.store(false, Ordering::Relaxed);
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.idle.flushed.store(false, Ordering::Relaxed);
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+    // Whatever became of the write, there may be something to flush now. (Only the connection's own task
+    // reads `flushed`, between polls, so noting it after the write is as good as before.)
+    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.idle.flushed.store(false, Ordering::Relaxed);
+        written
     }
 
     // Hyper flushes the socket only once its write buffer is empty.
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+    fn flushed(&mut self, _cx: &mut Context<'_>, flushed: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
         if matches!(flushed, Poll::Ready(Ok(()))) {
-            this.idle.flushed.store(true, Ordering::Relaxed);
+            self.idle.flushed.store(true, Ordering::Relaxed);
         }
         flushed
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
