@@ -9,16 +9,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::rt::ReadBufCursor;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::body::Body;
+use crate::observed_io::{IoObserver, ObservedIo};
 use crate::send_timeout::SendTimeout;
 
 /// Serves a connection whose protocol hyper-util's auto builder decides: HTTP/2, or HTTP/1 whose first
@@ -41,10 +41,10 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let watch = Arc::new(Watch::default());
-    let io = ActivityIo {
-        io: TokioIo::new(SendTimeout::new(stream, send_timeout)),
-        watch: Arc::clone(&watch),
-    };
+    let io = TokioIo::new(ObservedIo::observing(
+        SendTimeout::new(stream, send_timeout),
+        Arc::clone(&watch),
+    ));
     let counted = {
         let watch = Arc::clone(&watch);
         service_fn(move |request| {
@@ -107,55 +107,26 @@ impl Drop for Handling {
     }
 }
 
-/// A socket that records when it last read or wrote a byte.
-struct ActivityIo<T> {
-    io: TokioIo<T>,
-    watch: Arc<Watch>,
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for ActivityIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+/// A socket's reads and writes note when it last moved a byte: completing one, whatever its outcome,
+/// counts as activity.
+impl IoObserver for Arc<Watch> {
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = Pin::new(io).poll_read(cx, buf);
         if read.is_ready() {
-            this.watch.activity.touch();
+            self.activity.touch();
         }
         read
     }
-}
 
-impl<T: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for ActivityIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if written.is_ready() {
-            this.watch.activity.touch();
+            self.activity.touch();
         }
         written
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if written.is_ready() {
-            this.watch.activity.touch();
-        }
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
