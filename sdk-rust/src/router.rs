@@ -66,7 +66,7 @@ impl Router {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
     {
-        registered(self.try_method(name, handler))
+        self.method_with_head(name, without_head(handler))
     }
 
     /// Registers a typed handler that takes `data`, or says why `name` may not be registered.
@@ -77,7 +77,7 @@ impl Router {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
     {
-        self.try_method_with_head(name, move |data: T, _head: Head| handler(data))
+        self.try_method_with_head(name, without_head(handler))
     }
 
     /// Registers a typed handler that takes `data` and the request's `head`.
@@ -147,7 +147,7 @@ impl Router {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, MethodError>> + Send + 'static,
     {
-        self.described_with_head(name, move |data: T, _head: Head| handler(data))
+        self.described_with_head(name, without_head(handler))
     }
 
     /// Registers a typed handler that takes `data` and the request's `head`, described by its types like
@@ -310,6 +310,14 @@ pub fn check_method_name(name: &str, already_registered: bool) -> Result<(), Reg
 #[track_caller]
 fn registered(router: Result<Router, RegisterError>) -> Router {
     router.unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A handler of `data` alone as one that is also given the request's head, and ignores it: what each
+/// builder method without a head registers through its `_with_head` form.
+fn without_head<T, Fut>(
+    handler: impl Fn(T) -> Fut + Send + Sync + 'static,
+) -> impl Fn(T, Head) -> Fut + Send + Sync + 'static {
+    move |data, _head| handler(data)
 }
 
 /// `data` as the handler's type. A handler that takes a [`serde_json::Value`] gets the parsed value as it
