@@ -13,7 +13,9 @@ use std::path::{Component, Path};
 use modproxy::routing::{module_segment, route, Route};
 use modproxy::static_site::site_path::SitePath;
 
-fn check_site_path(raw: &str) {
+/// Panics unless whatever `SitePath::parse` accepts from `raw` is plain file names that, joined to a
+/// root, stay below it.
+pub fn check_site_path(raw: &str) {
     let Ok(path) = SitePath::parse(raw) else {
         return;
     };

@@ -201,32 +201,4 @@ mod tests {
             assert_eq!(SitePath::parse(raw).as_ref(), Err(why), "{raw:?}");
         }
     }
-
-    #[test]
-    fn nothing_accepted_ever_leaves_the_root() {
-        // Whatever is accepted is a list of plain names: joined to a root it stays below it.
-        let root = Path::new("/srv/site");
-        let alphabet = [
-            "/", "..", ".", "%2e", "%2f", "%5c", "%00", "a", "%", "%2", "\\", ":", "C:",
-        ];
-        let mut raw = String::new();
-        for i in 0..200_000u64 {
-            raw.clear();
-            let mut n = i;
-            while n > 0 {
-                raw.push_str(alphabet[(n % alphabet.len() as u64) as usize]);
-                n /= alphabet.len() as u64;
-            }
-            if let Ok(path) = SitePath::parse(&raw) {
-                let full = root.join(path.relative());
-                assert!(full.starts_with(root), "{raw:?} -> {}", full.display());
-                assert!(
-                    full.components()
-                        .all(|c| matches!(c, Component::RootDir | Component::Normal(_))),
-                    "{raw:?} -> {}",
-                    full.display()
-                );
-            }
-        }
-    }
 }
