@@ -11,7 +11,9 @@
 //                          MODPROXY_PEER (default todo-rust) through the proxy's raw-frame port
 //                          MODPROXY_PROXY (host:port, `[server] raw_frames = true`); `unavailable` unset
 //
-// Each method is registered with JSON Schemas of its data and reply, which `_describe` serves.
+// Each method is registered with JSON Schemas of its data and reply, which `_describe` serves. The call in
+// `stats` is typed: peer_client.js is generated from the Rust example's contract by
+// `modproxy client --module todo-rust --lang node` (JSDoc types, which `tsc --checkJs` checks).
 //
 //   node examples/node-backend/index.js [host:port]
 //
@@ -19,6 +21,7 @@
 
 // By relative path, so the example runs from a checkout without publishing the package.
 const { Backend, Client, MethodError } = require('../../sdk-node');
+const { TodoRust } = require('./peer_client.js');
 
 const DEFAULT_ADDR = '127.0.0.1:21232';
 const MAX_TITLE = 200;
@@ -74,10 +77,11 @@ backend.method('stats', async () => {
   const proxy = (process.env.MODPROXY_PROXY || '').trim();
   if (!proxy) throw new MethodError('unavailable', "set MODPROXY_PROXY to the proxy's raw-frame host:port");
   const peer = process.env.MODPROXY_PEER || 'todo-rust';
-  // A client per call keeps the example short; a busy backend would keep one.
+  // A client per call keeps the example short; a busy backend would keep one. TodoRust types the calls by
+  // the peer's contract: count() resolves to a CountResult, whose `count` is a number.
   const client = new Client(proxy, { module: peer, timeout: 5000 });
   try {
-    const { count } = await client.call('count');
+    const { count } = await new TodoRust(client).count();
     return { count: todos.size, peer, peer_count: count };
   } finally {
     await client.close();

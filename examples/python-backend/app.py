@@ -16,7 +16,9 @@ Methods (the same as examples/rust-backend):
   port $MODPROXY_PROXY (``host:port``, with ``[server] raw_frames = true``); ``unavailable``
   when $MODPROXY_PROXY is not set.
 
-The handlers' type hints (``AddTodo``, ``Todo``, ...) describe the methods to ``_describe``.
+The handlers' type hints (``AddTodo``, ``Todo``, ...) describe the methods to ``_describe``. The
+call in ``stats`` is typed: ``peer_client.py`` is generated from the Node example's contract by
+``modproxy client --module todo-node --lang py``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 from modproxy_sdk import Client, MethodError, method, serve
+from peer_client import TodoNode
 
 DEFAULT_LISTEN = "127.0.0.1:21231"
 
@@ -145,8 +148,9 @@ def stats(data: Any) -> Stats:
         raise MethodError("unavailable", "set MODPROXY_PROXY to the proxy's raw-frame host:port")
     peer = os.environ.get("MODPROXY_PEER", "todo-node")
     # A client per call keeps the example short; a busy backend would keep one per thread.
+    # TodoNode types the calls by the peer's contract: count() returns a CountResult.
     with Client(proxy, module=peer, timeout=5) as client:
-        peer_count = client.call("count")["count"]
+        peer_count = TodoNode(client).count()["count"]
     return {"count": len(todos.all()), "peer": peer, "peer_count": peer_count}
 
 
