@@ -6,7 +6,7 @@ nginx and its backend — to CPU 1, one worker thread or process each. Each row'
 warmed up, then measured in interleaved rounds (A B A B A B); the table shows medians, and the ratio is
 contestant ÷ peer from the same run.
 
-Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS ("1,2,3,4,5,6,7,8"),
+Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS ("1,…,15"),
 BENCH_CONNECTIONS (64), BENCH_IDLE (5000, row 8), BENCH_LOG_LEVEL (modproxy's [log] level, "warn":
 nginx runs with access_log off), BENCH_LABEL (a note for the run's heading), BENCH_RESULTS (the file
 to write, bench/RESULTS.md), and, to run another build of an SDK, BENCH_PYTHON_SDK (a Python whose venv
@@ -31,6 +31,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -56,7 +57,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 ROWS = {
     r.strip()
-    for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11,12,13,14").split(",")
+    for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15").split(",")
     if r.strip()
 }
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
@@ -276,8 +277,8 @@ def frameload(port: int, seconds: float) -> dict[str, float]:
 # --- smoke checks: a contestant that answers wrongly is not measured ------------------------------
 
 
-def check_http_echo(url: str) -> None:
-    request = urllib.request.Request(url, data=BODY.encode(), headers={"Content-Type": "application/json"})
+def check_http_echo(url: str, body: str = BODY) -> None:
+    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         reply = json.loads(response.read())
     if reply != ECHOED:
@@ -389,6 +390,7 @@ class Lab:
 
                 [log]
                 level = "{LOG_LEVEL}"
+                access = "{ACCESS_LOG}"
                 """)
         )
         subprocess.run(
@@ -866,6 +868,41 @@ def row_under_attack(lab: Lab, row: Row) -> None:
     )
 
 
+CHECKED_BODY = BODY.replace('"method":"echo"', '"method":"check"')
+
+
+def row_validate(lab: Lab, row: Row) -> None:
+    """Row 4's load with `validate = true`: the cost of checking each `data` against the method's schema."""
+    backend, bport = lab.backend("rust-sdk")
+    checked, cport = lab.modproxy(socket_module(bport, PIPELINE).replace(" }", ", validate = true }"))
+    unchecked, uport = lab.modproxy(socket_module(bport, PIPELINE))
+    for port in (cport, uport):
+        check_http_echo(f"http://127.0.0.1:{port}/echo/", CHECKED_BODY)
+    invalid = CHECKED_BODY.replace('"id":12345', '"id":"12345"').encode()
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{cport}/echo/", data=invalid), timeout=10
+        )
+        raise RuntimeError(f"row {row.row}: validate = true let a string id through")
+    except urllib.error.HTTPError as refused:
+        if refused.code != 400:
+            raise RuntimeError(f"row {row.row}: a string id got {refused.code}, not 400") from refused
+
+    def post(port: int) -> Callable[[float], dict[str, float]]:
+        return lambda s: wrk(f"http://127.0.0.1:{port}/echo/", s, body=CHECKED_BODY)
+
+    row.contestant = Contestant(
+        f"modproxy → Rust SDK typed echo, pipeline = {PIPELINE}, validate = true",
+        checked,
+        [backend],
+        post(cport),
+    )
+    row.peer = Contestant("the same, validate off (the default)", unchecked, [backend], post(uport))
+    measure(row)
+    cost = median(row.contestant, "cpu_us") - median(row.peer, "cpu_us")
+    row.notes.append(f"validation's cost: {cost:+.2f} CPU µs per request (proxy and backend together)")
+
+
 def etcd_put(url: str, key: str, value: str) -> None:
     """Writes `key` = `value` through etcd's JSON gateway."""
     body = json.dumps(
@@ -1004,6 +1041,7 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (Row("12", "static 1 KB file, access log on as shipped", "req/s", 1.0), row_access_log),
     (Row("13", "row 4 under attack (legitimate client's share)", "req/s", 0.8), row_under_attack),
     (Row("14", "row 4 with the node from etcd", "req/s", 0.95), row_etcd),
+    (Row("15", "row 4 with validate = true", "req/s", 0.9), row_validate),
 ]
 
 
