@@ -17,10 +17,10 @@ pub enum Lang {
     /// A browser client in JavaScript (an ES module) with JSDoc types.
     Js,
     /// A Python module for backend-to-backend calls: `TypedDict`s and a class wrapping
-    /// `modproxy_sdk.Client` (and its twin for `AsyncClient`).
+    /// `modproxy_sdk.Client` (and its twin for `AsyncClient`); mypy --strict and ruff clean.
     Py,
     /// A CommonJS module with JSDoc types for backend-to-backend calls: a class wrapping the Node SDK's
-    /// `Client`.
+    /// `Client`, for `require` as it is.
     Node,
 }
 

@@ -27,10 +27,8 @@ pub struct ClientArgs {
     /// The socket module the client calls (`/<module>/`).
     #[arg(long)]
     pub module: String,
-    /// `ts` or `js`: a browser client, TypeScript or JavaScript with JSDoc types (an ES module that calls
-    /// `fetch`). `py` or `node`: a client for another backend, a Python module wrapping
-    /// `modproxy_sdk.Client` / `AsyncClient`, or a CommonJS module with JSDoc types wrapping the Node
-    /// SDK's `Client`.
+    /// What to write: a browser client (`ts`, `js`: an ES module that calls `fetch`), or a client for
+    /// another backend (`py`, `node`: calls through the SDK's `Client`).
     #[arg(long, value_enum)]
     pub lang: Lang,
     /// Where the document comes from: a proxy (`http://host:port`, or the full `…/<module>/_describe`
