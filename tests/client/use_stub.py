@@ -29,7 +29,7 @@ def uses(client: Client) -> int:
     fixture.any([1, "two", None])
 
     edge = EdgeCases(client)
-    put: PutItemData = {"from": "it's \"b\"", "note-x": "x", "__mangled": 1.5}
+    put: PutItemData = {"from": 'it\'s "b"', "note-x": "x", "__mangled": 1.5}
     reply = edge.put_item(put)
     ok = reply is not None and "ok" in reply
     tree: TreeNode = {"children": [{"children": [], "value": ["leaf"]}], "value": "root"}
