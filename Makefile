@@ -150,10 +150,12 @@ test-browser: chromium python-sdk node-sdk go
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && npm test
 
-# `modproxy client` output (TS and JS) through `tsc --noEmit --strict`: clients generated from the fixture
-# contract and from the Rust, Python and Node example backends (started on free ports and asked for
-# `_describe`): right uses compile; misuses (a wrong argument type, a field the result lacks) must not.
-# python-sdk, node-sdk: the Python and Node examples run on .venv and sdk-node/.
+# `modproxy client` output: browser clients (TS and JS) through `tsc --noEmit --strict`, generated from the
+# fixture contract and from the Rust, Python and Node example backends (started on free ports and asked for
+# `_describe`): right uses compile; misuses must not. The backend-to-backend stubs (--lang py, --lang node)
+# through mypy --strict, ruff and tsc --checkJs the same way; the stubs committed in the Python and Node
+# examples must be byte for byte what the running peer example generates.
+# python-sdk, node-sdk: the examples run on .venv and sdk-node/ (mypy and ruff come with python-sdk).
 test-client: python-sdk node-sdk
 	$(CARGO) build -p modproxy -p rust-backend
 	cd tests/client && npm ci --no-audit --no-fund

@@ -75,7 +75,8 @@ enum Command {
     Cert(CertCommand),
     /// Run the socket protocol's conformance checks against a backend (ADDR, or `-- COMMAND {addr}`).
     Conform(modproxy::conform::ConformArgs),
-    /// Generate a typed browser client (TypeScript or JavaScript) from a socket module's `_describe`.
+    /// Generate a typed client from a socket module's `_describe`: for the browser (TypeScript or
+    /// JavaScript), or for another backend (Python or Node).
     Client(modproxy::client_gen::ClientArgs),
 }
 
