@@ -1,7 +1,6 @@
 //! When a connection last moved a byte, for idle timeouts that count quiet time, not age: `[[stream]]`
 //! forwarding, upgraded WebSockets and HTTP/2 client connections.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-use crate::observed_io::{IoObserver, ObservedIo};
+use crate::observed_io::{IoObserver, ObservedIo, Polled};
 
 /// The time of the last [`Activity::touch`], kept in an atomic so IO wrappers can note it cheaply.
 #[derive(Debug)]
@@ -90,12 +89,7 @@ pub struct Touch {
 }
 
 impl IoObserver for Touch {
-    fn poll_read<S: AsyncRead + Unpin>(
-        &mut self,
-        io: &mut S,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read<S: AsyncRead + Unpin>(&mut self, io: &mut S, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Polled {
         let before = buf.filled().len();
         let polled = Pin::new(io).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
@@ -109,7 +103,7 @@ impl IoObserver for Touch {
         polled
     }
 
-    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn written(&mut self, _cx: &mut Context<'_>, written: Polled<usize>) -> Polled<usize> {
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }

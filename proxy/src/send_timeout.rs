@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use crate::observed_io::{IoObserver, ObservedIo};
+use crate::observed_io::{IoObserver, ObservedIo, Polled};
 
 /// An IO whose writes may stay pending for at most a limit.
 pub type SendTimeout<S> = ObservedIo<S, SendBound>;
@@ -41,7 +41,7 @@ pub struct SendBound {
 
 impl SendBound {
     /// Passes a write's readiness through, failing it once it has been pending for `limit`.
-    fn bound<T>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn bound<T>(&mut self, cx: &mut Context<'_>, written: Polled<T>) -> Polled<T> {
         if written.is_ready() {
             self.armed = false;
             return written;
@@ -69,15 +69,15 @@ impl SendBound {
 
 /// Writes, flushes and shutdowns are all bounded; reads pass through.
 impl IoObserver for SendBound {
-    fn written(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn written(&mut self, cx: &mut Context<'_>, written: Polled<usize>) -> Polled<usize> {
         self.bound(cx, written)
     }
 
-    fn flushed(&mut self, cx: &mut Context<'_>, flushed: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    fn flushed(&mut self, cx: &mut Context<'_>, flushed: Polled) -> Polled {
         self.bound(cx, flushed)
     }
 
-    fn shut_down(&mut self, cx: &mut Context<'_>, shut: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    fn shut_down(&mut self, cx: &mut Context<'_>, shut: Polled) -> Polled {
         self.bound(cx, shut)
     }
 }

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::observed_io::{IoObserver, ObservedIo};
+use crate::observed_io::{IoObserver, ObservedIo, Polled};
 use crate::send_timeout::SendTimeout;
 use tokio_util::sync::CancellationToken;
 
@@ -189,12 +189,7 @@ struct Parking {
 }
 
 impl IoObserver for Parking {
-    fn poll_read<S: AsyncRead + Unpin>(
-        &mut self,
-        io: &mut S,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read<S: AsyncRead + Unpin>(&mut self, io: &mut S, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Polled {
         if self.unread.is_empty() {
             return Pin::new(io).poll_read(cx, buf);
         }
@@ -205,13 +200,13 @@ impl IoObserver for Parking {
 
     // Whatever became of the write, there may be something to flush now. (Only the connection's own task
     // reads `flushed`, between polls, so noting it after the write is as good as before.)
-    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn written(&mut self, _cx: &mut Context<'_>, written: Polled<usize>) -> Polled<usize> {
         self.idle.flushed.store(false, Ordering::Relaxed);
         written
     }
 
     // Hyper flushes the socket only once its write buffer is empty.
-    fn flushed(&mut self, _cx: &mut Context<'_>, flushed: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    fn flushed(&mut self, _cx: &mut Context<'_>, flushed: Polled) -> Polled {
         if matches!(flushed, Poll::Ready(Ok(()))) {
             self.idle.flushed.store(true, Ordering::Relaxed);
         }

@@ -1,11 +1,10 @@
 //! HTTP/2 (and connections that might be): hyper-util's auto builder, with an idle bound, since HTTP/2 has
 //! no header-read timer.
 
-use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -18,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::body::Body;
-use crate::observed_io::{IoObserver, ObservedIo};
+use crate::observed_io::{IoObserver, ObservedIo, Polled};
 use crate::send_timeout::SendTimeout;
 
 /// Serves a connection whose protocol hyper-util's auto builder decides: HTTP/2, or HTTP/1 whose first
@@ -110,12 +109,7 @@ impl Drop for Handling {
 /// A socket's reads and writes note when it last moved a byte: completing one, whatever its outcome,
 /// counts as activity.
 impl IoObserver for Arc<Watch> {
-    fn poll_read<S: AsyncRead + Unpin>(
-        &mut self,
-        io: &mut S,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read<S: AsyncRead + Unpin>(&mut self, io: &mut S, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Polled {
         let read = Pin::new(io).poll_read(cx, buf);
         if read.is_ready() {
             self.activity.touch();
@@ -123,7 +117,7 @@ impl IoObserver for Arc<Watch> {
         read
     }
 
-    fn written(&mut self, _cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn written(&mut self, _cx: &mut Context<'_>, written: Polled<usize>) -> Polled<usize> {
         if written.is_ready() {
             self.activity.touch();
         }
