@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::Registry;
 
 use crate::balancer::Balancer;
 use crate::body_budget::BudgetCounters;
@@ -126,10 +126,12 @@ struct ReloadLabels {
     result: &'static str,
 }
 
-/// Registers `metric` as `name` and hands it back: one statement a metric.
-fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
-    registry.register(name, help, metric.clone());
-    metric
+/// Registers each listed handle of `$metrics` in its registry, under a name and a help text: one line a
+/// metric. The handles are clones sharing their values with the struct's.
+macro_rules! register {
+    ($metrics:ident: $($($handle:ident).+ => $name:literal, $help:literal;)*) => {
+        $( $metrics.registry.register($name, $help, $metrics.$($handle).+.clone()); )*
+    };
 }
 
 impl Default for Metrics {
@@ -141,182 +143,61 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("modproxy");
-        let requests = registered(
-            &mut registry,
-            "requests",
-            "Requests answered, by module and status class",
-            Family::<RequestLabels, Counter>::default(),
-        );
-        let latency = registered(
-            &mut registry,
-            "request_duration_seconds",
-            "Time to the response head, by module",
-            Family::<ModuleLabel, Histogram>::new_with_constructor(|| {
-                // 0.25 ms .. ~8 s.
-                Histogram::new(exponential_buckets(0.00025, 2.0, 16))
-            }),
-        );
-        let node_up = registered(
-            &mut registry,
-            "node_up",
-            "1 when a backend node takes traffic, 0 while it is masked",
-            Family::<NodeLabels, Gauge>::default(),
-        );
-        let pooled = registered(
-            &mut registry,
-            "pooled_connections",
-            "Idle pooled connections per node (for a pipelined socket module, every open connection)",
-            Family::<NodeLabels, Gauge>::default(),
-        );
-        let node_in_flight = registered(
-            &mut registry,
-            "node_in_flight",
-            "Requests in flight per backend node",
-            Family::<NodeLabels, Gauge>::default(),
-        );
-        let lanes_open = registered(
-            &mut registry,
-            "lanes_open",
-            "Pipelined connections (lanes) open per node, where the module pipelines",
-            Family::<NodeLabels, Gauge>::default(),
-        );
-        let lane_requests = registered(
-            &mut registry,
-            "lane_requests",
-            "Requests queued or written on a node's lanes whose replies have not come",
-            Family::<NodeLabels, Gauge>::default(),
-        );
-        let client_connections = registered(
-            &mut registry,
-            "client_connections",
-            "Client connections open now",
-            Gauge::default(),
-        );
-        let refused_connections = registered(
-            &mut registry,
-            "refused_connections",
-            "Client connections refused at the max_connections limit",
-            Counter::default(),
-        );
-        let tls_handshake_failures = registered(
-            &mut registry,
-            "tls_handshake_failures",
-            "TLS handshakes that failed or timed out",
-            Counter::default(),
-        );
-        let tls_certificate_errors = registered(
-            &mut registry,
-            "tls_certificate_errors",
-            "Certificate files that failed to load on a reload; the last good certificate serves on",
-            Counter::default(),
-        );
-        let tls_acme_failures = registered(
-            &mut registry,
-            "tls_acme_failures",
-            "ACME attempts that failed to obtain or renew a certificate; the current one serves on",
-            Counter::default(),
-        );
-        let body_budget = BudgetCounters::default();
-        registered(
-            &mut registry,
-            "body_memory_held_bytes",
-            "Bytes of request bodies held in memory now, out of server.body_memory",
-            body_budget.held.clone(),
-        );
-        registered(
-            &mut registry,
-            "body_memory_waits",
-            "Request bodies that found no room in server.body_memory at once and waited",
-            body_budget.waits.clone(),
-        );
-        registered(
-            &mut registry,
-            "body_memory_refusals",
-            "Request bodies refused for want of room in server.body_memory (503)",
-            body_budget.refusals.clone(),
-        );
-        let reloads = registered(
-            &mut registry,
-            "config_reloads",
-            "Configuration reloads (SIGHUP), by result",
-            Family::<ReloadLabels, Counter>::default(),
-        );
-        let stream_connections = registered(
-            &mut registry,
-            "stream_connections",
-            "Client connections accepted by a [[stream]], by its listen address",
-            Family::<StreamLabels, Counter>::default(),
-        );
-        let stream_open = registered(
-            &mut registry,
-            "stream_open_connections",
-            "Forwarded [[stream]] connections open now",
-            Family::<StreamLabels, Gauge>::default(),
-        );
-        let stream_unreachable = registered(
-            &mut registry,
-            "stream_unreachable",
-            "[[stream]] client connections closed because no node accepted a connection",
-            Family::<StreamLabels, Counter>::default(),
-        );
-        let stream_bytes = registered(
-            &mut registry,
-            "stream_bytes",
-            "Bytes forwarded by a [[stream]]: up is client to node, down is node to client",
-            Family::<StreamBytesLabels, Counter>::default(),
-        );
-        let stream_node_up = registered(
-            &mut registry,
-            "stream_node_up",
-            "1 when a [[stream]] node takes connections, 0 while it is masked",
-            Family::<StreamNodeLabels, Gauge>::default(),
-        );
-        let module_nodes = registered(
-            &mut registry,
-            "module_nodes",
-            "Backend nodes a module has now (its DNS names' latest answers included)",
-            Family::<ModuleLabel, Gauge>::default(),
-        );
-        let dns_lookups = registered(
-            &mut registry,
-            "dns_lookups",
-            "DNS lookups of a node's name",
-            Family::<DnsLabels, Counter>::default(),
-        );
-        let dns_failures = registered(
-            &mut registry,
-            "dns_failures",
-            "DNS lookups of a node's name that failed or found nothing (the last nodes were kept)",
-            Family::<DnsLabels, Counter>::default(),
-        );
-        Metrics {
-            module_nodes,
-            dns_lookups,
-            dns_failures,
-            registry,
-            requests,
-            latency,
-            node_up,
-            pooled,
-            node_in_flight,
-            lanes_open,
-            lane_requests,
-            client_connections,
-            refused_connections,
-            tls_handshake_failures,
-            tls_certificate_errors,
-            tls_acme_failures,
-            body_budget,
-            reloads,
-            stream_connections,
-            stream_open,
-            stream_unreachable,
-            stream_bytes,
-            stream_node_up,
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("modproxy"),
+            requests: Family::default(),
+            // 0.25 ms .. ~8 s.
+            latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.00025, 2.0, 16))),
+            node_up: Family::default(),
+            pooled: Family::default(),
+            node_in_flight: Family::default(),
+            lanes_open: Family::default(),
+            lane_requests: Family::default(),
+            client_connections: Gauge::default(),
+            refused_connections: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            tls_certificate_errors: Counter::default(),
+            tls_acme_failures: Counter::default(),
+            body_budget: BudgetCounters::default(),
+            reloads: Family::default(),
+            stream_connections: Family::default(),
+            stream_open: Family::default(),
+            stream_unreachable: Family::default(),
+            stream_bytes: Family::default(),
+            stream_node_up: Family::default(),
+            module_nodes: Family::default(),
+            dns_lookups: Family::default(),
+            dns_failures: Family::default(),
             stream_balancers: Mutex::new(Vec::new()),
             last_minutes: Mutex::new(HashMap::new()),
-        }
+        };
+        register!(metrics:
+            requests => "requests", "Requests answered, by module and status class";
+            latency => "request_duration_seconds", "Time to the response head, by module";
+            node_up => "node_up", "1 when a backend node takes traffic, 0 while it is masked";
+            pooled => "pooled_connections", "Idle pooled connections per node (for a pipelined socket module, every open connection)";
+            node_in_flight => "node_in_flight", "Requests in flight per backend node";
+            lanes_open => "lanes_open", "Pipelined connections (lanes) open per node, where the module pipelines";
+            lane_requests => "lane_requests", "Requests queued or written on a node's lanes whose replies have not come";
+            client_connections => "client_connections", "Client connections open now";
+            refused_connections => "refused_connections", "Client connections refused at the max_connections limit";
+            tls_handshake_failures => "tls_handshake_failures", "TLS handshakes that failed or timed out";
+            tls_certificate_errors => "tls_certificate_errors", "Certificate files that failed to load on a reload; the last good certificate serves on";
+            tls_acme_failures => "tls_acme_failures", "ACME attempts that failed to obtain or renew a certificate; the current one serves on";
+            body_budget.held => "body_memory_held_bytes", "Bytes of request bodies held in memory now, out of server.body_memory";
+            body_budget.waits => "body_memory_waits", "Request bodies that found no room in server.body_memory at once and waited";
+            body_budget.refusals => "body_memory_refusals", "Request bodies refused for want of room in server.body_memory (503)";
+            reloads => "config_reloads", "Configuration reloads (SIGHUP), by result";
+            stream_connections => "stream_connections", "Client connections accepted by a [[stream]], by its listen address";
+            stream_open => "stream_open_connections", "Forwarded [[stream]] connections open now";
+            stream_unreachable => "stream_unreachable", "[[stream]] client connections closed because no node accepted a connection";
+            stream_bytes => "stream_bytes", "Bytes forwarded by a [[stream]]: up is client to node, down is node to client";
+            stream_node_up => "stream_node_up", "1 when a [[stream]] node takes connections, 0 while it is masked";
+            module_nodes => "module_nodes", "Backend nodes a module has now (its DNS names' latest answers included)";
+            dns_lookups => "dns_lookups", "DNS lookups of a node's name";
+            dns_failures => "dns_failures", "DNS lookups of a node's name that failed or found nothing (the last nodes were kept)";
+        );
+        metrics
     }
 
     /// Reports the nodes of the `[[stream]]` on `listen` as `modproxy_stream_node_up` from now on.
