@@ -91,6 +91,13 @@ pub trait Wire: Clone + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Lanes<W: Wire> {
     nodes: PerNode<NodeLanes<W>>,
+    settings: Settings<W>,
+}
+
+/// What every lane of a module is given: a copy each.
+#[derive(Debug, Clone)]
+struct Settings<W: Wire> {
+    /// Most requests a lane carries at a time.
     depth: usize,
     connect_timeout: Duration,
     limits: LaneLimits,
@@ -209,24 +216,26 @@ impl<W: Wire> Lanes<W> {
                 refused_at: Mutex::default(),
                 index,
             }),
-            depth,
-            connect_timeout,
-            limits: LaneLimits::default(),
-            report: None,
-            wire,
-            closed_by_backend: Arc::default(),
+            settings: Settings {
+                depth,
+                connect_timeout,
+                limits: LaneLimits::default(),
+                report: None,
+                wire,
+                closed_by_backend: Arc::default(),
+            },
         }
     }
 
     /// How many lanes ended because their backend closed them or broke the wire's rules: a count that
     /// moves when a backend may have restarted.
     pub fn closed_by_backend(&self) -> u64 {
-        self.closed_by_backend.load(Ordering::Relaxed)
+        self.settings.closed_by_backend.load(Ordering::Relaxed)
     }
 
     /// The same lanes under `limits`.
     pub fn with_limits(mut self, limits: LaneLimits) -> Self {
-        self.limits = limits;
+        self.settings.limits = limits;
         self
     }
 
@@ -240,7 +249,7 @@ impl<W: Wire> Lanes<W> {
     /// The same lanes, calling `report` with a node's index as soon as one of its lanes sees it break the
     /// wire's rules (to mask it), whether or not a request was waiting then.
     pub fn when_broken(mut self, report: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.report = Some(Report(Arc::new(report)));
+        self.settings.report = Some(Report(Arc::new(report)));
         self
     }
 
@@ -298,6 +307,7 @@ impl<W: Wire> Lanes<W> {
                 return true;
             }
             let late = self
+                .settings
                 .limits
                 .overdue
                 .is_some_and(|limit| lane.state.oldest_waited_longer_than(limit));
@@ -309,12 +319,12 @@ impl<W: Wire> Lanes<W> {
         };
         if let Some(lane) = lanes
             .iter()
-            .find(|lane| lane.in_flight.load(Ordering::Relaxed) < self.depth && !overdue(lane))
+            .find(|lane| lane.in_flight.load(Ordering::Relaxed) < self.settings.depth && !overdue(lane))
         {
             lane.in_flight.fetch_add(1, Ordering::Relaxed);
             return Some(Arc::clone(lane));
         }
-        if lanes.len() >= self.limits.max_lanes {
+        if lanes.len() >= self.settings.limits.max_lanes {
             return None;
         }
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -333,12 +343,7 @@ impl<W: Wire> Lanes<W> {
             state,
             node: Arc::clone(&node),
             addr: addr.to_owned(),
-            depth: self.depth,
-            connect_timeout: self.connect_timeout,
-            limits: self.limits,
-            report: self.report.clone(),
-            wire: self.wire.clone(),
-            closed_by_backend: Arc::clone(&self.closed_by_backend),
+            settings: self.settings.clone(),
         };
         tokio::spawn(task.run(queue));
         lanes.push(Arc::clone(&lane));
@@ -365,12 +370,7 @@ struct LaneTask<W: Wire> {
     state: Arc<LaneState<W>>,
     node: Arc<NodeLanes<W>>,
     addr: String,
-    depth: usize,
-    connect_timeout: Duration,
-    limits: LaneLimits,
-    report: Option<Report>,
-    wire: W,
-    closed_by_backend: Arc<AtomicU64>,
+    settings: Settings<W>,
 }
 
 /// The reading side's view of a lane: the requests waiting for replies.
@@ -458,7 +458,8 @@ impl<W: Wire> Replies<'_, W> {
 
 impl<W: Wire> LaneTask<W> {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job<W>>) {
-        let mut stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
+        let connect = TcpStream::connect(&self.addr);
+        let mut stream = match tokio::time::timeout(self.settings.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return refuse_queued(&mut queue, Some(error)),
             Err(_) => {
@@ -467,7 +468,12 @@ impl<W: Wire> LaneTask<W> {
             }
         };
         let _ = stream.set_nodelay(true);
-        if !self.wire.handshake(&mut stream, self.depth, self.connect_timeout).await {
+        if !self
+            .settings
+            .wire
+            .handshake(&mut stream, self.settings.depth, self.settings.connect_timeout)
+            .await
+        {
             tracing::info!(
                 node = self.addr,
                 "backend does not pipeline; one request at a time per connection"
@@ -484,21 +490,21 @@ impl<W: Wire> LaneTask<W> {
             waiting,
             lane: &self.lane,
             node_lanes: &self.node,
-            report: self.report.as_ref(),
+            report: self.settings.report.as_ref(),
             writing_done: &writing_done,
             replying: &replying,
             detached: &self.state.detached,
             node: &self.addr,
         };
-        let mut reading_wire = self.wire.clone();
+        let mut reading_wire = self.settings.wire.clone();
         let reading = reading_wire.read_replies(&mut reader, &replies);
         tokio::pin!(reading);
         tokio::select! {
             () = &mut reading => {
-                self.closed_by_backend.fetch_add(1, Ordering::Relaxed);
+                self.settings.closed_by_backend.fetch_add(1, Ordering::Relaxed);
             }
-            () = watch(&self.lane, &self.state, &self.node, self.limits) => {}
-            written = write_requests(self.wire.clone(), &mut writer, &mut queue, waiting) => {
+            () = watch(&self.lane, &self.state, &self.node, self.settings.limits) => {}
+            written = write_requests(self.settings.wire.clone(), &mut writer, &mut queue, waiting) => {
                 // The module let go of this lane: collect the replies still owed, then close.
                 if written.is_ok() {
                     writing_done.store(true, Ordering::Relaxed);
