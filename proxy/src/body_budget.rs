@@ -113,6 +113,20 @@ impl BodyBudget {
             self.counters.refusals.inc();
             return Err(refused);
         }
+        if bytes == 0 {
+            return Ok(());
+        }
+        // Room at once, the common case: taken without arming a timer or registering for wake-ups.
+        if let Ok(step) = u32::try_from(bytes) {
+            if let Ok(more) = Arc::clone(&self.bytes).try_acquire_many_owned(step) {
+                permit.gauge.inc_by(i64::from(step));
+                match &mut permit.held {
+                    Some(held) => held.merge(more),
+                    none => *none = Some(more),
+                }
+                return Ok(());
+            }
+        }
         let mut waited = false;
         let mut left = bytes;
         let taking = async {
