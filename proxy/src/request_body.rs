@@ -80,7 +80,9 @@ pub struct TimedBody<B> {
     chunk: Duration,
     total: Duration,
     deadline: Instant,
-    sleep: Pin<Box<Sleep>>,
+    /// Made the first time the client keeps the reader waiting: a body that is in at once (most) never
+    /// arms a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
@@ -93,7 +95,7 @@ impl<B> TimedBody<B> {
             chunk,
             total,
             deadline,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            sleep: None,
             armed: false,
         }
     }
@@ -114,11 +116,18 @@ where
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         let now = Instant::now();
-        if !this.armed {
-            this.armed = true;
-            this.sleep.as_mut().reset((now + this.chunk).min(this.deadline));
-        }
-        match this.sleep.as_mut().poll(cx) {
+        let wake_at = (now + this.chunk).min(this.deadline);
+        let sleep = match &mut this.sleep {
+            Some(sleep) => {
+                if !this.armed {
+                    sleep.as_mut().reset(wake_at);
+                }
+                sleep
+            }
+            none => none.insert(Box::pin(tokio::time::sleep_until(wake_at))),
+        };
+        this.armed = true;
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 let stalled = if now >= this.deadline {
                     Stalled::Total(this.total.as_secs_f64())
