@@ -17,6 +17,13 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
+/// Whether `path` holds a `.`, plainly or as `%2e`/`%2E`: one pass over its bytes.
+fn may_hold_a_dot(path: &[u8]) -> bool {
+    path.iter().enumerate().any(|(i, &b)| {
+        b == b'.' || (b == b'%' && path.get(i + 1) == Some(&b'2') && matches!(path.get(i + 2), Some(b'e' | b'E')))
+    })
+}
+
 /// Why a path has no normal form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DotError {
@@ -39,7 +46,7 @@ pub enum DotError {
 /// ```
 pub fn normalise(path: &str) -> Result<Cow<'_, str>, DotError> {
     // No '.' in any spelling: nothing to resolve (the common case costs one scan).
-    if !path.contains('.') && !path.contains("%2e") && !path.contains("%2E") {
+    if !may_hold_a_dot(path.as_bytes()) {
         return Ok(Cow::Borrowed(path));
     }
     // Not origin form (`*`, or empty): nothing of this applies.
