@@ -3,8 +3,8 @@
 //! upgraded WebSocket's splice. Released when the last holder is done, so a WebSocket counts against
 //! `max_connections` and is waited for (and closed) on shutdown like any connection.
 //!
-//! The listener puts one in every request's extensions; it is opaque here, so roles need not know the
-//! listener's types.
+//! The listener puts one in the extensions of every request with an `Upgrade` header; it is opaque here,
+//! so roles need not know the listener's types.
 
 use std::any::Any;
 use std::sync::Arc;

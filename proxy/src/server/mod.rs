@@ -277,8 +277,9 @@ enum Side {
     Tls,
 }
 
-/// The service of one connection: the app, with what its listener's [`Side`] adds. Each request carries
-/// the connection's hold, so that a WebSocket it becomes keeps the connection counted.
+/// The service of one connection: the app, with what its listener's [`Side`] adds. Each request that
+/// asks to upgrade carries the connection's hold, so that a WebSocket it becomes keeps the connection
+/// counted.
 fn service(
     live: LiveApp,
     peer: SocketAddr,
@@ -294,7 +295,10 @@ fn service(
        + Unpin
        + 'static {
     service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(hold.clone());
+        // Only a request that may become a WebSocket needs it (`http_forward` splices those).
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(hold.clone());
+        }
         let app = live.load_full();
         let challenge = match &side {
             Side::Plain(challenges) => (request.uri().path())
