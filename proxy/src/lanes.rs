@@ -587,6 +587,8 @@ async fn write_requests<W: Wire>(
         // Let the other requests that are ready to run queue theirs first, to share this write.
         tokio::task::yield_now().await;
         {
+            // One clock reading for the batch: its requests go out in the same write.
+            let since = Instant::now();
             let mut waiting = waiting.lock().expect("waiting lock");
             let mut next = Some(first);
             while let Some(job) = next.take().or_else(|| queue.try_recv().ok()) {
@@ -594,7 +596,7 @@ async fn write_requests<W: Wire>(
                     Ok(expect) => waiting.push_back(Entry {
                         expect,
                         outcome: job.outcome,
-                        since: Instant::now(),
+                        since,
                     }),
                     Err(refused) => drop(job.outcome.send(refused)),
                 }
