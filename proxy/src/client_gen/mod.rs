@@ -1,14 +1,16 @@
 //! `modproxy client`: a typed client generated from a socket module's contract (`_describe`): for the
 //! browser (TypeScript or JavaScript), or for another backend (Python or Node, over the SDK's `Client`).
 //!
-//! [`types`] maps schemas to TypeScript types and [`emit`] writes the browser clients; [`py_types`] and
-//! [`py`] do the same for Python, [`node`] writes the Node client with [`types`]' types. All are pure;
+//! [`shape`] reads what a schema says a value is, once for every language; [`types`] maps that to
+//! TypeScript types and [`emit`] writes the browser clients; [`py_types`] and [`py`] do the same for
+//! Python, [`node`] writes the Node client with [`types`]' types. All are pure;
 //! this file only fetches the document, from a proxy or straight from a backend.
 
 pub mod emit;
 pub mod node;
 pub mod py;
 pub mod py_types;
+pub mod shape;
 pub mod types;
 
 use std::io::{Read, Write};

@@ -1,16 +1,17 @@
 //! JSON Schema (draft 2020-12, the subset contracts use) to Python types, for `--lang py`. Pure.
 //!
-//! The same mapping as [`super::types`] for TypeScript, and the same rule: anything it does not know
-//! becomes `Any`, a looser type, never a wrong one. Python has no anonymous object types, so an object
-//! with properties becomes a named `TypedDict` ([`Def`]), named after where it sits (`ListResult`'s
-//! property `todos` holds `ListResultTodosItem`); [`Mapper::defs`] lists them each after the ones it
-//! uses. Unions are written `A | B` in annotations and `Union[A, B]` where Python evaluates them (type
-//! aliases, on Python 3.9).
+//! A mapping of each [`Shape`] a schema can have, as [`super::types`] is for TypeScript, with the same
+//! rule: anything it does not know becomes `Any`, a looser type, never a wrong one. Python has no
+//! anonymous object types, so an object with properties becomes a named `TypedDict` ([`Def`]), named after
+//! where it sits (`ListResult`'s property `todos` holds `ListResultTodosItem`); [`Mapper::defs`] lists
+//! them each after the ones it uses. Unions are written `A | B` in annotations and `Union[A, B]` where
+//! Python evaluates them (type aliases, on Python 3.9).
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::shape::{Array, Object, Shape, Type};
 use super::types::pascal_case;
 
 /// A Python type, before it is written.
@@ -108,7 +109,7 @@ impl<'a> Mapper<'a> {
     /// with properties, else an alias.
     pub fn define(&mut self, name: &str, schema: &Value) {
         if let Some(object) = direct_object(schema) {
-            self.typed_dict(name, object);
+            self.typed_dict(name, &object);
         } else {
             let ty = self.type_of(schema, name);
             self.defs.push(Def::Alias {
@@ -120,129 +121,94 @@ impl<'a> Mapper<'a> {
 
     /// The type of values that fit `schema`; an object in it is named `path` (claimed here).
     pub fn type_of(&mut self, schema: &Value, path: &str) -> PyType {
-        match schema {
-            Value::Bool(true) => PyType::Any,
-            Value::Bool(false) => PyType::Never,
-            Value::Object(schema) => self.object_schema(schema, path),
-            _ => PyType::Any,
-        }
-    }
-
-    fn object_schema(&mut self, schema: &Map<String, Value>, path: &str) -> PyType {
-        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
-            return match target.strip_prefix("#/$defs/").and_then(|key| self.refs.get(key)) {
-                Some(name) => PyType::Named(name.clone()),
-                None => PyType::Any,
-            };
-        }
-        if let Some(value) = schema.get("const") {
-            return literal(value);
-        }
-        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-            return union(values.iter().map(literal).collect());
-        }
-        for key in ["oneOf", "anyOf"] {
-            if let Some(members) = schema.get(key).and_then(Value::as_array) {
-                let members = members
-                    .iter()
-                    .enumerate()
-                    .map(|(i, member)| self.type_of(member, &format!("{path}Option{}", i + 1)))
-                    .collect();
-                return union(members);
-            }
-        }
-        if let Some(members) = schema.get("allOf").and_then(Value::as_array) {
+        match Shape::of(schema) {
+            Shape::Any => PyType::Any,
+            Shape::Never => PyType::Never,
+            Shape::Ref(key) => self
+                .refs
+                .get(key)
+                .map_or(PyType::Any, |name| PyType::Named(name.clone())),
+            Shape::Const(value) => literal(value),
+            Shape::Enum(values) => union(values.iter().map(literal).collect()),
+            Shape::OneOf(members) => union(self.numbered(members, &format!("{path}Option"))),
             // Python has no intersection: one member is itself, more are anything.
-            return match members.as_slice() {
-                [only] => self.type_of(only, path),
-                _ => PyType::Any,
-            };
-        }
-        match schema.get("type") {
-            Some(Value::String(name)) => self.of_type(name, schema, path),
-            Some(Value::Array(names)) => {
-                let members = names
+            Shape::AllOf([only]) => self.type_of(only, path),
+            Shape::AllOf(_) => PyType::Any,
+            Shape::Type(ty) => self.of_type(&ty, path),
+            Shape::Types(types) => {
+                let members = types
                     .iter()
-                    .filter_map(Value::as_str)
-                    .map(|name| {
-                        let path = if name == "object" {
-                            format!("{path}Object")
-                        } else {
-                            path.to_owned()
-                        };
-                        self.of_type(name, schema, &path)
+                    .map(|ty| match ty {
+                        Type::Object(_) => self.of_type(ty, &format!("{path}Object")),
+                        _ => self.of_type(ty, path),
                     })
                     .collect();
                 union(members)
             }
-            _ if schema.contains_key("properties") => self.of_type("object", schema, path),
-            _ if schema.contains_key("items") => self.of_type("array", schema, path),
-            _ => PyType::Any,
         }
     }
 
-    fn of_type(&mut self, name: &str, schema: &Map<String, Value>, path: &str) -> PyType {
-        match name {
-            "null" => PyType::None,
-            "boolean" => PyType::Builtin("bool"),
-            "string" => PyType::Builtin("str"),
-            "integer" => PyType::Builtin("int"),
-            "number" => PyType::Builtin("float"),
-            "array" => self.array(schema, path),
-            "object" => self.object(schema, path),
-            _ => PyType::Any,
+    /// The types of `schemas`, the objects in each named `path` and its place from 1 (`…Option1`).
+    fn numbered(&mut self, schemas: &[Value], path: &str) -> Vec<PyType> {
+        schemas
+            .iter()
+            .enumerate()
+            .map(|(i, schema)| self.type_of(schema, &format!("{path}{}", i + 1)))
+            .collect()
+    }
+
+    fn of_type(&mut self, ty: &Type, path: &str) -> PyType {
+        match ty {
+            Type::Null => PyType::None,
+            Type::Boolean => PyType::Builtin("bool"),
+            Type::String => PyType::Builtin("str"),
+            Type::Integer => PyType::Builtin("int"),
+            Type::Number => PyType::Builtin("float"),
+            Type::Array(array) => self.array(array, path),
+            Type::Object(object) => self.object(object, path),
+            Type::Other => PyType::Any,
         }
     }
 
-    fn array(&mut self, schema: &Map<String, Value>, path: &str) -> PyType {
-        if let Some(prefix) = schema.get("prefixItems").and_then(Value::as_array) {
-            let items = prefix
-                .iter()
-                .enumerate()
-                .map(|(i, item)| self.type_of(item, &format!("{path}Item{}", i + 1)))
-                .collect();
-            return PyType::Tuple(items);
+    fn array(&mut self, array: &Array, path: &str) -> PyType {
+        match array {
+            Array::Tuple(prefix) => PyType::Tuple(self.numbered(prefix, &format!("{path}Item"))),
+            Array::List(item) => {
+                let item = match item {
+                    Some(item) => self.type_of(item, &format!("{path}Item")),
+                    None => PyType::Any,
+                };
+                PyType::List(Box::new(item))
+            }
         }
-        let item = match schema.get("items") {
-            Some(item) => self.type_of(item, &format!("{path}Item")),
-            None => PyType::Any,
-        };
-        PyType::List(Box::new(item))
     }
 
-    fn object(&mut self, schema: &Map<String, Value>, path: &str) -> PyType {
-        if has_properties(schema) {
+    fn object(&mut self, object: &Object, path: &str) -> PyType {
+        if !object.properties.is_empty() {
             let name = self.names.claim(path);
-            self.typed_dict(&name, schema);
+            self.typed_dict(&name, object);
             return PyType::Named(name);
         }
         // No properties: a mapping, its values typed by `additionalProperties` (none allowed by `false`).
-        let value = match schema.get("additionalProperties") {
+        let value = match object.additional {
             None => PyType::Any,
             Some(extra) => self.type_of(extra, &format!("{path}Value")),
         };
         PyType::Dict(Box::new(value))
     }
 
-    /// A `TypedDict` of `schema`'s properties, after the types its fields use. Extra keys
+    /// A `TypedDict` of `object`'s properties, after the types its fields use. Extra keys
     /// (`additionalProperties`) have no place in a `TypedDict` and are left untyped.
-    fn typed_dict(&mut self, name: &str, schema: &Map<String, Value>) {
-        let required: Vec<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut fields = Vec::new();
-        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-            for (key, property) in properties {
-                let ty = self.type_of(property, &format!("{name}{}", pascal_case(key)));
-                fields.push(Field {
-                    key: key.clone(),
-                    ty,
-                    required: required.contains(&key.as_str()),
-                });
-            }
-        }
+    fn typed_dict(&mut self, name: &str, object: &Object) {
+        let fields = object
+            .properties
+            .iter()
+            .map(|property| Field {
+                key: property.key.to_owned(),
+                ty: self.type_of(property.schema, &format!("{name}{}", pascal_case(property.key))),
+                required: property.required,
+            })
+            .collect();
         self.defs.push(Def::TypedDict {
             name: name.to_owned(),
             fields,
@@ -251,37 +217,26 @@ impl<'a> Mapper<'a> {
 }
 
 /// `schema` when it is an object with properties (or the one member of an `allOf` that is), which
-/// becomes a `TypedDict` under the name being defined rather than an alias of one.
-fn direct_object(schema: &Value) -> Option<&Map<String, Value>> {
-    let schema = schema.as_object()?;
-    if let Some(members) = schema.get("allOf").and_then(Value::as_array) {
-        return match members.as_slice() {
-            [only]
-                if ["$ref", "const", "enum", "oneOf", "anyOf"]
-                    .iter()
-                    .all(|k| !schema.contains_key(*k)) =>
-            {
-                direct_object(only)
-            }
-            _ => None,
-        };
-    }
-    let plain = ["$ref", "const", "enum", "oneOf", "anyOf"]
+/// becomes a `TypedDict` under the name being defined rather than an alias of one. Only a schema that
+/// says so plainly: one that holds a `$ref`, `const`, `enum`, `oneOf` or `anyOf` (even one of the wrong
+/// JSON type, which [`Shape`] passes over), or a `type` that is no name, is defined as an alias.
+fn direct_object(schema: &Value) -> Option<Object<'_>> {
+    let map = schema.as_object()?;
+    if ["$ref", "const", "enum", "oneOf", "anyOf"]
         .iter()
-        .all(|key| !schema.contains_key(*key));
-    let object = match schema.get("type") {
-        Some(Value::String(name)) => name == "object",
-        Some(_) => false,
-        None => schema.contains_key("properties"),
-    };
-    (plain && object && has_properties(schema)).then_some(schema)
-}
-
-fn has_properties(schema: &Map<String, Value>) -> bool {
-    schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .is_some_and(|properties| !properties.is_empty())
+        .any(|key| map.contains_key(*key))
+    {
+        return None;
+    }
+    match Shape::of(schema) {
+        Shape::AllOf([only]) => direct_object(only),
+        Shape::Type(Type::Object(object))
+            if !object.properties.is_empty() && map.get("type").is_none_or(Value::is_string) =>
+        {
+            Some(object)
+        }
+        _ => None,
+    }
 }
 
 /// A JSON value as a Python literal type; values `Literal` cannot hold become their type.

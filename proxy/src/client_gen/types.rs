@@ -1,8 +1,11 @@
-//! JSON Schema (draft 2020-12, the subset contracts use) to TypeScript type expressions. Pure.
+//! JSON Schema (draft 2020-12, the subset contracts use) to TypeScript type expressions: a mapping of
+//! each [`Shape`] a schema can have. Pure.
 //!
 //! Anything the mapping does not know becomes `unknown`: a looser type, never a wrong one.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::shape::{Array, Object, Shape, Type};
 
 /// Turns schemas of one method into types; `#/$defs/X` becomes the named type `{prefix}X`.
 pub struct TypeNamer<'a> {
@@ -12,11 +15,20 @@ pub struct TypeNamer<'a> {
 impl TypeNamer<'_> {
     /// The TypeScript type of values that fit `schema`.
     pub fn type_of(&self, schema: &Value) -> String {
-        match schema {
-            Value::Bool(true) => "unknown".to_owned(),
-            Value::Bool(false) => "never".to_owned(),
-            Value::Object(schema) => self.object_schema(schema),
-            _ => "unknown".to_owned(),
+        match Shape::of(schema) {
+            Shape::Any => "unknown".to_owned(),
+            Shape::Never => "never".to_owned(),
+            Shape::Ref(key) => self.def_name(key),
+            Shape::Const(value) => literal(value),
+            Shape::Enum(values) => union(values.iter().map(literal).collect()),
+            Shape::OneOf(members) => union(members.iter().map(|m| self.type_of(m)).collect()),
+            Shape::AllOf([]) => "unknown".to_owned(),
+            Shape::AllOf(members) => {
+                let parts: Vec<String> = members.iter().map(|m| wrap(&self.type_of(m))).collect();
+                parts.join(" & ")
+            }
+            Shape::Type(ty) => self.of_type(&ty),
+            Shape::Types(types) => union(types.iter().map(|ty| self.of_type(ty)).collect()),
         }
     }
 
@@ -25,86 +37,43 @@ impl TypeNamer<'_> {
         format!("{}{}", self.prefix, pascal_case(key))
     }
 
-    fn object_schema(&self, schema: &Map<String, Value>) -> String {
-        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
-            return match target.strip_prefix("#/$defs/") {
-                Some(key) => self.def_name(key),
-                None => "unknown".to_owned(),
-            };
+    fn of_type(&self, ty: &Type) -> String {
+        match ty {
+            Type::Null => "null".to_owned(),
+            Type::Boolean => "boolean".to_owned(),
+            Type::String => "string".to_owned(),
+            Type::Integer | Type::Number => "number".to_owned(),
+            Type::Array(array) => self.array(array),
+            Type::Object(object) => self.object(object),
+            Type::Other => "unknown".to_owned(),
         }
-        if let Some(value) = schema.get("const") {
-            return literal(value);
-        }
-        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-            return union(values.iter().map(literal).collect());
-        }
-        for key in ["oneOf", "anyOf"] {
-            if let Some(members) = schema.get(key).and_then(Value::as_array) {
-                return union(members.iter().map(|m| self.type_of(m)).collect());
+    }
+
+    fn array(&self, array: &Array) -> String {
+        match array {
+            Array::Tuple(prefix) => {
+                let items: Vec<String> = prefix.iter().map(|item| self.type_of(item)).collect();
+                format!("[{}]", items.join(", "))
+            }
+            Array::List(item) => {
+                let item = item.map_or_else(|| "unknown".to_owned(), |i| self.type_of(i));
+                format!("{}[]", wrap(&item))
             }
         }
-        if let Some(members) = schema.get("allOf").and_then(Value::as_array) {
-            let parts: Vec<String> = members.iter().map(|m| wrap(&self.type_of(m))).collect();
-            return if parts.is_empty() {
-                "unknown".to_owned()
-            } else {
-                parts.join(" & ")
-            };
-        }
-        match schema.get("type") {
-            Some(Value::String(name)) => self.of_type(name, schema),
-            Some(Value::Array(names)) => union(
-                names
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(|n| self.of_type(n, schema))
-                    .collect(),
-            ),
-            _ if schema.contains_key("properties") => self.of_type("object", schema),
-            _ if schema.contains_key("items") => self.of_type("array", schema),
-            _ => "unknown".to_owned(),
-        }
     }
 
-    fn of_type(&self, name: &str, schema: &Map<String, Value>) -> String {
-        match name {
-            "null" => "null".to_owned(),
-            "boolean" => "boolean".to_owned(),
-            "string" => "string".to_owned(),
-            "integer" | "number" => "number".to_owned(),
-            "array" => self.array(schema),
-            "object" => self.object(schema),
-            _ => "unknown".to_owned(),
-        }
-    }
-
-    fn array(&self, schema: &Map<String, Value>) -> String {
-        if let Some(prefix) = schema.get("prefixItems").and_then(Value::as_array) {
-            let items: Vec<String> = prefix.iter().map(|item| self.type_of(item)).collect();
-            return format!("[{}]", items.join(", "));
-        }
-        let item = schema
-            .get("items")
-            .map_or_else(|| "unknown".to_owned(), |i| self.type_of(i));
-        format!("{}[]", wrap(&item))
-    }
-
-    fn object(&self, schema: &Map<String, Value>) -> String {
-        let required: Vec<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut fields = Vec::new();
-        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-            for (key, property) in properties {
-                let optional = if required.contains(&key.as_str()) { "" } else { "?" };
-                fields.push(format!("{}{optional}: {}", property_key(key), self.type_of(property)));
-            }
-        }
+    fn object(&self, object: &Object) -> String {
+        let mut fields: Vec<String> = object
+            .properties
+            .iter()
+            .map(|p| {
+                let optional = if p.required { "" } else { "?" };
+                format!("{}{optional}: {}", property_key(p.key), self.type_of(p.schema))
+            })
+            .collect();
         // Extra keys: typed by `additionalProperties`, forbidden by `false`, anything when absent and the
         // object names no properties.
-        match schema.get("additionalProperties") {
+        match object.additional {
             Some(Value::Bool(false)) => {}
             Some(extra) => fields.push(format!("[key: string]: {}", self.type_of(extra))),
             None if fields.is_empty() => fields.push("[key: string]: unknown".to_owned()),
