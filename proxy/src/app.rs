@@ -188,16 +188,20 @@ fn members_of(name: &str, upstream: &Upstream, http: bool, dns: Option<&Arc<Dns>
     (members, Hosts::default())
 }
 
-/// Runs a forwarder's answer and, when `noted` (the access log is on), notes on the response how long its
-/// node took (`UpstreamTime`).
-async fn upstream_timed(noted: bool, answer: impl Future<Output = Response<Body>>) -> Response<Body> {
-    if !noted {
-        return answer.await;
-    }
-    let asked = Instant::now();
-    let mut response = answer.await;
-    if response.extensions().get::<ServedBy>().is_some() {
-        response.extensions_mut().insert(UpstreamTime(asked.elapsed()));
+/// The moment a forwarder is asked, when the access log is on and will note how long its node took
+/// ([`upstream_timed`]); `None` otherwise.
+fn upstream_clock(noted: bool) -> Option<Instant> {
+    noted.then(Instant::now)
+}
+
+/// Notes on a forwarder's `response` how long its node took since `asked` (`UpstreamTime`), when the
+/// access log wants it (`asked` given) and a node answered. Not a wrapper around the forwarder's future:
+/// that would move the whole (large) future once more per request.
+fn upstream_timed(asked: Option<Instant>, mut response: Response<Body>) -> Response<Body> {
+    if let Some(asked) = asked {
+        if response.extensions().get::<ServedBy>().is_some() {
+            response.extensions_mut().insert(UpstreamTime(asked.elapsed()));
+        }
     }
     response
 }
@@ -453,7 +457,10 @@ impl App {
                             let wants_html = accepts_html(request.headers());
                             match gateway.receive(request, &self.body_limits, pages).await {
                                 Ok(received) => match policy.take_slot().await {
-                                    Ok(_slot) => upstream_timed(logged, gateway.answer(received, pages)).await,
+                                    Ok(_slot) => {
+                                        let asked = upstream_clock(logged);
+                                        upstream_timed(asked, gateway.answer(received, pages).await)
+                                    }
                                     Err(refusal) => {
                                         return self.refuse(
                                             &mounted.role,
@@ -472,7 +479,9 @@ impl App {
                                 Ok(slot) => slot,
                                 Err(refusal) => return refuse(refusal),
                             };
-                            upstream_timed(logged, forward.handle(request, socket_peer, &self.body_limits, pages)).await
+                            let asked = upstream_clock(logged);
+                            let answer = forward.handle(request, socket_peer, &self.body_limits, pages).await;
+                            upstream_timed(asked, answer)
                         }
                         Role::Html(site) => {
                             let _slot = match policy.take_slot().await {
