@@ -307,7 +307,10 @@ impl App {
             &self.config.server.trusted_proxies,
             over_tls,
         );
-        request.extensions_mut().insert(scheme);
+        // Read only by `http_forward`, which takes a missing one for plain HTTP.
+        if scheme != client_address::Scheme::Http {
+            request.extensions_mut().insert(scheme);
+        }
         // Copied only for the access line, which is optional, and which the log level may filter out.
         let logged = access_log::enabled(&self.config).then(|| Logged::of(&request));
         let id = request_context::request_id(request.headers());
@@ -454,7 +457,7 @@ impl App {
                             }
                         }
                         Role::Socket(gateway) => {
-                            let wants_html = accepts_html(request.headers());
+                            // The Accept header is read once, by `receive`; a refusal after it uses what that found.
                             match gateway.receive(request, &self.body_limits, pages).await {
                                 Ok(received) => match policy.take_slot().await {
                                     Ok(_slot) => {
@@ -464,7 +467,7 @@ impl App {
                                     Err(refusal) => {
                                         return self.refuse(
                                             &mounted.role,
-                                            wants_html,
+                                            received.wants_html(),
                                             peer,
                                             &mounted.stats.name,
                                             refusal,

@@ -153,6 +153,13 @@ pub struct Received {
     _permit: BodyPermit,
 }
 
+impl Received {
+    /// Whether the client asked for HTML (`Accept`), for an error page in its language.
+    pub fn wants_html(&self) -> bool {
+        self.wants_html
+    }
+}
+
 /// A request that failed, and the node it was tried at last (for the access log).
 type Failure = (GatewayError, Option<Arc<str>>);
 
