@@ -462,7 +462,7 @@ impl App {
                                 Ok(received) => match policy.take_slot().await {
                                     Ok(_slot) => {
                                         let asked = upstream_clock(logged);
-                                        upstream_timed(asked, gateway.answer(received, pages).await)
+                                        upstream_timed(asked, gateway.answer(received, pages, logged).await)
                                     }
                                     Err(refusal) => {
                                         return self.refuse(
@@ -483,7 +483,9 @@ impl App {
                                 Err(refusal) => return refuse(refusal),
                             };
                             let asked = upstream_clock(logged);
-                            let answer = forward.handle(request, socket_peer, &self.body_limits, pages).await;
+                            let answer = forward
+                                .handle(request, socket_peer, &self.body_limits, pages, logged)
+                                .await;
                             upstream_timed(asked, answer)
                         }
                         Role::Html(site) => {

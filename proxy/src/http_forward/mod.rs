@@ -209,7 +209,8 @@ impl HttpForward {
         self.shared.lanes.as_ref().map(|lanes| lanes.load(index))
     }
 
-    /// Forwards one request; bodies over `max_body` get 413.
+    /// Forwards one request; bodies over `max_body` get 413. A response from a node names it
+    /// ([`ServedBy`]) when `noted` (the access log is on: the first extension costs an allocation).
     ///
     /// Returns a `'static` future (see `StaticSite::serve` for why).
     pub fn handle(
@@ -218,12 +219,13 @@ impl HttpForward {
         peer: SocketAddr,
         limits: &BodyLimits,
         pages: &ErrorPages,
+        noted: bool,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let pages = pages.clone();
         let limits = limits.clone();
         async move {
-            match shared.forward(request, peer, &limits).await {
+            match shared.forward(request, peer, &limits, noted).await {
                 Ok(response) => response,
                 Err((error, node)) => {
                     let status = error.status();
@@ -281,6 +283,7 @@ impl Shared {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         limits: &BodyLimits,
+        noted: bool,
     ) -> Result<Response<Body>, Failure> {
         let max_body = limits.max_body;
         let declared = request
@@ -339,14 +342,15 @@ impl Shared {
                 index,
                 in_flight,
             }) => {
-                let served_by = node_name(index);
                 // The in-flight count lasts until the response body or the upgraded connection ends.
                 match self.respond(answer, index, client_upgrade, in_flight) {
                     Ok(mut response) => {
-                        response.extensions_mut().insert(ServedBy(served_by));
+                        if noted {
+                            response.extensions_mut().insert(ServedBy(node_name(index)));
+                        }
                         Ok(response)
                     }
-                    Err(error) => Err((error, Some(served_by))),
+                    Err(error) => Err((error, Some(node_name(index)))),
                 }
             }
             Err(Unanswered::Failed { error, index, resends }) => {

@@ -38,7 +38,8 @@ use crate::validate::{Invalid, Validators};
 use pipeline::{FrameOutcome, FrameWire, Pipelines};
 use pool::{Connection, SocketPool};
 
-/// Which backend node answered, for the access log (a response extension).
+/// Which backend node answered, for the access log (a response extension; on a success, only while the
+/// access log is on).
 #[derive(Debug, Clone)]
 pub struct ServedBy(pub Arc<str>);
 
@@ -329,12 +330,15 @@ impl SocketGateway {
         }
     }
 
-    /// Sends a received request to a node and answers with its reply.
-    pub async fn answer(&self, received: Received, pages: &ErrorPages) -> Response<Body> {
+    /// Sends a received request to a node and answers with its reply, which names the node ([`ServedBy`])
+    /// when `noted` (the access log is on: the first extension costs the response an allocation).
+    pub async fn answer(&self, received: Received, pages: &ErrorPages, noted: bool) -> Response<Body> {
         match self.forward(&received.payload).await {
             Ok((reply, node)) => {
                 let mut response = typed(full(reply), "application/json; charset=utf-8");
-                response.extensions_mut().insert(ServedBy(node));
+                if noted {
+                    response.extensions_mut().insert(ServedBy(node));
+                }
                 response
             }
             Err((error, node)) => self.failed(error, node, received.wants_html, pages),
