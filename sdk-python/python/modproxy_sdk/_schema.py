@@ -128,7 +128,7 @@ class _Builder:
             "properties": {n: self.schema(fields.get(n, Any)) for n in names},
             "required": required,
         }
-        # Its own docstring only: a TypedDict without one would inherit dict's; dataclasses invent one.
+        # Its own docstring only: a bare TypedDict would inherit dict's; dataclasses invent one.
         doc = inspect.cleandoc(hint.__dict__.get("__doc__") or "")
         if doc and not doc.startswith(f"{hint.__name__}("):
             schema["description"] = doc
