@@ -94,14 +94,14 @@ test-hostile: python-sdk
 
 # The Python SDK: the proxy binary for its end-to-end test, then ruff, and pytest (which also runs
 # mypy --strict and stubtest, the check that _native.pyi matches the compiled module).
-test-python: python-sdk
+test-python: python-sdk etcd
 	$(CARGO) build -p modproxy
 	cd sdk-python && ../$(VENV)/bin/ruff check . ../examples/python-backend
 	cd sdk-python && ../$(VENV)/bin/ruff format --check . ../examples/python-backend
 	cd sdk-python && ../$(VENV)/bin/pytest
 
 # The Node SDK: the proxy binary for its end-to-end test, the addon, the types, the tests.
-test-node: node-sdk
+test-node: node-sdk etcd
 	$(CARGO) build -p modproxy
 	cd sdk-node && npm run typecheck
 	cd sdk-node && npm test
@@ -129,12 +129,14 @@ test-conform: python-sdk node-sdk go
 go:
 	command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang; }
 
-# Debian's etcd (3.4, /usr/bin/etcd) for proxy/tests/discovery_etcd.rs, which starts its own on free ports
-# with a temporary data dir; installed once, skipped when already there. No protoc: the SDK and the proxy
-# talk to etcd through its JSON gateway.
+# Debian's etcd (3.4, /usr/bin/etcd) for proxy/tests/discovery_etcd.rs and the SDKs' registration tests,
+# which start their own on free ports with a temporary data dir, and etcdctl (etcd-client), with which the
+# SDK tests read what a backend registered; installed once, skipped when already there. No protoc: the SDK
+# and the proxy talk to etcd through its JSON gateway.
 .PHONY: etcd
 etcd:
 	test -x /usr/bin/etcd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
+	command -v etcdctl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client; }
 
 # Debian's Chromium for the browser test; installed once (we run as root), skipped when already there.
 # certutil (libnss3-tools) trusts the local CA in the NSS database the HTTPS run gives Chromium.
