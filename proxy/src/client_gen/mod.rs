@@ -3,8 +3,8 @@
 //!
 //! [`shape`] reads what a schema says a value is, once for every language; [`types`] maps that to
 //! TypeScript types and [`emit`] writes the browser clients; [`py_types`] and [`py`] do the same for
-//! Python, [`node`] writes the Node client with [`types`]' types. All are pure;
-//! this file only fetches the document, from a proxy or straight from a backend.
+//! Python, [`node`] writes the Node client with [`types`]' types. All are pure; this file picks the
+//! writer for a [`Lang`] and fetches the document, from a proxy or straight from a backend.
 
 pub mod emit;
 pub mod node;
@@ -21,7 +21,30 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-pub use emit::Lang;
+/// The language of the generated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A browser client in TypeScript.
+    Ts,
+    /// A browser client in JavaScript (an ES module) with JSDoc types.
+    Js,
+    /// A Python module for backend-to-backend calls: `TypedDict`s and a class wrapping
+    /// `modproxy_sdk.Client` (and its twin for `AsyncClient`); mypy --strict and ruff clean.
+    Py,
+    /// A CommonJS module with JSDoc types for backend-to-backend calls: a class wrapping the Node SDK's
+    /// `Client`, for `require` as it is.
+    Node,
+}
+
+/// The client's source for `module` in `lang`, or why the document cannot give one.
+pub fn client(document: &Value, module: &str, lang: Lang) -> Result<String, String> {
+    match lang {
+        Lang::Ts => emit::browser(document, module, true),
+        Lang::Js => emit::browser(document, module, false),
+        Lang::Py => py::client(document, module),
+        Lang::Node => node::client(document, module),
+    }
+}
 
 /// `modproxy client` arguments.
 #[derive(Debug, clap::Args)]
@@ -45,8 +68,7 @@ pub struct ClientArgs {
 /// Fetches the document and writes the client.
 pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
     let document = fetch_document(&args.from, &args.module)?;
-    let source =
-        emit::client(&document, &args.module, args.lang).map_err(|why| anyhow::anyhow!("{}: {why}", args.from))?;
+    let source = client(&document, &args.module, args.lang).map_err(|why| anyhow::anyhow!("{}: {why}", args.from))?;
     std::fs::write(&args.out, source).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     Ok(())
@@ -125,4 +147,16 @@ fn describe_over_socket(address: &str) -> anyhow::Result<Vec<u8>> {
     let mut reply = vec![0u8; len];
     stream.read_exact(&mut reply)?;
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_without_methods_is_refused() {
+        for lang in [Lang::Ts, Lang::Js, Lang::Py, Lang::Node] {
+            assert!(client(&serde_json::json!({}), "todo", lang).is_err(), "{lang:?}");
+        }
+    }
 }

@@ -235,7 +235,7 @@ impl SocketGateway {
         };
         let source = serde_json::from_slice(&document)
             .map_err(|error| error.to_string())
-            .and_then(|document| client_gen::emit::client(&document, &self.name, client_gen::Lang::Js));
+            .and_then(|document| client_gen::client(&document, &self.name, client_gen::Lang::Js));
         match source {
             Ok(source) => typed(full(Bytes::from(source)), "text/javascript; charset=utf-8"),
             Err(why) => {
