@@ -76,7 +76,15 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
-def assert_well_served(good: SteadyClient, at_least: int) -> None:
+def assert_bounded(peak: int, bound: int, after: int, idle: int) -> None:
+    """RSS stayed under ``bound`` during the attack and came back near ``idle`` after it."""
+    assert peak <= bound, f"peak RSS {mib(peak)} over the bound {mib(bound)} (idle {mib(idle)})"
+    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after, idle {mib(idle)}"
+
+
+def assert_well_served(good: SteadyClient, at_least: int, during: int) -> None:
+    """The well-behaved client asked during the attack, and every answer it got was right."""
+    assert during > 0, "the well-behaved client made no request during the attack"
     assert good.failures == [], (
         f"the well-behaved client failed {len(good.failures)} time(s) "
         f"(answered {good.answered}): {good.failures[:10]}"
@@ -128,15 +136,11 @@ def test_an_http2_flood_of_large_bodies_stays_within_body_memory(
         f"{served} served, {refused} refused in {took:.1f} s; {during} small answers during"
     )
     assert proxy.alive()
-    assert peak <= bound, (
-        f"peak RSS {mib(peak)} over idle + body_memory + margin = {mib(bound)} (idle {mib(idle)})"
-    )
     assert served + refused == FLOOD_STREAMS, f"streams neither answered nor refused: {statuses}"
     assert served > 0, "nothing of the flood was served"
     assert refused > 0, "the budget refused none of 900 MiB of bodies"
-    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after the flood, idle {mib(idle)}"
-    assert during > 0, "the well-behaved client made no request during the flood"
-    assert_well_served(good, 20)
+    assert_bounded(peak, bound, after, idle)
+    assert_well_served(good, 20, during)
 
 
 # ---- 2. HTTP/2 rapid reset -----------------------------------------------------------------------
@@ -223,10 +227,8 @@ def test_an_http2_rapid_reset_flood_is_sent_goaway_and_others_are_served(
             f"abuser {i}: GOAWAY {abuse.goaway}, not ENHANCE_YOUR_CALM"
         )
         assert abuse.closed, f"abuser {i}: still open {RESET_DEADLINE} s after its burst"
-    assert peak <= bound, f"peak RSS {mib(peak)} over idle + margin = {mib(bound)}"
-    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after, idle {mib(idle)}"
-    assert during > 0, "the well-behaved client made no request during the abuse"
-    assert_well_served(good, 40)
+    assert_bounded(peak, bound, after, idle)
+    assert_well_served(good, 40, during)
 
 
 # ---- 3. slow POSTs -------------------------------------------------------------------------------
@@ -338,11 +340,9 @@ def test_slow_posts_are_cut_off_by_body_timeout_and_hold_no_slot(
         assert BODY_TIMEOUT - 0.75 <= took <= BODY_TIMEOUT + 3.5, (
             f"slow POST {i} ended after {took:.2f} s"
         )
-    assert peak <= bound, f"peak RSS {mib(peak)} over {mib(bound)}"
-    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after, idle {mib(idle)}"
     assert backend.requests == good.answered, "a slow POST's body reached the backend"
-    assert during > 0, "the well-behaved client made no request during the slow POSTs"
-    assert_well_served(good, 40)
+    assert_bounded(peak, bound, after, idle)
+    assert_well_served(good, 40, during)
 
 
 # ---- 4. slow readers -----------------------------------------------------------------------------
@@ -446,10 +446,8 @@ def test_clients_that_stop_reading_are_cut_off_by_send_timeout(
         assert len(got) < BIG_FILE, f"reader {i} got the whole file: it was never cut off"
         if protocol == "http1":
             assert got.startswith(b"HTTP/1.1 200"), got[:60]
-    assert peak <= bound, f"peak RSS {mib(peak)} over {mib(bound)}"
-    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after, idle {mib(idle)}"
-    assert during > 0, "the well-behaved client made no request meanwhile"
-    assert_well_served(good, 40)
+    assert_bounded(peak, bound, after, idle)
+    assert_well_served(good, 40, during)
 
 
 # ---- 5. a thousand idle WebSockets ---------------------------------------------------------------
@@ -558,7 +556,5 @@ def test_a_thousand_idle_websockets_count_against_max_connections_and_idle_out(
             f"WebSocket {i} closed {c - last:.2f} s after its last byte"
         )
     assert back.startswith(b"HTTP/1.1 200"), f"slots not given back: {back[:60]!r}"
-    assert peak <= bound, f"peak RSS {mib(peak)} over {mib(bound)}"
-    assert after <= idle + SETTLE_MARGIN_KIB, f"RSS {mib(after)} after, idle {mib(idle)}"
-    assert during > 0, "the well-behaved client made no request meanwhile"
-    assert_well_served(good, 40)
+    assert_bounded(peak, bound, after, idle)
+    assert_well_served(good, 40, during)
