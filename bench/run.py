@@ -6,7 +6,7 @@ nginx and its backend — to CPU 1, one worker thread or process each. Each row'
 warmed up, then measured in interleaved rounds (A B A B A B); the table shows medians, and the ratio is
 contestant ÷ peer from the same run.
 
-Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS ("1,…,15"),
+Environment: BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_WARMUP (3), BENCH_ROWS (every row; "7" picks 7a to 7c),
 BENCH_CONNECTIONS (64), BENCH_IDLE (5000, row 8), BENCH_LOG_LEVEL (modproxy's [log] level, "warn":
 nginx runs with access_log off), BENCH_LABEL (a note for the run's heading), BENCH_RESULTS (the file
 to write, bench/RESULTS.md), and, to run another build of an SDK, BENCH_PYTHON_SDK (a Python whose venv
@@ -55,11 +55,9 @@ PYTHON_SDK = Path(os.environ.get("BENCH_PYTHON_SDK", PYTHON))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
-ROWS = {
-    r.strip()
-    for r in os.environ.get("BENCH_ROWS", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15").split(",")
-    if r.strip()
-}
+# Unset: every row of ROW_PLAN. A bare number picks its lettered rows only where no row has that id
+# ("7" is 7a, 7b and 7c, but "3" is row 3 alone, not 3b).
+ROWS = {r.strip() for r in os.environ.get("BENCH_ROWS", "").split(",") if r.strip()}
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 IDLE_CONNECTIONS = int(os.environ.get("BENCH_IDLE", "5000"))
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warn")
@@ -75,6 +73,9 @@ LOAD_CPU = "0"
 SERVER_CPU = "1"
 # One worker thread for every tokio runtime on the server side (modproxy, the SDKs, the Rust peers).
 SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+# The static files rows 2, 2b and 2c download, in MiB (`<n>mb.bin`).
+STATIC_SIZES_MIB = (1, 10, 100)
 
 # The request every POST row sends (101 bytes), and what every echo replies.
 BODY = (
@@ -324,10 +325,11 @@ class Lab:
         self.site = work / "site"
         self.site.mkdir()
         (self.site / "1kb.bin").write_bytes(bytes(range(256)) * 4)
-        with open(self.site / "100mb.bin", "wb") as f:
-            block = os.urandom(1 << 20)
-            for _ in range(100):
-                f.write(block)
+        block = os.urandom(1 << 20)
+        for mib in STATIC_SIZES_MIB:
+            with open(self.site / f"{mib}mb.bin", "wb") as f:
+                for _ in range(mib):
+                    f.write(block)
         self.counter = 0
 
     def _name(self, base: str) -> str:
@@ -473,8 +475,11 @@ class Lab:
             "node-sdk": ["node", str(BENCH / "backends" / "echo.js"), addr],
             "hyper": [str(RELEASE / "hyper-echo"), addr],
             "tokio": [str(RELEASE / "tokio-echo"), addr],
+            "tokio-dispatch": [str(RELEASE / "tokio-dispatch"), addr],
             "asyncio": [str(PYTHON), str(BENCH / "peers" / "asyncio_echo.py"), addr],
+            "asyncio-dispatch": [str(PYTHON), str(BENCH / "peers" / "asyncio_dispatch.py"), addr],
             "node-net": ["node", str(BENCH / "peers" / "net_echo.js"), addr],
+            "node-dispatch": ["node", str(BENCH / "peers" / "net_dispatch.js"), addr],
             "node-http": ["node", str(BENCH / "peers" / "http_echo.js"), addr],
             "fastapi": [
                 str(PYTHON),
@@ -526,13 +531,15 @@ class Row:
     variants: list[Contestant] = field(default_factory=list)
     # The previous build's contestant, when BENCH_BASELINE names one (also among the variants).
     baseline: Contestant | None = None
+    # Further peers, each with its own target: contestant ÷ each is a ratio of its own (row 7's second peer).
+    more_peers: list[tuple[Contestant, float]] = field(default_factory=list)
     failure: str = ""
     notes: list[str] = field(default_factory=list)
 
 
 def measure(row: Row) -> None:
     """Warm both up, then interleaved rounds."""
-    pair = [c for c in (row.contestant, *row.variants, row.peer) if c is not None]
+    pair = [c for c in (row.contestant, *row.variants, row.peer, *(p for p, _ in row.more_peers)) if c]
     for c in pair:
         c.drive(WARMUP)
     for _ in range(ROUNDS):
@@ -576,22 +583,23 @@ def row_static_small(lab: Lab, row: Row) -> None:
     measure(row)
 
 
-def row_static_large(lab: Lab, row: Row) -> None:
+def row_static_large(lab: Lab, row: Row, mib: int) -> None:
+    """Downloads of the `mib` MiB file on 4 connections: MB/s, and modproxy's RSS staying flat."""
     proxy, pport = lab.modproxy()
     nginx, nport = lab.nginx("location / { }")
     for port in (pport, nport):
-        check_http_get(f"http://127.0.0.1:{port}/100mb.bin", 100 << 20)
+        check_http_get(f"http://127.0.0.1:{port}/{mib}mb.bin", mib << 20)
     before = rss_mb(proxy.pid)
     row.contestant = Contestant(
-        "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/100mb.bin", s, connections=4)
+        "modproxy static", proxy, [], lambda s: wrk(f"http://127.0.0.1:{pport}/{mib}mb.bin", s, connections=4)
     )
     row.peer = Contestant(
-        "nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/100mb.bin", s, connections=4)
+        "nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/{mib}mb.bin", s, connections=4)
     )
     measure(row)
     samples = row.contestant.rss_samples
     row.notes.append(
-        f"modproxy RSS during the 100 MB downloads: {before:.1f} MB before, {min(samples):.1f}–{max(samples):.1f} MB "
+        f"modproxy RSS during the {mib} MB downloads: {before:.1f} MB before, {min(samples):.1f}–{max(samples):.1f} MB "
         f"while serving ({len(samples)} samples every 100 ms): {'flat' if max(samples) - before < 16 else 'NOT flat'}"
     )
 
@@ -635,6 +643,39 @@ def row_http_forward(lab: Lab, row: Row) -> None:
     measure(row)
 
 
+def row_http_post(lab: Lab, row: Row) -> None:
+    """module_http POST of the 101-byte envelope → hyper's JSON echo; both sides as a user configures
+    them: modproxy's defaults (one request per upstream connection), nginx with a keep-alive upstream."""
+    upstream, uport = lab.backend("hyper")
+    proxy, pport = lab.modproxy(http_module(uport))
+    nginx, nport = lab.nginx(NGINX_PROXY, uport)
+    for port in (pport, nport):
+        check_http_echo(f"http://127.0.0.1:{port}/api/echo")
+
+    def post(port: int) -> Callable[[float], dict[str, float]]:
+        return lambda s: wrk(f"http://127.0.0.1:{port}/api/echo", s, body=BODY)
+
+    row.contestant = Contestant("modproxy module_http → hyper JSON echo", proxy, [upstream], post(pport))
+    row.peer = Contestant("nginx proxy_pass → hyper JSON echo", nginx, [upstream], post(nport))
+    measure(row)
+
+
+def row_socket_plain(lab: Lab, row: Row) -> None:
+    """module_socket with its defaults (one request per backend connection) → a frame-protocol echo
+    written without the SDK (no `_pipeline` support), against nginx → hyper's JSON echo."""
+    backend, bport = lab.backend("tokio")
+    proxy, pport = lab.modproxy(socket_module(bport))
+    peer, eport = lab.backend("hyper")
+    nginx, nport = lab.nginx(NGINX_PROXY, eport)
+    for port in (pport, nport):
+        check_http_echo(f"http://127.0.0.1:{port}/echo/")
+    row.contestant = Contestant(
+        "modproxy → hand-written tokio frame echo", proxy, [backend], post_echo(pport)
+    )
+    row.peer = Contestant("nginx → hyper JSON echo", nginx, [peer], post_echo(nport))
+    measure(row)
+
+
 def post_echo(port: int) -> Callable[[float], dict[str, float]]:
     """wrk POSTing the 101-byte envelope to modproxy's (or nginx's) `/echo/` on `port`."""
     return lambda s: wrk(f"http://127.0.0.1:{port}/echo/", s, body=BODY)
@@ -673,13 +714,30 @@ def row_socket(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer
     measure(row)
 
 
-def row_direct(lab: Lab, row: Row, sdk: str, peer_kind: str, sdk_name: str, peer_name: str) -> None:
+# Row 7's goal against a hand-written server that does the SDK's work (parse, dispatch, serialise).
+DISPATCH_TARGET = 1.2
+
+
+def row_direct(
+    lab: Lab,
+    row: Row,
+    sdk: str,
+    sdk_name: str,
+    echo: tuple[str, str],
+    dispatch: tuple[str, str],
+) -> None:
+    """The SDK served directly (frameload) against a hand-written `echo` (kind, name): the floor, no
+    dispatch; and against a hand-written `dispatch` server: what a user would write instead of the SDK."""
     backend, bport = lab.backend(sdk)
-    peer, eport = lab.backend(peer_kind)
-    for port in (bport, eport):
+    peer, eport = lab.backend(echo[0])
+    dispatcher, dport = lab.backend(dispatch[0])
+    for port in (bport, eport, dport):
         check_frame_echo(port)
     row.contestant = Contestant(sdk_name, backend, [], lambda s: frameload(bport, s))
-    row.peer = Contestant(peer_name, peer, [], lambda s: frameload(eport, s))
+    row.peer = Contestant(echo[1], peer, [], lambda s: frameload(eport, s))
+    row.more_peers.append(
+        (Contestant(dispatch[1], dispatcher, [], lambda s: frameload(dport, s)), DISPATCH_TARGET)
+    )
     measure(row)
 
 
@@ -1000,11 +1058,27 @@ def is_open(conn: socket.socket) -> bool:
 
 ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (Row("1", "static 1 KB file", "req/s", 1.0), row_static_small),
-    (Row("2", "static 100 MB file, 4 connections", "MB/s", 0.8), row_static_large),
+    (
+        Row("2", "static 100 MB file, 4 connections", "MB/s", 0.8),
+        lambda lab, row: row_static_large(lab, row, 100),
+    ),
+    (
+        Row("2b", "static 1 MiB file, 4 connections", "MB/s", 0.9),
+        lambda lab, row: row_static_large(lab, row, 1),
+    ),
+    (
+        Row("2c", "static 10 MiB file, 4 connections", "MB/s", 0.9),
+        lambda lab, row: row_static_large(lab, row, 10),
+    ),
     (Row("3", "module_http GET → hyper upstream", "req/s", 1.2), row_http_forward),
+    (Row("3b", "module_http POST 101 B JSON → hyper JSON echo, defaults", "req/s", 1.2), row_http_post),
     (
         Row("4", "module_socket → Rust SDK echo", "req/s", 1.5),
         lambda lab, row: row_socket(lab, row, "rust-sdk", "hyper", "Rust SDK echo", "hyper JSON echo"),
+    ),
+    (
+        Row("4b", "module_socket → hand-written tokio frame echo, defaults", "req/s", 1.2),
+        row_socket_plain,
     ),
     (
         Row("5", "module_socket → Python SDK echo", "req/s", 5.0),
@@ -1019,19 +1093,34 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (
         Row("7a", "socket protocol direct: Rust SDK", "req/s", 0.8),
         lambda lab, row: row_direct(
-            lab, row, "rust-sdk", "tokio", "Rust SDK echo", "hand-written tokio echo"
+            lab,
+            row,
+            "rust-sdk",
+            "Rust SDK echo",
+            ("tokio", "hand-written tokio echo"),
+            ("tokio-dispatch", "hand-written tokio + serde JSON dispatch"),
         ),
     ),
     (
         Row("7b", "socket protocol direct: Python SDK", "req/s", 0.8),
         lambda lab, row: row_direct(
-            lab, row, "python-sdk", "asyncio", "Python SDK echo", "hand-written asyncio echo"
+            lab,
+            row,
+            "python-sdk",
+            "Python SDK echo",
+            ("asyncio", "hand-written asyncio echo"),
+            ("asyncio-dispatch", "hand-written asyncio + json.loads dispatch"),
         ),
     ),
     (
         Row("7c", "socket protocol direct: Node SDK", "req/s", 0.8),
         lambda lab, row: row_direct(
-            lab, row, "node-sdk", "node-net", "Node SDK echo", "hand-written Node net echo"
+            lab,
+            row,
+            "node-sdk",
+            "Node SDK echo",
+            ("node-net", "hand-written Node net echo"),
+            ("node-dispatch", "hand-written Node net + JSON.parse dispatch"),
         ),
     ),
     (Row("8", "5,000 idle keep-alive connections", "", 0.0), row_idle),
@@ -1050,6 +1139,16 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
 
 def median(c: Contestant, key: str) -> float:
     return statistics.median(r[key] for r in c.rounds)
+
+
+def result_key(row: Row) -> str:
+    return "mbps" if row.unit == "MB/s" else "rps"
+
+
+def ratio(row: Row, c: Contestant, peer: Contestant) -> float:
+    """`c` ÷ `peer` on the row's result."""
+    key = result_key(row)
+    return median(c, key) / median(peer, key)
 
 
 def spread(c: Contestant, key: str) -> float:
@@ -1072,31 +1171,35 @@ def table(rows: list[Row]) -> str:
             continue
         if row.contestant is None or row.peer is None:
             continue
-        key = "mbps" if row.unit == "MB/s" else "rps"
-        ratio = median(row.contestant, key) / median(row.peer, key)
+        key = result_key(row)
         entries = [
-            (row.contestant, "contestant"),
-            *((v, "variant") for v in row.variants),
-            (row.peer, "peer"),
+            (row.contestant, "contestant", row.target),
+            *((v, "variant", 0.0) for v in row.variants),
+            (row.peer, "peer", 0.0),
+            *((p, "more", target) for p, target in row.more_peers),
         ]
-        for c, role in entries:
+        for c, role, target in entries:
             is_contestant = role == "contestant"
             p99_note = ""
             if is_contestant and row.row in {"3", "4", "5", "6"}:
                 p99_note = (
                     " ✓" if median(c, "p99_ms") <= median(row.peer, "p99_ms") else " ✗ (peer's is lower)"
                 )
+            against = {"contestant": row.peer, "more": c}.get(role)
+            mark = ratio(row, row.contestant, against) if against else 0.0
             verdict = {
-                "contestant": f"{ratio:.2f} {'✓' if ratio >= row.target else '✗'}",
-                "variant": f"({median(c, key) / median(row.peer, key):.2f})",
+                "contestant": f"{mark:.2f} {'✓' if mark >= target else '✗'}",
+                "variant": f"({ratio(row, c, row.peer):.2f})",
                 "peer": "",
+                "more": f"contestant ÷ this: {mark:.2f} {'✓' if mark >= target else '✗'}",
             }[role]
+            result = f"{median(c, key):,.0f}"
             lines.append(
-                f"| {row.row if is_contestant else ''} | {c.name} | {median(c, key):,.0f} {row.unit} | "
+                f"| {row.row if is_contestant else ''} | {c.name} | {result} {row.unit} | "
                 f"±{spread(c, key):.0f}% | {median(c, 'p50_ms'):.2f} | {median(c, 'p99_ms'):.2f}{p99_note} | "
                 f"{median(c, 'cpu_us'):.0f} | "
                 f"{c.peak_front_mb:.1f} / {c.peak_total_mb:.1f} | {sum(r['errors'] for r in c.rounds):.0f} | "
-                f"{verdict} | {'≥ ' + format(row.target, 'g') if is_contestant else ''} |"
+                f"{verdict} | {'≥ ' + format(target, 'g') if target else ''} |"
             )
     return "\n".join(lines)
 
@@ -1135,7 +1238,7 @@ def report(rows: list[Row], started: datetime, load_before: str, load_after: str
             "(TOKIO_WORKER_THREADS=1, nginx worker_processes 1, uvicorn --workers 1, Node's one JS thread)",
             f'- modproxy\'s [log] level = "{LOG_LEVEL}" (nginx: access_log off)',
             "- CPU µs/req: user + system CPU time of the whole server side per request (from /proc; robust to "
-            "the machine's noise, unlike req/s); for row 2 it is per 100 MB download",
+            "the machine's noise, unlike req/s); for rows 2, 2b and 2c it is per download of the file",
             "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
             "'total' adds its backend",
             f"- rows 3–6: modproxy runs with `pipeline = {PIPELINE}` (README: `pipeline`; conf/default.toml sets it "
@@ -1165,8 +1268,16 @@ def write_results(text: str) -> None:
 # --- main ------------------------------------------------------------------------------------------
 
 
+def selected(row_id: str) -> bool:
+    """Whether BENCH_ROWS picks the row `row_id` (see ROWS)."""
+    if not ROWS or row_id in ROWS:
+        return True
+    group = row_id.rstrip("abcdefgh")
+    return group in ROWS and all(r.row != group for r, _ in ROW_PLAN)
+
+
 def budget_seconds() -> float:
-    rows = len([r for r, _ in ROW_PLAN if r.row.rstrip("abc") in ROWS])
+    rows = len([r for r, _ in ROW_PLAN if selected(r.row)])
     return 600 + rows * 2 * (WARMUP + ROUNDS * SECONDS + 20)
 
 
@@ -1207,7 +1318,7 @@ def main() -> int:
         with bounded_run(procs):
             lab = Lab(work, procs)
             for row, run in ROW_PLAN:
-                if row.row.rstrip("abc") not in ROWS:
+                if not selected(row.row):
                     continue
                 print(f"row {row.row}: {row.what} ...", flush=True)
                 try:
