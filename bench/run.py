@@ -76,6 +76,10 @@ SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # The static files rows 2, 2b and 2c download, in MiB (`<n>mb.bin`).
 STATIC_SIZES_MIB = (1, 10, 100)
+# HTTP/2 rows: streams open at once on each of the CONNECTIONS (h2load -m).
+H2_STREAMS = 10
+# The unit of the latency rows (18a, 18b): their result is the p99, and lower is better.
+P99 = "ms p99"
 
 # The request every POST row sends (101 bytes), and what every echo replies.
 BODY = (
@@ -275,7 +279,76 @@ def frameload(port: int, seconds: float) -> dict[str, float]:
     }
 
 
+def h2load(
+    url: str,
+    seconds: float,
+    clients: int = CONNECTIONS,
+    streams: int = H2_STREAMS,
+    body: str | None = None,
+    h1: bool = False,
+    rps_per_client: int = 0,
+) -> dict[str, float]:
+    """h2load (one thread) for `seconds`: HTTP/2 (prior-knowledge h2c for http://, ALPN for https://), or
+    HTTP/1.1 keep-alive with `h1`. `rps_per_client` makes it open loop: each client starts a request at
+    that fixed rate, whether or not the last one is answered (up to `streams` at once). Latency comes from
+    its per-request log."""
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        log = Path(tmp) / "requests.tsv"
+        argv = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{clients}", f"-m{streams}"]
+        argv += [f"-D{seconds:g}", "--log-file", str(log)]
+        if h1:
+            argv.append("--h1")
+        if rps_per_client:
+            argv.append(f"--rps={rps_per_client}")
+        if body is not None:
+            (Path(tmp) / "body.json").write_text(body)
+            argv += ["-d", str(Path(tmp) / "body.json"), "-H", "content-type: application/json"]
+        out = subprocess.run(
+            [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+        ).stdout
+        durations = sorted(
+            int(fields[2])
+            for fields in (line.split("\t") for line in log.read_text().splitlines())
+            if len(fields) >= 3 and fields[1].startswith("2")
+        )
+    # "finished in 2.00s, 3988.00 req/s, 4.90MB/s"
+    # "requests: 7976 total, 7984 started, 7976 done, 7976 succeeded, 0 failed, 0 errored, 0 timeout"
+    lines = {line.split(maxsplit=1)[0]: line for line in out.splitlines() if line.strip()}
+    if "finished" not in lines or "requests:" not in lines or not durations:
+        raise RuntimeError(f"h2load answered nothing useful for {url}:\n{out[-1500:]}")
+    finished = lines["finished"].split(",")
+    counts = {
+        part.split()[1]: int(part.split()[0]) for part in lines["requests:"].split(":", 1)[1].split(",")
+    }
+    rate, unit = finished[2].strip()[:-4], finished[2].strip()[-4:]
+    return {
+        "rps": float(finished[1].split()[0]),
+        "mbps": float(rate) * {"GB/s": 1e3, "MB/s": 1.0, "KB/s": 1e-3}.get(unit, 1e-6),
+        "p50_ms": durations[len(durations) // 2] / 1000,
+        "p99_ms": durations[min(len(durations) - 1, len(durations) * 99 // 100)] / 1000,
+        # Failed streams (status -1 in the log) and answers that are not 2xx: done, not in `durations`.
+        "errors": counts["done"] - len(durations),
+    }
+
+
 # --- smoke checks: a contestant that answers wrongly is not measured ------------------------------
+
+
+def need_h2load() -> None:
+    if shutil.which("h2load") is None:
+        raise RuntimeError("h2load is missing: `make h2-tools` installs it (Debian's nghttp2-client)")
+
+
+def check_h2(url: str, body: str | None = None) -> None:
+    """Ten requests over HTTP/2 (h2c prior knowledge, or ALPN for https://), all answered 2xx."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as data:
+        data.write(body or "")
+        data.flush()
+        extra = ["-d", data.name, "-H", "content-type: application/json"] if body is not None else []
+        argv = ["h2load", "-n10", "-c1", "-m2", *extra, url]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    if "10 2xx" not in out:
+        raise RuntimeError(f"{url} over HTTP/2: not ten 2xx answers:\n{out[-800:]}")
 
 
 def check_http_echo(url: str, body: str = BODY) -> None:
@@ -376,9 +449,10 @@ class Lab:
         row.variants.append(contestant)
         row.baseline = contestant
 
-    def modproxy_tls(self) -> tuple[subprocess.Popen[bytes], int, tuple[Path, Path]]:
-        """modproxy with an HTTPS listener on a certificate from `modproxy cert local` (which also adds
-        the [tls] section); returns the process, the HTTPS port and the certificate and key files."""
+    def modproxy_tls(self, module_toml: str = "") -> tuple[subprocess.Popen[bytes], int, tuple[Path, Path]]:
+        """modproxy with `module_toml` and an HTTPS listener on a certificate from `modproxy cert local`
+        (which also adds the [tls] section); returns the process, the HTTPS port and the certificate and
+        key files."""
         port, tls_port = free_port(), free_port()
         home = self.work / f"modproxy-{port}"
         (home / "conf").mkdir(parents=True)
@@ -389,6 +463,9 @@ class Lab:
                 port = {port}
                 listen = "127.0.0.1"
                 root_path = "{self.site}"
+
+                [module]
+                {module_toml}
 
                 [log]
                 level = "{LOG_LEVEL}"
@@ -418,19 +495,26 @@ class Lab:
         upstream_port: int | None = None,
         tls: tuple[Path, Path] | None = None,
         access_log: bool = False,
+        http2: bool = False,
+        keepalive: int = 64,
     ) -> tuple[subprocess.Popen[bytes], int]:
+        """nginx with `locations`; `http2`: HTTP/2 on the listener (over TLS by ALPN, else prior-knowledge
+        h2c only, so HTTP/1.1 clients cannot use that port). `keepalive_requests` (raised below) also bounds
+        HTTP/2 connections since nginx 1.19.7. `keepalive`: idle upstream connections kept per worker; a
+        request beyond them opens a connection that is closed after it."""
         port = free_port()
+        h2 = " http2" if http2 else ""
         # As modproxy's [tls]: TLS 1.2 and 1.3, a session cache and tickets (wrk speaks HTTP/1.1 only).
         listen = (
-            f"listen 127.0.0.1:{port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; "
+            f"listen 127.0.0.1:{port} ssl{h2}; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; "
             "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
             if tls
-            else f"listen 127.0.0.1:{port};"
+            else f"listen 127.0.0.1:{port}{h2};"
         )
         prefix = self.work / f"nginx-{port}"
         prefix.mkdir()
         upstream = (
-            f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; keepalive_requests 1000000; }}"
+            f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive {keepalive}; keepalive_requests 1000000; }}"
             if upstream_port
             else ""
         )
@@ -1030,6 +1114,121 @@ def row_etcd(lab: Lab, row: Row) -> None:
     measure(row)
 
 
+@dataclass
+class ProxiedPath:
+    """What an HTTP/2 or latency row sends where: a modproxy module and the nginx location that does the
+    same, the backend behind each, the URL path and the POST body (None: GET)."""
+
+    module_toml: str
+    modproxy_backends: list[subprocess.Popen[bytes]]
+    nginx_locations: str
+    nginx_upstream: int | None
+    nginx_backends: list[subprocess.Popen[bytes]]
+    path: str
+    body: str | None
+    what: str  # "static 1 KB", "module_http → hyper", …
+    peer_what: str
+
+
+def proxied_path(lab: Lab, kind: str) -> ProxiedPath:
+    """`static` (the 1 KB file), `http` (row 3's GET through module_http, modproxy's defaults) or `socket`
+    (row 4's POST to the Rust SDK echo, pipeline = 16 as shipped for SDK backends, nginx → hyper)."""
+    if kind == "static":
+        return ProxiedPath("", [], "location / { }", None, [], "/1kb.bin", None, "static", "static")
+    if kind == "http":
+        upstream, uport = lab.backend("hyper")
+        return ProxiedPath(
+            http_module(uport),
+            [upstream],
+            NGINX_PROXY,
+            uport,
+            [upstream],
+            "/api/item",
+            None,
+            "module_http → hyper",
+            "proxy_pass → hyper",
+        )
+    backend, bport = lab.backend("rust-sdk")
+    peer, eport = lab.backend("hyper")
+    return ProxiedPath(
+        socket_module(bport, PIPELINE),
+        [backend],
+        NGINX_PROXY,
+        eport,
+        [peer],
+        "/echo/",
+        BODY,
+        f"→ Rust SDK echo, pipeline = {PIPELINE}",
+        "→ hyper JSON echo",
+    )
+
+
+def row_h2(lab: Lab, row: Row, kind: str, tls: bool) -> None:
+    """HTTP/2 (h2load, CONNECTIONS clients, H2_STREAMS streams each; prior-knowledge h2c, or h2 by ALPN over
+    TLS) against nginx with `http2` on its listener and `keepalive_requests` raised."""
+    need_h2load()
+    route = proxied_path(lab, kind)
+    if tls:
+        proxy, pport, cert = lab.modproxy_tls(route.module_toml)
+    else:
+        (proxy, pport), cert = lab.modproxy(route.module_toml), None
+    nginx, nport = lab.nginx(route.nginx_locations, route.nginx_upstream, tls=cert, http2=True)
+    scheme, over = ("https", "h2") if tls else ("http", "h2c")
+
+    def load(port: int) -> Callable[[float], dict[str, float]]:
+        return lambda s: h2load(f"{scheme}://127.0.0.1:{port}{route.path}", s, body=route.body)
+
+    for port in (pport, nport):
+        check_h2(f"{scheme}://127.0.0.1:{port}{route.path}", route.body)
+    row.contestant = Contestant(f"modproxy {route.what}, {over}", proxy, route.modproxy_backends, load(pport))
+    row.peer = Contestant(f"nginx {route.peer_what}, {over}", nginx, route.nginx_backends, load(nport))
+    if route.nginx_upstream:
+        # 640 requests in flight outrun `keepalive 64`: nginx then opens and closes an upstream connection
+        # per request beyond its pool. A second peer keeps one idle connection per stream.
+        streams = CONNECTIONS * H2_STREAMS
+        pooled, kport = lab.nginx(
+            route.nginx_locations, route.nginx_upstream, tls=cert, http2=True, keepalive=streams
+        )
+        check_h2(f"{scheme}://127.0.0.1:{kport}{route.path}", route.body)
+        name = f"nginx {route.peer_what}, {over}, keepalive {streams}"
+        row.more_peers.append((Contestant(name, pooled, route.nginx_backends, load(kport)), row.target))
+    measure(row)
+
+
+def row_latency(lab: Lab, row: Row, kind: str) -> None:
+    """p99 at half of nginx's saturation rate: nginx's closed-loop req/s (wrk) sets the rate; then h2load
+    over HTTP/1.1 keep-alive (`--rps`) sends each connection's requests on a fixed schedule, on modproxy
+    and on nginx in turn. One request is in flight per connection, so a late reply delays that
+    connection's next one, and h2load times a request from its send, not from its slot: at half load this
+    is rare, but it is not wrk2's correction for coordinated omission."""
+    need_h2load()
+    route = proxied_path(lab, kind)
+    proxy, pport = lab.modproxy(route.module_toml)
+    nginx, nport = lab.nginx(route.nginx_locations, route.nginx_upstream)
+    for port in (pport, nport):
+        check_http_get(f"http://127.0.0.1:{port}{route.path}")
+    wrk(f"http://127.0.0.1:{nport}{route.path}", WARMUP)
+    saturation = wrk(f"http://127.0.0.1:{nport}{route.path}", SECONDS)["rps"]
+    per_connection = max(1, round(saturation / 2 / CONNECTIONS))
+
+    def load(port: int) -> Callable[[float], dict[str, float]]:
+        return lambda s: h2load(
+            f"http://127.0.0.1:{port}{route.path}", s, streams=1, h1=True, rps_per_client=per_connection
+        )
+
+    row.contestant = Contestant(
+        f"modproxy {route.what}, open loop", proxy, route.modproxy_backends, load(pport)
+    )
+    row.peer = Contestant(f"nginx {route.peer_what}, open loop", nginx, route.nginx_backends, load(nport))
+    measure(row)
+    row.notes.append(
+        f"nginx's saturation (wrk, {CONNECTIONS} connections, closed loop): {saturation:,.0f} req/s; offered "
+        f"{per_connection * CONNECTIONS:,} req/s ({per_connection} a second on each of {CONNECTIONS} "
+        f"connections); served: modproxy {median(row.contestant, 'rps'):,.0f}, nginx {median(row.peer, 'rps'):,.0f} "
+        "req/s; ratio = nginx's p99 ÷ modproxy's"
+    )
+
+
 def read_response(conn: socket.socket) -> None:
     """Reads one response with a Content-Length body."""
     data = b""
@@ -1131,6 +1330,38 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (Row("13", "row 4 under attack (legitimate client's share)", "req/s", 0.8), row_under_attack),
     (Row("14", "row 4 with the node from etcd", "req/s", 0.95), row_etcd),
     (Row("15", "row 4 with validate = true", "req/s", 0.9), row_validate),
+    (
+        Row("16a", "HTTP/2 h2c static 1 KB file", "req/s", 1.0),
+        lambda lab, row: row_h2(lab, row, "static", tls=False),
+    ),
+    (
+        Row("16b", "HTTP/2 h2c module_http GET → hyper upstream", "req/s", 1.2),
+        lambda lab, row: row_h2(lab, row, "http", tls=False),
+    ),
+    (
+        Row("16c", "HTTP/2 h2c module_socket → Rust SDK echo", "req/s", 1.5),
+        lambda lab, row: row_h2(lab, row, "socket", tls=False),
+    ),
+    (
+        Row("17a", "HTTP/2 over TLS static 1 KB file", "req/s", 1.0),
+        lambda lab, row: row_h2(lab, row, "static", tls=True),
+    ),
+    (
+        Row("17b", "HTTP/2 over TLS module_http GET → hyper upstream", "req/s", 1.2),
+        lambda lab, row: row_h2(lab, row, "http", tls=True),
+    ),
+    (
+        Row("17c", "HTTP/2 over TLS module_socket → Rust SDK echo", "req/s", 1.5),
+        lambda lab, row: row_h2(lab, row, "socket", tls=True),
+    ),
+    (
+        Row("18a", "p99 at 50 % of nginx's saturation, static 1 KB file", P99, 1.0),
+        lambda lab, row: row_latency(lab, row, "static"),
+    ),
+    (
+        Row("18b", "p99 at 50 % of nginx's saturation, module_http GET", P99, 1.0),
+        lambda lab, row: row_latency(lab, row, "http"),
+    ),
 ]
 
 
@@ -1142,13 +1373,13 @@ def median(c: Contestant, key: str) -> float:
 
 
 def result_key(row: Row) -> str:
-    return "mbps" if row.unit == "MB/s" else "rps"
+    return {"MB/s": "mbps", P99: "p99_ms"}.get(row.unit, "rps")
 
 
 def ratio(row: Row, c: Contestant, peer: Contestant) -> float:
-    """`c` ÷ `peer` on the row's result."""
+    """`c` ÷ `peer` on the row's result; for a latency, `peer` ÷ `c`, so that ≥ 1 still means ahead."""
     key = result_key(row)
-    return median(c, key) / median(peer, key)
+    return median(peer, key) / median(c, key) if row.unit == P99 else median(c, key) / median(peer, key)
 
 
 def spread(c: Contestant, key: str) -> float:
@@ -1193,7 +1424,7 @@ def table(rows: list[Row]) -> str:
                 "peer": "",
                 "more": f"contestant ÷ this: {mark:.2f} {'✓' if mark >= target else '✗'}",
             }[role]
-            result = f"{median(c, key):,.0f}"
+            result = f"{median(c, key):.2f}" if row.unit == P99 else f"{median(c, key):,.0f}"
             lines.append(
                 f"| {row.row if is_contestant else ''} | {c.name} | {result} {row.unit} | "
                 f"±{spread(c, key):.0f}% | {median(c, 'p50_ms'):.2f} | {median(c, 'p99_ms'):.2f}{p99_note} | "
@@ -1239,6 +1470,10 @@ def report(rows: list[Row], started: datetime, load_before: str, load_after: str
             f'- modproxy\'s [log] level = "{LOG_LEVEL}" (nginx: access_log off)',
             "- CPU µs/req: user + system CPU time of the whole server side per request (from /proc; robust to "
             "the machine's noise, unlike req/s); for rows 2, 2b and 2c it is per download of the file",
+            "- rows 16 and 17: h2load -t1 over HTTP/2 (h2c with prior knowledge, or h2 by ALPN over TLS), "
+            f"{CONNECTIONS} connections × {H2_STREAMS} streams; nginx with `http2` and keepalive_requests 1000000; "
+            "rows 18: open loop (h2load --rps over HTTP/1.1 keep-alive) at half of nginx's closed-loop req/s, "
+            "ratio = nginx's p99 ÷ modproxy's",
             "- ratio = contestant ÷ peer (req/s or MB/s); RSS: 'front' is modproxy or nginx (or the backend in row 7), "
             "'total' adds its backend",
             f"- rows 3–6: modproxy runs with `pipeline = {PIPELINE}` (README: `pipeline`; conf/default.toml sets it "
