@@ -260,17 +260,30 @@ fn run(home_flag: Option<&Path>, config_flag: Option<&Path>) -> anyhow::Result<(
                 stopping.cancel();
             }
         });
+        // The accept loops run as tasks on the runtime, not on this thread: a connection accepted on a
+        // worker is spawned to that worker's own queue, where one accepted here had to be handed over and
+        // the worker woken (a futex and two context switches per connection).
+        let serve_https = https.map(|(listener, acceptor)| {
+            let front = server::Front::Tls(acceptor);
+            tokio::spawn(server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, front, stopping.clone().cancelled_owned()))
+        });
+        let serve_http = tokio::spawn(server::serve(
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+            listener,
+            server::Front::Plain(challenges),
+            stopping.clone().cancelled_owned(),
+        ));
         let serve_https = async {
-            if let Some((listener, acceptor)) = https {
-                let front = server::Front::Tls(acceptor);
-                server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, front, stopping.clone().cancelled_owned()).await;
+            if let Some(serving) = serve_https {
+                serving.await
+            } else {
+                Ok(())
             }
         };
-        tokio::join!(
-            server::serve(Arc::clone(&live), Arc::clone(&metrics), listener, server::Front::Plain(challenges), stopping.clone().cancelled_owned()),
-            serve_https,
-            stream_forward::serve(streams, &metrics, stopping.clone()),
-        );
+        let (http, https, ()) = tokio::join!(serve_http, serve_https, stream_forward::serve(streams, &metrics, stopping.clone()));
+        http.context("the HTTP listener's task")?;
+        https.context("the HTTPS listener's task")?;
         tracing::info!("modproxy stopped");
         anyhow::Ok(())
     })
