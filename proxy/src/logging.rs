@@ -11,7 +11,7 @@ use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -57,7 +57,7 @@ pub fn init(level: LogLevel, logs_dir: &Path, access: Option<&AccessLogConfig>) 
         guards.push(guard);
     }
     let (console, console_guard) = tracing_appender::non_blocking(std::io::stdout());
-    let filter = LevelFilter::from_level(level.as_tracing());
+    let filter = filter(level);
     tracing_subscriber::registry()
         .with(filter)
         .with(
@@ -78,6 +78,21 @@ pub fn init(level: LogLevel, logs_dir: &Path, access: Option<&AccessLogConfig>) 
     Ok(LogGuard(guards))
 }
 
+/// What is logged at `level`. rustls's warnings all describe a peer (an IP address sent as SNI, an
+/// alert it sent), one line per handshake a client controls (wrk sends an IP address as SNI), costing a
+/// formatted line, two log threads woken and two writes each: 5 % of the CPU of a new HTTPS connection
+/// and a disk a client can fill. A failed handshake is already counted
+/// (`tls_handshake_failures`) and logged at debug. So rustls gets its errors, and everything at `debug`.
+fn filter(level: LogLevel) -> Targets {
+    let rustls = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Error | LogLevel::Warn | LogLevel::Info => LevelFilter::ERROR,
+    };
+    Targets::new()
+        .with_default(LevelFilter::from_level(level.as_tracing()))
+        .with_target("rustls", rustls)
+}
+
 /// `path`, rotated by size, the rotated files kept beside it.
 fn rotated(path: &Path) -> FileRotate<AppendCount> {
     FileRotate::new(
@@ -87,4 +102,23 @@ fn rotated(path: &Path) -> FileRotate<AppendCount> {
         Compression::None,
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn rustls_warnings_only_at_debug() {
+        let warn = filter(LogLevel::Warn);
+        assert!(!warn.would_enable("rustls::msgs::handshake", &Level::WARN));
+        assert!(warn.would_enable("rustls::common_state", &Level::ERROR));
+        assert!(warn.would_enable("modproxy::server", &Level::WARN));
+        assert!(!warn.would_enable("modproxy::server", &Level::INFO));
+        let debug = filter(LogLevel::Debug);
+        assert!(debug.would_enable("rustls::msgs::handshake", &Level::DEBUG));
+        assert!(debug.would_enable("modproxy::server", &Level::DEBUG));
+        assert!(!filter(LogLevel::Error).would_enable("modproxy::server", &Level::WARN));
+    }
 }
