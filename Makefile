@@ -197,13 +197,14 @@ SOAK_REQUESTS ?= 1000000
 soak: h2-tools
 	MODPROXY_SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) test --release -p modproxy --test resources --test faults -- --nocapture
 
-# The benchmarks (bench/README.md): installs wrk and nginx (apt-get, once), uvicorn + FastAPI into .venv/,
+# The benchmarks (bench/README.md): installs wrk and nginx (apt-get, once; h2load through h2-tools for the
+# HTTP/2 rows), uvicorn + FastAPI into .venv/,
 # builds everything in release mode, runs bench/run.py and writes bench/RESULTS.md. Quick run:
 # `make bench BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_ROWS=4,7` (run.py lists every setting).
 # `make bench BENCH_BASELINE=<git ref>` also builds that commit's proxy (in target/baseline) and runs it in
 # the proxy rows, in the same rounds, to report this build ÷ that one.
 .PHONY: bench bench-baseline
-bench: python-sdk node-sdk etcd $(if $(BENCH_BASELINE),bench-baseline)
+bench: python-sdk node-sdk etcd h2-tools $(if $(BENCH_BASELINE),bench-baseline)
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
 	$(PY) -m pip install --quiet --disable-pip-version-check "fastapi>=0.110,<1" "uvicorn[standard]>=0.29,<1"
