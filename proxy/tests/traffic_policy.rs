@@ -54,7 +54,7 @@ fn weights_are_respected_by_random_and_round_robin() {
 
 #[test]
 fn least_conn_avoids_the_busy_node() {
-    let slow = Backend::start(Style::Slow(Duration::from_millis(300)));
+    let slow = Backend::start(Style::Slow(Duration::from_secs(3)));
     let fast = Backend::start(Style::SpaceKeepAlive);
     let proxy = Proxy::start(
         "",
@@ -64,24 +64,35 @@ fn least_conn_avoids_the_busy_node() {
         )),
     );
     let addr = proxy.addr;
-    // Requests arrive every 25 ms; each one on the slow node stays in flight for 300 ms, so once the slow
-    // node holds one, every later arrival finds it busier than the idle fast node.
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            std::thread::spawn(move || send_raw(addr, &http("POST", "/s3/", &[], &envelope("x", json!(1)))).status)
-        })
-        .collect();
-    for client in clients {
-        assert_eq!(client.join().unwrap(), 200);
+    let post = move || send_raw(addr, &http("POST", "/s3/", &[], &envelope("x", json!(1)))).status;
+    // Between two idle nodes least_conn picks either, so requests go out one at a time until one is held
+    // by the slow node. (Arrivals on a timer made this depend on how fast a loaded machine answers.)
+    let held = loop {
+        let request = std::thread::spawn(post);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while slow.requests() == 0 && !request.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if slow.requests() == 1 {
+            break request;
+        }
+        assert_eq!(request.join().unwrap(), 200);
+        assert!(fast.requests() < 40, "least_conn never chose the slow node at a tie");
+    };
+    // The slow node now holds one request for 3 s; every request sent after the previous one was answered
+    // finds it busier than the idle fast node.
+    let before = fast.requests();
+    for _ in 0..8 {
+        assert_eq!(post(), 200);
     }
-    assert!(
-        slow.requests() <= 1,
-        "least_conn sent {} of 8 to the busy node:\n{}",
+    assert_eq!(
         slow.requests(),
+        1,
+        "least_conn sent a request to the busy node:\n{}",
         proxy.log()
     );
-    assert_eq!(fast.requests() + slow.requests(), 8);
+    assert_eq!(fast.requests(), before + 8);
+    assert_eq!(held.join().unwrap(), 200);
 }
 
 #[test]
