@@ -883,7 +883,7 @@ def row_tls_keepalive(lab: Lab, row: Row) -> None:
 
 
 def row_tls_handshakes(lab: Lab, row: Row) -> None:
-    """A new TLS connection (full handshake, no resumption: wrk does not resume) per request."""
+    """A new TLS connection per request; wrk resumes each from the previous connection's ticket."""
     proxy, pport, cert = lab.modproxy_tls()
     nginx, nport = lab.nginx("location / { }", tls=cert)
     close = ("Connection: close",)
