@@ -19,6 +19,7 @@ pub mod frame_request;
 pub mod head_shaping;
 pub mod home;
 pub mod http_forward;
+pub mod json_syntax;
 pub mod lanes;
 pub mod last_minute;
 pub mod log_text;

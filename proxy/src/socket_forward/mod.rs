@@ -31,6 +31,7 @@ use crate::contract::{self, Cached, Described, DESCRIBE_REQUEST};
 use crate::discovery::{self, Following, Members};
 use crate::error_response::{accepts_html, ErrorPages};
 use crate::head_shaping;
+use crate::json_syntax;
 use crate::lanes::{LaneLimits, LaneLoad};
 use crate::request_body::{self, BodyError, BodyLimits};
 use crate::request_context::{generate, RequestContext};
@@ -735,8 +736,8 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (body, permit) = request_body::read_whole(request.into_body(), declared, limits).await?;
-    let text = std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| GatewayError::NotJson(e.to_string()))?;
+    std::str::from_utf8(&body).map_err(|e| GatewayError::NotJson(e.to_string()))?;
+    json_syntax::check(&body).map_err(|e| GatewayError::NotJson(e.describe(&body)))?;
     Ok((body, permit))
 }
 
