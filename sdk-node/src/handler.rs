@@ -13,12 +13,11 @@
 //! Values cross as JSON text both ways: `data` and `head` go over as strings that `index.js` hands to
 //! `JSON.parse`, and the reply comes back as `JSON.stringify`'s string, which becomes the reply payload
 //! as it is ([`Handler::call_raw`]). V8's JSON codec is far cheaper than building and reading objects
-//! one Node-API call per field. `data` goes over as the text it arrived as ([`Handler::call_json`]), and
-//! the reply is never parsed: neither is made a `serde_json::Value` only to be written out again.
+//! one Node-API call per field, and the reply is never parsed only to be serialised again.
 
 use std::sync::Arc;
 
-use modproxy_sdk::{BoxFuture, Handler, HandlerResult, MethodError, RawHandlerResult, RawRequest, Request};
+use modproxy_sdk::{BoxFuture, Handler, HandlerResult, MethodError, RawHandlerResult, Request};
 use napi::bindgen_prelude::{Either3, FnArgs, Promise};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Status;
@@ -129,31 +128,15 @@ impl Handler for JsHandler {
     }
 
     fn call_raw(&self, request: Request) -> BoxFuture<RawHandlerResult> {
-        let data = serde_json::to_string(&request.data).expect("a Value always serialises");
-        self.send(data, &request.head)
-    }
-
-    fn takes_json(&self) -> bool {
-        true
-    }
-
-    fn call_json(&self, request: RawRequest<'_>) -> BoxFuture<RawHandlerResult> {
-        match request.data_json() {
-            Ok(data) => self.send(data.to_owned(), &request.head),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
-    }
-}
-
-impl JsHandler {
-    /// Queues one call, `data` already JSON text, and waits for its reply.
-    fn send(&self, data: String, head: &modproxy_sdk::Head) -> BoxFuture<RawHandlerResult> {
         let method = Arc::clone(&self.method);
         let calls = self.calls.clone();
-        let head = serde_json::to_string(head).expect("a Head always serialises");
         Box::pin(async move {
             let (returned, answer) = oneshot::channel();
-            let call = Call { data, head, returned };
+            let call = Call {
+                data: serde_json::to_string(&request.data).expect("a Value always serialises"),
+                head: serde_json::to_string(&request.head).expect("a Head always serialises"),
+                returned,
+            };
             let closing = || napi::Error::new(Status::Closing, String::new());
             calls.send(call).map_err(|_| interrupted(&method, &closing()))?;
             let returned = answer

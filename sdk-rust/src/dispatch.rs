@@ -11,7 +11,7 @@ use std::pin::Pin;
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::envelope::{RawRequest, Request};
+use crate::envelope::Request;
 use crate::error::MethodError;
 use crate::pipeline::PIPELINE_METHOD;
 
@@ -39,23 +39,6 @@ pub trait Backend: Send + Sync + 'static {
         let reply = self.handle(request);
         async move { reply.await.and_then(|value| encode_reply(&value)) }
     }
-
-    /// Whether [`dispatch`] calls [`Backend::handle_json`] rather than [`Backend::handle_raw`]: `true` for
-    /// a backend whose handlers read `data` as JSON text, so that it never becomes a [`Value`] on the way.
-    /// A [`crate::Router`] says `true` when one of its handlers does ([`Handler::takes_json`]).
-    fn takes_json(&self) -> bool {
-        false
-    }
-
-    /// Answers one request whose `data` is still JSON text, when [`Backend::takes_json`]. The default
-    /// decodes `data` into a [`Value`] and calls [`Backend::handle_raw`]. A [`crate::Router`] passes the
-    /// request on to each handler's [`Handler::call_json`], so a handler that wants JSON text gets it as it
-    /// arrived. An override must answer a request whose `data` does not pass [`RawRequest::data_json`] or
-    /// [`RawRequest::data_value`] with that error.
-    fn handle_json(&self, request: RawRequest<'_>) -> impl Future<Output = RawHandlerResult> + Send {
-        let request = request.into_request();
-        async move { self.handle_raw(request?).await }
-    }
 }
 
 /// One method's handler, type-erased so that a router can hold handlers of any origin
@@ -70,22 +53,6 @@ pub trait Handler: Send + Sync + 'static {
     fn call_raw(&self, request: Request) -> BoxFuture<RawHandlerResult> {
         let reply = self.call(request);
         Box::pin(async move { reply.await.and_then(|value| encode_reply(&value)) })
-    }
-
-    /// Whether the handler reads `data` as JSON text: whether it overrides [`Handler::call_json`].
-    fn takes_json(&self) -> bool {
-        false
-    }
-
-    /// Calls the handler with `data` still JSON text. The default decodes it into a [`Value`] and calls
-    /// [`Handler::call_raw`]; a handler whose language parses JSON text itself (Node's `JSON.parse`)
-    /// overrides it to take [`RawRequest::data_json`], which must be how it reads `data`, so that a request
-    /// with bad `data` still gets its `bad_request` reply.
-    fn call_json(&self, request: RawRequest<'_>) -> BoxFuture<RawHandlerResult> {
-        match request.into_request() {
-            Ok(request) => self.call_raw(request),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
     }
 }
 
@@ -111,54 +78,26 @@ pub const PING_METHOD: &str = "_ping";
 /// `_pipeline` reaches it only when it is not a connection's first frame, and is refused.
 /// Never fails: every problem becomes an error reply.
 pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
-    if backend.takes_json() {
-        let request = match RawRequest::from_slice(payload) {
-            Ok(request) => request,
-            Err(error) => return error.to_reply(),
-        };
-        if let Some(reply) = reserved_reply(&request.head.method, || request.data_json().map(drop)) {
-            return reply;
-        }
-        let method = request.head.method.clone();
-        answer(method, async move { backend.handle_json(request).await }).await
-    } else {
-        let request = match Request::from_slice(payload) {
-            Ok(request) => request,
-            Err(error) => return error.to_reply(),
-        };
-        if let Some(reply) = reserved_reply(&request.head.method, || Ok(())) {
-            return reply;
-        }
-        let method = request.head.method.clone();
-        answer(method, async move { backend.handle_raw(request).await }).await
+    let request = match Request::from_slice(payload) {
+        Ok(request) => request,
+        Err(error) => return error.to_reply(),
+    };
+    if request.head.method == PING_METHOD {
+        return br#"{"pong":true}"#.to_vec();
     }
-}
-
-/// The reply to a method [`dispatch`] answers itself, if `method` is one; `data_ok` checks `data` first,
-/// since bad `data` is a bad request whatever the method.
-fn reserved_reply(method: &str, data_ok: impl FnOnce() -> Result<(), MethodError>) -> Option<Vec<u8>> {
-    if method != PING_METHOD && method != PIPELINE_METHOD {
-        return None;
-    }
-    if let Err(error) = data_ok() {
-        return Some(error.to_reply());
-    }
-    Some(if method == PING_METHOD {
-        br#"{"pong":true}"#.to_vec()
-    } else {
+    if request.head.method == PIPELINE_METHOD {
         // The server answers it as a connection's first frame; anywhere else it would change the meaning
         // of replies already owed.
-        MethodError::bad_request(format!(
+        return MethodError::bad_request(format!(
             "'{PIPELINE_METHOD}' is accepted only as the first frame of a connection"
         ))
-        .to_reply()
-    })
-}
-
-/// Awaits the backend's reply to a call of `method`; a panic or an error becomes an error reply.
-async fn answer(method: String, reply: impl Future<Output = RawHandlerResult>) -> Vec<u8> {
-    // The backend is called inside the caught future: it may panic before it returns its own future.
-    let outcome = AssertUnwindSafe(reply).catch_unwind().await;
+        .to_reply();
+    }
+    let method = request.head.method.clone();
+    // `handle` is called inside the caught future: a backend may panic before it returns its future.
+    let outcome = AssertUnwindSafe(async move { backend.handle_raw(request).await })
+        .catch_unwind()
+        .await;
     let result = match outcome {
         Ok(result) => result,
         Err(panic) => {
@@ -212,51 +151,6 @@ mod tests {
     async fn ping_is_answered_before_the_backend() {
         let payload = Request::new(PING_METHOD, Value::Null).to_vec();
         assert_eq!(dispatch(&AnswersEverything, &payload).await, br#"{"pong":true}"#);
-    }
-
-    /// A handler that replies with `data` as it arrived, as a JSON-text binding would.
-    struct EchoesText;
-
-    impl Handler for EchoesText {
-        fn call(&self, request: Request) -> BoxFuture<HandlerResult> {
-            Box::pin(std::future::ready(Ok(request.data)))
-        }
-
-        fn takes_json(&self) -> bool {
-            true
-        }
-
-        fn call_json(&self, request: RawRequest<'_>) -> BoxFuture<RawHandlerResult> {
-            let reply = request.data_json().map(|data| data.as_bytes().to_vec());
-            Box::pin(std::future::ready(reply))
-        }
-    }
-
-    #[tokio::test]
-    async fn json_text_handlers_get_data_as_sent_and_bad_data_is_refused_first() {
-        let router = Router::new().handler("echo", EchoesText);
-        assert!(router.takes_json());
-        let payload = br#"{"head":{"method":"echo"},"data":{"b": [1, 2.50, "\u00e9"], "a":null}}"#;
-        assert_eq!(
-            dispatch(&router, payload).await,
-            br#"{"b": [1, 2.50, "\u00e9"], "a":null}"#
-        );
-        assert_eq!(dispatch(&router, br#"{"head":{"method":"echo"}}"#).await, b"null");
-        for method in ["echo", "_ping", "_pipeline", "_describe", "nope"] {
-            for data in ["1e400", r#""\ud800""#, "[1,]"] {
-                let payload = format!(r#"{{"head":{{"method":"{method}"}},"data":{data}}}"#);
-                let reply = reply(dispatch(&router, payload.as_bytes()).await);
-                assert_eq!(reply["error"]["code"], "bad_request", "{payload}: {reply}");
-            }
-        }
-        let described = reply(dispatch(&router, br#"{"head":{"method":"_describe"},"data":{}}"#).await);
-        assert_eq!(described["methods"][0]["name"], "echo");
-        let missing = reply(dispatch(&router, br#"{"head":{"method":"nope"},"data":[]}"#).await);
-        assert_eq!(missing["error"]["code"], "method_not_found");
-        assert_eq!(
-            dispatch(&router, br#"{"head":{"method":"_ping"},"data":[]}"#).await,
-            br#"{"pong":true}"#
-        );
     }
 
     #[tokio::test]

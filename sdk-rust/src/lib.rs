@@ -86,7 +86,7 @@ pub use client::{BlockingClient, Client, ClientError};
 pub use codec::{decode_stream, DecodedStream, LengthLineCodec, StreamDecoder};
 pub use describe::{MethodDescription, DESCRIBE_METHOD};
 pub use dispatch::{dispatch, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
-pub use envelope::{Head, RawRequest, Request};
+pub use envelope::{Head, Request};
 pub use error::MethodError;
 pub use frame::FrameError;
 #[cfg(feature = "etcd")]

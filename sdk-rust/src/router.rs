@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::describe::{self, MethodDescription, DESCRIBE_METHOD};
 use crate::dispatch::{encode_reply, Backend, BoxFuture, Handler, HandlerResult, RawHandlerResult};
-use crate::envelope::{Head, RawRequest, Request, RESERVED_PREFIX};
+use crate::envelope::{Head, Request, RESERVED_PREFIX};
 use crate::error::MethodError;
 
 /// Maps `head.method` to a handler.
@@ -45,8 +45,6 @@ pub struct Router {
     descriptions: HashMap<String, MethodDescription>,
     /// The method [`Router::doc`] documents.
     last: Option<String>,
-    /// Whether a handler reads `data` as JSON text ([`Handler::takes_json`]).
-    takes_json: bool,
 }
 
 impl Router {
@@ -230,7 +228,6 @@ impl Router {
     pub fn try_insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) -> Result<(), RegisterError> {
         let name = name.into();
         check_method_name(&name, self.handlers.contains_key(&name))?;
-        self.takes_json |= handler.takes_json();
         self.handlers.insert(name.clone(), handler);
         self.last = Some(name);
         Ok(())
@@ -272,25 +269,6 @@ impl Backend for Router {
                 Ok(Box::pin(std::future::ready(document)) as BoxFuture<RawHandlerResult>)
             }
             None => Err(MethodError::method_not_found(&request.head.method)),
-        };
-        async move { reply?.await }
-    }
-
-    fn takes_json(&self) -> bool {
-        self.takes_json
-    }
-
-    fn handle_json(&self, request: RawRequest<'_>) -> impl Future<Output = RawHandlerResult> + Send {
-        let reply = match self.handlers.get(&request.head.method) {
-            Some(handler) => Ok(handler.call_json(request)),
-            // Bad `data` is a bad request whatever the method, a missing one too.
-            None => request.data_json().and_then(|_| match request.head.method.as_str() {
-                DESCRIBE_METHOD => {
-                    let document = encode_reply(&self.describe());
-                    Ok(Box::pin(std::future::ready(document)) as BoxFuture<RawHandlerResult>)
-                }
-                method => Err(MethodError::method_not_found(method)),
-            }),
         };
         async move { reply?.await }
     }
