@@ -243,9 +243,23 @@ def wrk(
     out = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
+    return bench_json("wrk", out)
+
+
+def tlsload(port: int, seconds: float) -> dict[str, float]:
+    """New TLS connections, one GET of the 1 KB file each, from bench/tlsload (row 10): wrk's
+    `Connection: close` on a client that costs less per connection than the servers it measures."""
+    argv = ["taskset", "-c", LOAD_CPU, str(RELEASE / "tlsload"), f"127.0.0.1:{port}"]
+    argv += ["--connections", str(CONNECTIONS), "--seconds", f"{seconds:g}", "--warmup", "0.5"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    return bench_json("tlsload", out)
+
+
+def bench_json(tool: str, out: str) -> dict[str, float]:
+    """The summary line `BENCH_JSON {...}` that bench/wrk/load.lua and tlsload print."""
     line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
+        raise RuntimeError(f"{tool} printed no summary:\n{out}")
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     duration = raw["duration_us"] / 1e6
     return {
@@ -883,22 +897,14 @@ def row_tls_keepalive(lab: Lab, row: Row) -> None:
 
 
 def row_tls_handshakes(lab: Lab, row: Row) -> None:
-    """A new TLS connection per request; wrk resumes each from the previous connection's ticket."""
+    """A new TLS connection per request, each resumed from an earlier connection's ticket, driven by
+    tlsload: wrk (OpenSSL) spent more CPU per connection than either server, so it measured itself."""
     proxy, pport, cert = lab.modproxy_tls()
     nginx, nport = lab.nginx("location / { }", tls=cert)
-    close = ("Connection: close",)
-    row.contestant = Contestant(
-        "modproxy TLS handshakes",
-        proxy,
-        [],
-        lambda s: wrk(f"https://127.0.0.1:{pport}/1kb.bin", s, headers=close),
-    )
-    row.peer = Contestant(
-        "nginx TLS handshakes",
-        nginx,
-        [],
-        lambda s: wrk(f"https://127.0.0.1:{nport}/1kb.bin", s, headers=close),
-    )
+    for port in (pport, nport):
+        check_https_get(port)
+    row.contestant = Contestant("modproxy TLS handshakes", proxy, [], lambda s: tlsload(pport, s))
+    row.peer = Contestant("nginx TLS handshakes", nginx, [], lambda s: tlsload(nport, s))
     measure(row)
 
 
