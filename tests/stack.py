@@ -40,11 +40,20 @@ def proxy_binary(profile: str = "debug") -> Path:
     return Path(os.environ.get("MODPROXY_BIN", target_dir(profile) / "modproxy"))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (bind to 0; the race is harmless in tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now and not handed out before by this process. Binding to 0
+    can offer a port again as soon as its probe socket closes: a stack that asked for its ports in a row
+    once got one port for two backends, and the second could not listen."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_listening(
