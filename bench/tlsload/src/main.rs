@@ -10,9 +10,9 @@
 //! rustls on ring, resumes sessions as wrk does (TLS 1.3 tickets, the server's choice of suite) and does
 //! nothing else per connection. It accepts any certificate (both servers present the same one; its
 //! chain is the client's cost, not a server's) and checks handshake signatures as any client does. One
-//! thread drives every connection. Prints
-//! the line `BENCH_JSON {...}` with the fields bench/wrk/load.lua prints; a connection that fails or a
-//! response that is not a whole `200` counts as an error.
+//! thread drives every connection. Prints the line `BENCH_JSON {...}` with the fields bench/wrk/load.lua
+//! prints, and `resumed`, how many handshakes resumed a session; a connection that fails or a response
+//! that is not a `200` counts as an error.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -43,6 +43,8 @@ struct Tally {
     latency: Histogram<u64>,
     bytes: u64,
     errors: u64,
+    /// Connections whose handshake resumed an earlier session.
+    resumed: u64,
 }
 
 const USAGE: &str = "usage: tlsload HOST:PORT [--path P] [--connections N] [--seconds S] [--warmup S]";
@@ -52,13 +54,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (tally, seconds) = runtime.block_on(drive(&options))?;
     println!(
-        "BENCH_JSON {{\"requests\":{},\"duration_us\":{},\"bytes\":{},\"p50_us\":{},\"p99_us\":{},\"connect\":0,\"read\":0,\"write\":0,\"status\":{},\"timeout\":0}}",
+        "BENCH_JSON {{\"requests\":{},\"duration_us\":{},\"bytes\":{},\"p50_us\":{},\"p99_us\":{},\"connect\":0,\"read\":0,\"write\":0,\"status\":{},\"timeout\":0,\"resumed\":{}}}",
         tally.latency.len(),
         (seconds * 1e6) as u64,
         tally.bytes,
         tally.latency.value_at_quantile(0.5),
         tally.latency.value_at_quantile(0.99),
         tally.errors,
+        tally.resumed,
     );
     Ok(())
 }
@@ -123,12 +126,14 @@ async fn drive(options: &Options) -> io::Result<(Tally, f64)> {
         latency: new_histogram(),
         bytes: 0,
         errors: 0,
+        resumed: 0,
     };
     for slot in slots {
         let tally = slot.await.map_err(io::Error::other)?;
         total.latency.add(&tally.latency).map_err(io::Error::other)?;
         total.bytes += tally.bytes;
         total.errors += tally.errors;
+        total.resumed += tally.resumed;
     }
     let measured = Instant::now().min(until).saturating_duration_since(measure_from);
     Ok((total, measured.as_secs_f64().max(1e-9)))
@@ -148,6 +153,7 @@ impl Slot {
             latency: new_histogram(),
             bytes: 0,
             errors: 0,
+            resumed: 0,
         };
         let mut response = Vec::with_capacity(2048);
         loop {
@@ -165,7 +171,8 @@ impl Slot {
                     eprintln!("tlsload: {error} (only the first error is shown)");
                     tally.errors += 1;
                 }
-                Ok(()) => {
+                Ok(resumed) => {
+                    tally.resumed += u64::from(resumed);
                     let micros = u64::try_from(done.duration_since(opened).as_micros()).unwrap_or(u64::MAX);
                     tally.latency.saturating_record(micros.max(1));
                     tally.bytes += response.len() as u64;
@@ -178,12 +185,14 @@ impl Slot {
         }
     }
 
-    /// Connects, shakes hands, sends the request and reads the response until the server closes.
-    async fn fetch(&self, response: &mut Vec<u8>) -> io::Result<()> {
+    /// Connects, shakes hands, sends the request and reads the response until the server closes; whether
+    /// the handshake resumed a session.
+    async fn fetch(&self, response: &mut Vec<u8>) -> io::Result<bool> {
         response.clear();
         let tcp = TcpStream::connect(&self.addr).await?;
         tcp.set_nodelay(true)?;
         let mut tls = self.connector.connect(self.name.clone(), tcp).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
         tls.write_all(&self.request).await?;
         match tls.read_to_end(response).await {
             Ok(_) => {}
@@ -198,7 +207,7 @@ impl Slot {
                 format!("not a 200: {head:?}"),
             ));
         }
-        Ok(())
+        Ok(resumed)
     }
 }
 
