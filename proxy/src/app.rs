@@ -314,14 +314,12 @@ impl App {
         // Copied only for the access line, which is optional, and which the log level may filter out.
         let logged = access_log::enabled(&self.config).then(|| Logged::of(&request));
         let id = request_context::request_id(request.headers());
-        request
-            .headers_mut()
-            .insert(REQUEST_ID, request_context::header_value(&id));
+        // Made once: a clone shares its bytes.
+        let id_header = request_context::header_value(&id);
+        request.headers_mut().insert(REQUEST_ID, id_header.clone());
         request.extensions_mut().insert(RequestContext { peer, id: id.clone() });
         let (mut response, stats) = self.respond(request, peer, socket_peer).await;
-        response
-            .headers_mut()
-            .insert(REQUEST_ID, request_context::header_value(&id));
+        response.headers_mut().insert(REQUEST_ID, id_header);
         let arrival = Arrival { started, peer, id: &id };
         arrival.answered(stats, response.status(), logged.as_ref().map(Logged::asked), || Told {
             node: response.extensions().get::<ServedBy>().map(|served| &*served.0),

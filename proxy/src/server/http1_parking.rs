@@ -150,6 +150,8 @@ struct Head {
     lingered: bool,
     /// The deadline of a head begun before the connection was parked, which the next timer keeps.
     carried: Option<Instant>,
+    /// The alarm of the last timer dropped, for the next one: hyper makes a timer per request head.
+    spare: Option<Alarm>,
 }
 
 impl Idle {
@@ -160,6 +162,7 @@ impl Idle {
                 deadline: Instant::now(),
                 lingered: false,
                 carried,
+                spare: None,
             }),
             flushed: AtomicBool::new(true),
         }
@@ -218,15 +221,21 @@ impl IoObserver for Parking {
 struct HeadTimer(Arc<Idle>);
 
 impl HeadTimer {
-    fn start(&self, sleep: &mut HeadSleep, deadline: Instant) {
-        let mut head = self.0.head();
+    fn start(head: &mut Head, sleep: &mut HeadSleep, deadline: Instant) {
         let deadline = head.carried.take().map_or(deadline, |carried| carried.min(deadline));
         head.deadline = deadline;
         head.lingered = false;
         sleep.deadline = deadline;
         sleep.lingered = false;
-        let wake = deadline.min(Instant::now() + PARK_AFTER);
-        sleep.sleep.as_mut().reset(wake.into());
+        sleep.park_at = deadline.min(Instant::now() + PARK_AFTER);
+        if let Some(alarm) = &mut sleep.alarm {
+            // A busy connection starts a head every request: re-registering the timer each time would
+            // cost more than the rest of this file. One armed earlier than needed stays, and re-arms
+            // when it fires.
+            if alarm.armed > sleep.park_at {
+                alarm.arm(sleep.park_at);
+            }
+        }
     }
 }
 
@@ -236,28 +245,56 @@ impl Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        self.0.head().waiting += 1;
+        let mut head = self.0.head();
+        head.waiting += 1;
+        let alarm = head.spare.take().unwrap_or_else(|| Alarm::new(deadline));
         let mut sleep = HeadSleep {
-            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            alarm: Some(alarm),
+            park_at: deadline,
             deadline,
             lingered: false,
             idle: Arc::clone(&self.0),
         };
-        self.start(&mut sleep, deadline);
+        Self::start(&mut head, &mut sleep, deadline);
+        drop(head);
         Box::pin(sleep)
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, deadline: Instant) {
         if let Some(sleep) = sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
-            self.start(sleep.get_mut(), deadline);
+            Self::start(&mut self.0.head(), sleep.get_mut(), deadline);
         }
+    }
+}
+
+/// A tokio timer and when it is set to fire.
+struct Alarm {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Instant,
+}
+
+impl Alarm {
+    fn new(at: Instant) -> Self {
+        Alarm {
+            sleep: Box::pin(tokio::time::sleep_until(at.into())),
+            armed: at,
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.armed = at;
+        self.sleep.as_mut().reset(at.into());
     }
 }
 
 /// Wakes first at `PARK_AFTER`, to let the connection be parked, then at the head's deadline, which is
 /// when hyper sees it complete.
 struct HeadSleep {
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Always `Some` until dropped, when it goes back to [`Head::spare`]. It may be set earlier than the
+    /// wake wanted (see [`HeadTimer::start`]).
+    alarm: Option<Alarm>,
+    /// `PARK_AFTER` past the start of the head (or its deadline, if sooner).
+    park_at: Instant,
     deadline: Instant,
     lingered: bool,
     idle: Arc<Idle>,
@@ -268,15 +305,25 @@ impl Future for HeadSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let Some(alarm) = &mut this.alarm else {
+            return Poll::Pending;
+        };
         loop {
-            std::task::ready!(this.sleep.as_mut().poll(cx));
-            if this.lingered {
+            std::task::ready!(alarm.sleep.as_mut().poll(cx));
+            if !this.lingered {
+                if alarm.armed < this.park_at {
+                    // Fired for an earlier head.
+                    alarm.arm(this.park_at);
+                    continue;
+                }
+                // Hyper goes on waiting (and is parked by `serve_http1` right after this poll).
+                this.lingered = true;
+                this.idle.head().lingered = true;
+            }
+            if alarm.armed >= this.deadline {
                 return Poll::Ready(());
             }
-            // Hyper goes on waiting (and is parked by `serve_http1` right after this poll).
-            this.lingered = true;
-            this.idle.head().lingered = true;
-            this.sleep.as_mut().reset(this.deadline.into());
+            alarm.arm(this.deadline);
         }
     }
 }
@@ -285,7 +332,9 @@ impl Sleep for HeadSleep {}
 
 impl Drop for HeadSleep {
     fn drop(&mut self) {
-        self.idle.head().waiting -= 1;
+        let mut head = self.idle.head();
+        head.waiting -= 1;
+        head.spare = self.alarm.take();
     }
 }
 
