@@ -74,7 +74,7 @@ SERVER_CPU = "1"
 # One worker thread for every tokio runtime on the server side (modproxy, the SDKs, the Rust peers).
 SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-# The static files rows 2, 2b and 2c download, in MiB (`<n>mb.bin`).
+# The static files rows 2 and 2b–2d download, in MiB (`<n>mb.bin`).
 STATIC_SIZES_MIB = (1, 10, 100)
 # HTTP/2 rows: streams open at once on each of the CONNECTIONS (h2load -m).
 H2_STREAMS = 10
@@ -694,12 +694,26 @@ def row_static_large(lab: Lab, row: Row, mib: int) -> None:
     row.peer = Contestant(
         "nginx static", nginx, [], lambda s: wrk(f"http://127.0.0.1:{nport}/{mib}mb.bin", s, connections=4)
     )
+    lab.baseline(
+        row,
+        "modproxy static",
+        "",
+        [],
+        lambda port: lambda s: wrk(f"http://127.0.0.1:{port}/{mib}mb.bin", s, connections=4),
+    )
     measure(row)
     samples = row.contestant.rss_samples
     row.notes.append(
         f"modproxy RSS during the {mib} MB downloads: {before:.1f} MB before, {min(samples):.1f}–{max(samples):.1f} MB "
         f"while serving ({len(samples)} samples every 100 ms): {'flat' if max(samples) - before < 16 else 'NOT flat'}"
     )
+    # A request is a download here: its CPU per MiB served is what compares across file sizes, and the
+    # steadiest figure on a shared machine.
+    per_mib = ", ".join(
+        f"{c.name} {min(r['cpu_us'] for r in c.rounds) / mib:.0f}–{max(r['cpu_us'] for r in c.rounds) / mib:.0f}"
+        for c in (row.contestant, *row.variants, row.peer)
+    )
+    row.notes.append(f"server CPU µs per MiB served (range over rounds): {per_mib}")
 
 
 def http_module(port: int, pipeline: int = 0) -> str:
@@ -1274,6 +1288,10 @@ ROW_PLAN: list[tuple[Row, Callable[[Lab, Row], None]]] = [
     (
         Row("2c", "static 10 MiB file, 4 connections", "MB/s", 0.9),
         lambda lab, row: row_static_large(lab, row, 10),
+    ),
+    (
+        Row("2d", "static 100 MiB file, 4 connections", "MB/s", 0.9),
+        lambda lab, row: row_static_large(lab, row, 100),
     ),
     (Row("3", "module_http GET → hyper upstream", "req/s", 1.2), row_http_forward),
     (Row("3b", "module_http POST 101 B JSON → hyper JSON echo, defaults", "req/s", 1.2), row_http_post),
