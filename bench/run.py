@@ -74,7 +74,7 @@ SERVER_CPU = "1"
 # One worker thread for every tokio runtime on the server side (modproxy, the SDKs, the Rust peers).
 SERVER_ENV = {"TOKIO_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-# The static files rows 2 and 2b–2d download, in MiB (`<n>mb.bin`).
+# The static files rows 2 and 2b to 2d download, in MiB (`<n>mb.bin`).
 STATIC_SIZES_MIB = (1, 10, 100)
 # HTTP/2 rows: streams open at once on each of the CONNECTIONS (h2load -m).
 H2_STREAMS = 10
@@ -246,10 +246,11 @@ def wrk(
     return bench_json("wrk", out)
 
 
-def tlsload(port: int, seconds: float) -> dict[str, float]:
+def tlsload(port: int, seconds: float, ca: Path) -> dict[str, float]:
     """New TLS connections, one GET of the 1 KB file each, from bench/tlsload (row 10): wrk's
-    `Connection: close` on a client that costs less per connection than the servers it measures."""
-    argv = ["taskset", "-c", LOAD_CPU, str(RELEASE / "tlsload"), f"127.0.0.1:{port}"]
+    `Connection: close` on a client that costs less per connection than the servers it measures. The
+    servers' certificate is checked against `ca`."""
+    argv = ["taskset", "-c", LOAD_CPU, str(RELEASE / "tlsload"), f"127.0.0.1:{port}", "--ca", str(ca)]
     argv += ["--connections", str(CONNECTIONS), "--seconds", f"{seconds:g}", "--warmup", "0.5"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     return bench_json("tlsload", out)
@@ -917,8 +918,10 @@ def row_tls_handshakes(lab: Lab, row: Row) -> None:
     nginx, nport = lab.nginx("location / { }", tls=cert)
     for port in (pport, nport):
         check_https_get(port)
-    row.contestant = Contestant("modproxy TLS handshakes", proxy, [], lambda s: tlsload(pport, s))
-    row.peer = Contestant("nginx TLS handshakes", nginx, [], lambda s: tlsload(nport, s))
+    # `modproxy cert local` made the certificate both servers present, and its authority beside it.
+    ca = cert[0].parent / "local-ca.pem"
+    row.contestant = Contestant("modproxy TLS handshakes", proxy, [], lambda s: tlsload(pport, s, ca))
+    row.peer = Contestant("nginx TLS handshakes", nginx, [], lambda s: tlsload(nport, s, ca))
     measure(row)
 
 

@@ -2,14 +2,14 @@
 //! of wrk, on a client that costs less than the servers it measures.
 //!
 //! ```text
-//! tlsload HOST:PORT [--path /1kb.bin] [--connections 64] [--seconds 10] [--warmup 2]
+//! tlsload HOST:PORT --ca CA.pem [--path /1kb.bin] [--connections 64] [--seconds 10] [--warmup 2]
 //! ```
 //!
 //! wrk spends 400–500 µs of its CPU per new TLS connection (OpenSSL), more than either server does, so
 //! on a machine with one CPU for the client and one for the servers row 10 measured wrk. This client,
 //! rustls on ring, resumes sessions as wrk does (TLS 1.3 tickets, the server's choice of suite) and does
-//! nothing else per connection. It accepts any certificate (both servers present the same one; its
-//! chain is the client's cost, not a server's) and checks handshake signatures as any client does. One
+//! nothing else per connection. It checks the servers' certificate against `--ca` (the bench's
+//! `modproxy cert local` authority; both servers present the same certificate) as any client does. One
 //! thread drives every connection. Prints the line `BENCH_JSON {...}` with the fields bench/wrk/load.lua
 //! prints, and `resumed`, how many handshakes resumed a session; a connection that fails or a response
 //! that is not a `200` counts as an error.
@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, SignatureScheme};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -32,6 +32,8 @@ static FIRST_ERROR_SHOWN: AtomicBool = AtomicBool::new(false);
 
 struct Options {
     addr: String,
+    /// The certificate authority the server's certificate must chain to (PEM).
+    ca: String,
     path: String,
     connections: usize,
     seconds: f64,
@@ -47,7 +49,7 @@ struct Tally {
     resumed: u64,
 }
 
-const USAGE: &str = "usage: tlsload HOST:PORT [--path P] [--connections N] [--seconds S] [--warmup S]";
+const USAGE: &str = "usage: tlsload HOST:PORT --ca CA.pem [--path P] [--connections N] [--seconds S] [--warmup S]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_args()?;
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mut options = Options {
         addr: String::new(),
+        ca: String::new(),
         path: "/1kb.bin".to_owned(),
         connections: 64,
         seconds: 10.0,
@@ -78,6 +81,7 @@ fn parse_args() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
+            "--ca" => options.ca = value()?,
             "--path" => options.path = value()?,
             "--connections" => options.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => options.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
@@ -86,19 +90,23 @@ fn parse_args() -> Result<Options, String> {
             _ => return Err(format!("unexpected argument {arg:?}; {USAGE}")),
         }
     }
-    if options.addr.is_empty() {
+    if options.addr.is_empty() || options.ca.is_empty() {
         return Err(USAGE.to_owned());
     }
     Ok(options)
 }
 
 async fn drive(options: &Options) -> io::Result<(Tally, f64)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&options.ca).map_err(|e| io::Error::other(format!("--ca: {e}")))? {
+        roots
+            .add(cert.map_err(|e| io::Error::other(format!("--ca: {e}")))?)
+            .map_err(io::Error::other)?;
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = TlsConnector::from(Arc::new(config));
     let request = format!(
@@ -208,45 +216,6 @@ impl Slot {
             ));
         }
         Ok(resumed)
-    }
-}
-
-/// Accepts any certificate, but checks handshake signatures as a real client would.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
