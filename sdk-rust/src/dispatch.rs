@@ -11,7 +11,7 @@ use std::pin::Pin;
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::envelope::Request;
+use crate::envelope::{method_of, Request};
 use crate::error::MethodError;
 use crate::pipeline::PIPELINE_METHOD;
 
@@ -93,29 +93,30 @@ pub async fn dispatch<B: Backend>(backend: &B, payload: &[u8]) -> Vec<u8> {
         ))
         .to_reply();
     }
-    let method = request.head.method.clone();
     // `handle` is called inside the caught future: a backend may panic before it returns its future.
     let outcome = AssertUnwindSafe(async move { backend.handle_raw(request).await })
         .catch_unwind()
         .await;
-    let result = match outcome {
-        Ok(result) => result,
+    // The method's name is read again from the payload on the way to an error reply, rather than copied
+    // out of every request before the backend takes it.
+    let error = match outcome {
+        Ok(Ok(payload)) => return payload,
+        Ok(Err(error)) => error,
         Err(panic) => {
             // `&*panic`, not `&panic`: a `&Box<dyn Any>` would coerce to a `dyn Any` holding the Box.
             let message = panic_message(&*panic);
-            tracing::error!(method, panic = message, "handler panicked");
-            Err(MethodError::handler_error(format!(
-                "handler for '{method}' panicked: {message}"
-            )))
+            let method = method_of(payload).unwrap_or_default();
+            tracing::error!(method = &*method, panic = message, "handler panicked");
+            MethodError::handler_error(format!("handler for '{method}' panicked: {message}"))
         }
     };
-    match result {
-        Ok(payload) => payload,
-        Err(error) => {
-            tracing::debug!(method, code = %error.code, message = error.message, "error reply");
-            error.to_reply()
-        }
-    }
+    tracing::debug!(
+        method = &*method_of(payload).unwrap_or_default(),
+        code = %error.code,
+        message = error.message,
+        "error reply"
+    );
+    error.to_reply()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -1,5 +1,7 @@
 //! The request envelope `{"head": {"method": …, "token": …, …}, "data": …}`.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -85,6 +87,24 @@ impl Request {
     pub fn to_vec(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a Request always serialises")
     }
+}
+
+/// `head.method` of a request payload, reading nothing else into memory; `None` if the payload has none.
+pub(crate) fn method_of(payload: &[u8]) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        head: ProbeHead<'a>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeHead<'a> {
+        // Borrowed unless the name holds escapes.
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+    }
+    serde_json::from_slice::<Probe<'_>>(payload)
+        .ok()
+        .map(|probe| probe.head.method)
 }
 
 #[cfg(test)]

@@ -7,13 +7,11 @@
 //! reach the request it answers. The envelope is bytes around bytes: it is written and opened by slicing,
 //! never by parsing or re-serialising R.
 
-use std::borrow::Cow;
-
 use bytes::{BufMut, BytesMut};
-use serde::Deserialize;
 use tokio_util::codec::Encoder;
 
 use crate::codec::LengthLineCodec;
+use crate::envelope::method_of;
 use crate::frame::{decimal, length_line, FrameError, LENGTH_LINE_LEN, MAX_DECIMAL_DIGITS};
 
 /// The reserved method that asks a backend for sequenced replies.
@@ -44,18 +42,7 @@ pub fn negotiation_request(depth: usize) -> Vec<u8> {
 
 /// Whether a request payload is `_pipeline`. Reads `head.method` only; everything else is skipped.
 pub fn is_negotiation(payload: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow)]
-        head: ProbeHead<'a>,
-    }
-    #[derive(Deserialize)]
-    struct ProbeHead<'a> {
-        // Borrowed unless the name holds escapes.
-        #[serde(borrow)]
-        method: Cow<'a, str>,
-    }
-    serde_json::from_slice::<Probe<'_>>(payload).is_ok_and(|probe| probe.head.method == PIPELINE_METHOD)
+    method_of(payload).is_some_and(|method| method == PIPELINE_METHOD)
 }
 
 /// Whether a backend's answer to `_pipeline` accepts it: a JSON object with `"pipeline": 1`. Anything else
