@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ use crate::error::MethodError;
 /// rest are described as taking and giving any JSON.
 #[derive(Clone, Default)]
 pub struct Router {
-    handlers: HashMap<String, Arc<dyn Handler>>,
+    handlers: HashMap<String, Arc<dyn Handler>, BuildHasherDefault<Fnv>>,
     /// Only the methods described beyond the default.
     descriptions: HashMap<String, MethodDescription>,
     /// The method [`Router::doc`] documents.
@@ -271,6 +272,30 @@ impl Backend for Router {
             None => Err(MethodError::method_not_found(&request.head.method)),
         };
         async move { reply?.await }
+    }
+}
+
+/// FNV-1a, the handlers' hasher. Every request looks its method up, and only the program puts names in the
+/// table, so SipHash's defence against keys chosen to collide buys nothing there; FNV-1a costs a fraction
+/// of it on short names.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
