@@ -13,8 +13,10 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use crate::codec::LengthLineCodec;
@@ -127,7 +129,7 @@ impl Server {
         now: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let backend = Arc::new(backend);
-        let stop = CancellationToken::new();
+        let stop = Stop::default();
         let tracker = TaskTracker::new();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "backend listening");
@@ -160,7 +162,7 @@ impl Server {
         if let Some(registered) = registered {
             registered.revoke().await;
         }
-        stop.cancel();
+        stop.begin();
         tracker.close();
         tokio::select! {
             finished = tokio::time::timeout(self.shutdown_grace, tracker.wait()) => if finished.is_err() {
@@ -229,7 +231,46 @@ struct Connection<B> {
     backend: Arc<B>,
     codec: LengthLineCodec,
     idle_timeout: Duration,
-    stop: CancellationToken,
+    stop: Stop,
+}
+
+/// The server's shutdown as its connections see it. A connection waits on it between requests, and reads the
+/// flag there instead of polling the token: the token's `is_cancelled` and its waiter list each take a lock
+/// that every connection shares, once per request.
+#[derive(Clone, Default)]
+struct Stop {
+    token: CancellationToken,
+    /// Set before the token is cancelled, so a task the token wakes finds it set.
+    begun: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn begin(&self) {
+        self.begun.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Ready once shutdown has begun. `cancelled` (this token's, pinned for the connection's life) is polled
+    /// only to hand it a waker it does not hold yet; it keeps that waker registered until the token is
+    /// cancelled, which then wakes the task.
+    fn poll(
+        &self,
+        cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+        registered: &mut Option<Waker>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if self.begun.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if registered.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let polled = cancelled.poll(cx);
+        if polled.is_pending() {
+            *registered = Some(cx.waker().clone());
+        }
+        polled
+    }
 }
 
 /// How a connection writes its replies: bare in request order, or (after `_pipeline`) each in the envelope
@@ -285,8 +326,9 @@ impl<B: Backend> Connection<B> {
         // One cancellation waiter and one idle timer for the connection's whole life rather than one of each
         // per request: arming either takes a shared lock (the token's waiter list, the timer wheel). The
         // timer is moved only when it fires while the connection was active since it was set.
-        let stopped = self.stop.cancelled();
+        let stopped = self.stop.token.cancelled();
         tokio::pin!(stopped);
+        let mut stop_waker = None;
         let mut active = Instant::now();
         let idle = tokio::time::sleep_until(active + self.idle_timeout);
         tokio::pin!(idle);
@@ -305,7 +347,9 @@ impl<B: Backend> Connection<B> {
                     }), if solo_busy => Some(Event::Solo(reply)),
                     Some(reply) = answering.next(), if !answering.is_empty() => Some(Event::Reply(reply)),
                     Some(reply) = racing.next(), if !racing.is_empty() => Some(Event::Reply(reply)),
-                    () = &mut stopped, if reading && waiting => Some(Event::Stop),
+                    () = poll_fn(|cx| self.stop.poll(stopped.as_mut(), &mut stop_waker, cx)), if reading && waiting => {
+                        Some(Event::Stop)
+                    }
                     next = framed.next(), if reading && in_hand < MAX_PIPELINED => Some(Event::Frame(next)),
                     () = &mut idle, if reading && waiting && in_hand == 0 => Some(Event::Idle),
                     else => None,
