@@ -19,11 +19,13 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::rt::{Sleep, Timer};
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::file_sending::{FileSending, SendsFiles};
 use crate::observed_io::{IoObserver, ObservedIo, Polled};
 use crate::send_timeout::SendTimeout;
 use tokio_util::sync::CancellationToken;
@@ -48,19 +50,24 @@ impl Parkable for TcpStream {
     }
 }
 
-/// Serves HTTP/1.1 on `stream`, parking it without hyper between requests (see the module docs).
-pub(super) async fn serve_http1<T: Parkable, S>(
-    mut stream: T,
-    mut service: S,
+/// Serves HTTP/1.1 on `stream`, parking it without hyper between requests (see the module docs). Large
+/// files go out with `sendfile` where `stream` can (see `file_sending.rs`).
+pub(super) async fn serve_http1<T: Parkable + SendsFiles, S>(
+    stream: T,
+    service: S,
     h1: &http1::Builder,
     send_timeout: Duration,
     stopping: &CancellationToken,
 ) -> hyper::Result<()>
 where
-    S: HttpService<Incoming, ResBody = Body> + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>> + Unpin + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // hyper 1.x queues body buffers for `writev` as they are (its default write strategy when the IO
+    // takes vectored writes), which is what lets a placeholder reach `FileSending`.
+    let mut stream = FileSending::new(stream);
+    let mut service = stream.serving(service);
     let mut stop = pin!(stopping.cancelled());
     // A request head the client had begun when the connection was parked, and that head's deadline.
     let mut unread = Bytes::new();

@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
+use super::file_sending::{FileSending, SendsFiles};
 use crate::activity::Activity;
 use crate::body::Body;
 use crate::observed_io::{IoObserver, ObservedIo, Polled};
@@ -34,14 +35,16 @@ pub(super) async fn serve_auto<T, S>(
     stopping: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + SendsFiles + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let watch = Arc::new(Watch::default());
     let io = TokioIo::new(ObservedIo::observing(
-        SendTimeout::new(stream, send_timeout),
+        // No slot: HTTP/2 (and hyper-util's HTTP/1) may copy body buffers, so no placeholder is made
+        // here, and one that came anyway ends the connection.
+        SendTimeout::new(FileSending::refusing(stream), send_timeout),
         Arc::clone(&watch),
     ));
     let counted = {

@@ -8,6 +8,7 @@
 //! The same loop serves the HTTPS listener ([`Front::Tls`]): the TLS handshake first, then HTTP/2 or
 //! HTTP/1 as ALPN chose, over the TLS stream. Raw frames are plain-TCP only.
 
+mod file_sending;
 mod http1_parking;
 mod http2_idle;
 mod proxy_header;

@@ -7,19 +7,22 @@
 //! time. One read is in flight per response, so memory stays at one chunk per download, whatever the
 //! file's size.
 //!
-//! Not `sendfile`: hyper 1.x owns the socket and writes only buffers a body yields; a response cannot
-//! hand it a file descriptor.
+//! Where the connection can `sendfile` (plain HTTP/1.1: its requests carry a [`FileSlot`]), the body
+//! reads nothing: it yields placeholders that the connection's IO replaces with `sendfile` from the file
+//! ([`super::sendfile`]), and no byte of the file passes through user space.
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
+use super::sendfile::{self, FileSlot};
 use crate::body::BoxError;
 
 /// Bytes per read: large enough that the blocking-pool trip and the `writev` per chunk are a small
@@ -33,6 +36,9 @@ pub struct FileBody {
     /// The read in flight: it hands the file back with what it read.
     reading: Option<JoinHandle<(File, io::Result<Vec<u8>>)>>,
     remaining: u64,
+    /// Sent by the connection's `sendfile` instead: the file, the offset of the next placeholder, and
+    /// the slot that notes what each one stands for.
+    placeholders: Option<(Arc<File>, u64, FileSlot)>,
 }
 
 impl FileBody {
@@ -43,7 +49,23 @@ impl FileBody {
             file: Some(file),
             reading: None,
             remaining: len,
+            placeholders: None,
         }
+    }
+
+    /// As [`FileBody::new`], but with `slot` (the connection can `sendfile`) as placeholders that the
+    /// connection sends from the file; a file that turns out shorter cuts the connection there.
+    pub fn sent_by(file: File, len: u64, slot: Option<FileSlot>) -> io::Result<Self> {
+        let Some(slot) = slot else {
+            return Ok(Self::new(file, len));
+        };
+        let offset = (&file).stream_position()?;
+        Ok(FileBody {
+            file: None,
+            reading: None,
+            remaining: len,
+            placeholders: Some((Arc::new(file), offset, slot)),
+        })
     }
 }
 
@@ -55,6 +77,13 @@ impl http_body::Body for FileBody {
         let this = &mut *self;
         if this.remaining == 0 {
             return Poll::Ready(None);
+        }
+        if let Some((file, offset, slot)) = this.placeholders.as_mut() {
+            let len = this.remaining.min(sendfile::SPAN as u64) as usize;
+            let placeholder = slot.placeholder(file, *offset, len)?;
+            *offset += len as u64;
+            this.remaining -= len as u64;
+            return Poll::Ready(Some(Ok(Frame::data(placeholder))));
         }
         if this.reading.is_none() {
             let Some(file) = this.file.take() else {

@@ -6,12 +6,14 @@
 //! single ranges, `HEAD`, and streaming the file in bounded chunks. A plain GET of a small file skips it:
 //! it is answered from the one blocking call that found and read the file, and then from [`file_cache`]
 //! while the file stays the same; a plain GET of a larger file is opened in that call and sent by
-//! [`file_body`] in large reads.
+//! [`file_body`]: with `sendfile` where the connection can ([`sendfile`]: plain HTTP/1.1), else in large
+//! reads.
 
 pub mod conditional;
 pub mod file_body;
 pub mod file_cache;
 pub mod resolve;
+pub mod sendfile;
 pub mod site_path;
 
 use std::future::Future;
@@ -60,6 +62,8 @@ struct Conditions {
     rest: String,
     /// The client accepts gzip.
     gzip: bool,
+    /// The connection sends large files with `sendfile` (see [`sendfile`]).
+    slot: Option<sendfile::FileSlot>,
 }
 
 impl StaticSite {
@@ -110,6 +114,7 @@ impl StaticSite {
             query: request.uri().query().map(str::to_owned),
             rest: rest.to_owned(),
             gzip,
+            slot: request.extensions().get::<sendfile::FileSlot>().cloned(),
         };
         Either::Right(async move {
             if conditions.method != Method::GET && conditions.method != Method::HEAD {
@@ -194,9 +199,16 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
         return cache.insert(&conditions.rest, conditions.gzip, file);
     }
     if let Some(file) = opened {
-        // A plain GET of a larger file: the same 200, its body read in large chunks.
+        // A plain GET of a larger file: the same 200, its body sent from the file.
         let len = served.meta.len();
-        let mut response = Response::new(file_body::FileBody::new(file, len).boxed_unsync());
+        let body = match file_body::FileBody::sent_by(file, len, conditions.slot.clone()) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(file = %served.canonical.display(), %error, "static file read failed");
+                return pages.page(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        };
+        let mut response = Response::new(body.boxed_unsync());
         *response.headers_mut() = whole_file_headers(&mime, &last_modified, len, &etag, gzip, vary);
         return response;
     }
