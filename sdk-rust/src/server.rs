@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
@@ -359,7 +359,7 @@ impl<B: Backend> Connection<B> {
                 match next.now_or_never() {
                     Some(event) => event,
                     None => {
-                        if !write_within(flush(&mut framed), self.idle_timeout, peer).await {
+                        if !write_out(&mut framed, self.idle_timeout, peer).await {
                             return;
                         }
                         unflushed = false;
@@ -419,7 +419,7 @@ impl<B: Backend> Connection<B> {
                         }
                         active = Instant::now();
                         unflushed = !framed.read_buffer().is_empty();
-                        if !unflushed && !write_within(flush(&mut framed), self.idle_timeout, peer).await {
+                        if !unflushed && !write_out(&mut framed, self.idle_timeout, peer).await {
                             return;
                         }
                     }
@@ -454,15 +454,17 @@ impl<B: Backend> Connection<B> {
         if let Some(reply) = farewell {
             // Numbered as the request the bad frame would have been.
             if queue_replies(&mut framed, replies, [reply], self.idle_timeout, peer).await {
-                let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
+                let _ = write_out(&mut framed, self.idle_timeout, peer).await;
             }
         } else if unflushed {
-            let _ = write_within(flush(&mut framed), self.idle_timeout, peer).await;
+            let _ = write_out(&mut framed, self.idle_timeout, peer).await;
         }
     }
 }
 
-/// Buffers replies for the next write: bare, or each in the envelope numbered by its request.
+/// Buffers replies for the next write: bare, or each in the envelope numbered by its request. They go
+/// straight into the write buffer, which is written out early only once it holds `WRITE_HIGH_WATER` bytes
+/// (as the sink's `feed` would, without its machinery around each reply).
 async fn queue_replies(
     framed: &mut Framed<TcpStream, LengthLineCodec>,
     replies: Replies,
@@ -471,15 +473,42 @@ async fn queue_replies(
     peer: SocketAddr,
 ) -> bool {
     for (seq, reply) in ready {
-        let queued = match replies {
-            Replies::Bare => write_within(framed.feed(reply), limit, peer).await,
-            Replies::Sequenced => write_within(framed.feed(Sequenced { seq, reply }), limit, peer).await,
+        let mut codec = LengthLineCodec::default();
+        let buffer = framed.write_buffer_mut();
+        let encoded = match replies {
+            Replies::Bare => codec.encode(reply, buffer),
+            Replies::Sequenced => codec.encode(Sequenced { seq, reply }, buffer),
         };
-        if !queued {
+        if let Err(error) = encoded {
+            tracing::debug!(%peer, %error, "could not send reply");
+            return false;
+        }
+        if framed.write_buffer().len() >= WRITE_HIGH_WATER && !write_out(framed, limit, peer).await {
             return false;
         }
     }
     true
+}
+
+/// Buffered replies beyond which they are written out before more are added (`Framed`'s own boundary).
+const WRITE_HIGH_WATER: usize = 8 * 1024;
+
+/// Writes every buffered reply; whether it succeeded. Usually the socket takes them all at once: one
+/// `send`, tried before the sink's flush and its timer. (The sink would write with `writev`, whose VFS path
+/// costs the kernel more than `send` for the one slice there is.)
+async fn write_out(framed: &mut Framed<TcpStream, LengthLineCodec>, limit: Duration, peer: SocketAddr) -> bool {
+    if framed.write_buffer().is_empty() {
+        return true;
+    }
+    match framed.get_ref().try_write(framed.write_buffer()) {
+        Ok(written) => framed.write_buffer_mut().advance(written),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+        Err(error) => {
+            tracing::debug!(%peer, %error, "could not send reply");
+            return false;
+        }
+    }
+    framed.write_buffer().is_empty() || write_within(flush(framed), limit, peer).await
 }
 
 /// Writes every buffered reply.
