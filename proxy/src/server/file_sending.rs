@@ -19,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::http1_parking::Parkable;
 use crate::observed_io::Polled;
+use crate::static_site::file_body::LargeReads;
 use crate::static_site::sendfile::{front_for, is_placeholder, FileSlot};
 
 /// A socket that may be able to send a file's bytes itself.
@@ -87,7 +88,8 @@ impl<T: SendsFiles> FileSending<T> {
         FileSending { io, slot: None }
     }
 
-    /// `service`, putting this connection's slot (if any) in each request.
+    /// `service`, putting this connection's slot in each request, or, on an HTTP/1.1 connection without
+    /// one, [`LargeReads`] (a response at a time, so one large read buffer per connection at most).
     pub fn serving<S>(&self, service: S) -> WithSlot<S> {
         WithSlot {
             inner: service,
@@ -182,7 +184,8 @@ impl<T: Parkable + SendsFiles> Parkable for FileSending<T> {
     }
 }
 
-/// A connection's service, putting the connection's [`FileSlot`] in each request's extensions.
+/// A connection's service, putting the connection's [`FileSlot`] (or else [`LargeReads`]) in each
+/// request's extensions.
 #[derive(Clone)]
 pub(crate) struct WithSlot<S> {
     inner: S,
@@ -197,6 +200,8 @@ impl<S: hyper::service::Service<Request<B>>, B> hyper::service::Service<Request<
     fn call(&self, mut request: Request<B>) -> Self::Future {
         if let Some(slot) = &self.slot {
             request.extensions_mut().insert(slot.clone());
+        } else {
+            request.extensions_mut().insert(LargeReads);
         }
         self.inner.call(request)
     }

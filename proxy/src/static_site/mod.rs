@@ -64,6 +64,8 @@ struct Conditions {
     gzip: bool,
     /// The connection sends large files with `sendfile` (see [`sendfile`]).
     slot: Option<sendfile::FileSlot>,
+    /// Else, it reads them [`file_body::LARGE_CHUNK`] at a time.
+    large_reads: bool,
 }
 
 impl StaticSite {
@@ -115,6 +117,7 @@ impl StaticSite {
             rest: rest.to_owned(),
             gzip,
             slot: request.extensions().get::<sendfile::FileSlot>().cloned(),
+            large_reads: request.extensions().get::<file_body::LargeReads>().is_some(),
         };
         Either::Right(async move {
             if conditions.method != Method::GET && conditions.method != Method::HEAD {
@@ -201,7 +204,7 @@ async fn send_file(located: Located, conditions: &Conditions, cache: &FileCache,
     if let Some(file) = opened {
         // A plain GET of a larger file: the same 200, its body sent from the file.
         let len = served.meta.len();
-        let body = match file_body::FileBody::sent_by(file, len, conditions.slot.clone()) {
+        let body = match file_body::FileBody::sent_by(file, len, conditions.slot.clone(), conditions.large_reads) {
             Ok(body) => body,
             Err(error) => {
                 tracing::error!(file = %served.canonical.display(), %error, "static file read failed");
