@@ -29,6 +29,9 @@ pub(crate) trait SendsFiles {
 
     /// Sends up to `len` bytes of `file` from `offset`: how many the socket took (0 at the file's end).
     fn poll_send_file(&self, cx: &mut Context<'_>, file: &File, offset: u64, len: usize) -> Polled<usize>;
+
+    /// Holds back partial segments (`TCP_CORK`) while a file goes out, or lets them go.
+    fn cork(&self, _on: bool) {}
 }
 
 impl SendsFiles for TcpStream {
@@ -57,6 +60,15 @@ impl SendsFiles for TcpStream {
     fn poll_send_file(&self, _cx: &mut Context<'_>, _file: &File, _offset: u64, _len: usize) -> Polled<usize> {
         Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
     }
+
+    // As nginx's `tcp_nopush` with `sendfile`: the head leaves in the file's first segment, and no
+    // partial segment goes out until the file's end. On loopback this also moves sending from the
+    // client's ACK processing into ours (the bench's CPU per MiB counts it; see bench/RESULTS.md).
+    // The kernel lets a forgotten cork go after 200 ms; failing to set it only changes segment sizes.
+    #[cfg(target_os = "linux")]
+    fn cork(&self, on: bool) {
+        let _ = rustix::net::sockopt::set_tcp_cork(self, on);
+    }
 }
 
 impl SendsFiles for TlsStream<TcpStream> {
@@ -72,6 +84,8 @@ impl SendsFiles for TlsStream<TcpStream> {
 pub(crate) struct FileSending<T> {
     io: T,
     slot: Option<FileSlot>,
+    /// `TCP_CORK` is on: a file is going out.
+    corked: bool,
 }
 
 impl<T: SendsFiles> FileSending<T> {
@@ -80,12 +94,17 @@ impl<T: SendsFiles> FileSending<T> {
         FileSending {
             io,
             slot: T::SENDFILE.then(FileSlot::default),
+            corked: false,
         }
     }
 
     /// `io` without a slot, refusing placeholders: for a connection that may copy body buffers (HTTP/2).
     pub fn refusing(io: T) -> Self {
-        FileSending { io, slot: None }
+        FileSending {
+            io,
+            slot: None,
+            corked: false,
+        }
     }
 
     /// `service`, putting this connection's slot in each request, or, on an HTTP/1.1 connection without
@@ -125,6 +144,11 @@ impl<T: AsyncWrite + SendsFiles + Unpin> AsyncWrite for FileSending<T> {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         };
         let mut owed = slot.owed();
+        if first.is_some() && !this.corked {
+            // The head and the file leave in full segments, the head in the first one.
+            this.io.cork(true);
+            this.corked = true;
+        }
         match first {
             Some(0) => {
                 let front = front_for(&mut owed, &bufs[0])?;
@@ -138,7 +162,12 @@ impl<T: AsyncWrite + SendsFiles + Unpin> AsyncWrite for FileSending<T> {
                 }
                 front.sent += sent;
                 if front.sent == front.len {
+                    let last = front.last;
                     owed.pop_front();
+                    if last && this.corked {
+                        this.io.cork(false);
+                        this.corked = false;
+                    }
                 }
                 Poll::Ready(Ok(sent))
             }
@@ -262,7 +291,7 @@ mod tests {
         let mut bufs = vec![Bytes::from_static(b"HEAD")];
         for at in (0..contents.len()).step_by(SPAN) {
             let len = SPAN.min(contents.len() - at);
-            bufs.push(slot.placeholder(&file, at as u64, len).unwrap());
+            bufs.push(slot.placeholder(&file, at as u64, len, false).unwrap());
         }
         bufs.push(Bytes::from_static(b"TAIL"));
         let reading = tokio::spawn(async move {
@@ -277,26 +306,52 @@ mod tests {
         assert!(got == [&b"HEAD"[..], &contents, b"TAIL"].concat());
     }
 
+    /// The cork set for a file is lifted at its end: its tail (and what follows) leaves at once, not
+    /// after the kernel's 200 ms.
+    #[tokio::test]
+    async fn a_files_tail_leaves_without_waiting() {
+        let (near, mut far) = pair().await;
+        let mut io = FileSending::new(near);
+        let slot = io.slot.clone().unwrap();
+        let file = file(&[5u8; 1000]);
+        for _ in 0..3 {
+            let bufs = vec![
+                Bytes::from_static(b"HEAD"),
+                slot.placeholder(&file, 0, 1000, true).unwrap(),
+            ];
+            let started = std::time::Instant::now();
+            write_as_hyper(&mut io, bufs).await.unwrap();
+            let mut got = vec![0u8; 1004];
+            far.read_exact(&mut got).await.unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(150),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!(&got[..4], b"HEAD");
+        }
+    }
+
     #[tokio::test]
     async fn a_placeholder_astray_ends_the_connection_before_a_byte_of_it() {
         let file = file(&[7u8; 1000]);
         // On a connection without a slot (TLS, HTTP/2).
         let (near, _far) = pair().await;
         let mut io = FileSending::refusing(near);
-        let stray = FileSlot::default().placeholder(&file, 0, 1000).unwrap();
+        let stray = FileSlot::default().placeholder(&file, 0, 1000, false).unwrap();
         assert!(write_as_hyper(&mut io, vec![stray]).await.is_err());
         // Not the range owed next.
         let (near, _far) = pair().await;
         let mut io = FileSending::new(near);
         let slot = io.slot.clone().unwrap();
-        let first = slot.placeholder(&file, 0, 10).unwrap();
-        let second = slot.placeholder(&file, 10, 990).unwrap();
+        let first = slot.placeholder(&file, 0, 10, false).unwrap();
+        let second = slot.placeholder(&file, 10, 990, false).unwrap();
         assert!(write_as_hyper(&mut io, vec![second, first]).await.is_err());
         // Copied out of its placeholder (a flattening write strategy): owed, and not in the write.
         let (near, _far) = pair().await;
         let mut io = FileSending::new(near);
         let slot = io.slot.clone().unwrap();
-        let copied = Bytes::from(slot.placeholder(&file, 0, 1000).unwrap().to_vec());
+        let copied = Bytes::from(slot.placeholder(&file, 0, 1000, false).unwrap().to_vec());
         assert!(write_as_hyper(&mut io, vec![Bytes::from_static(b"HEAD"), copied])
             .await
             .is_err());

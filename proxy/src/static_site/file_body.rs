@@ -99,7 +99,7 @@ impl http_body::Body for FileBody {
         }
         if let Some((file, offset, slot)) = this.placeholders.as_mut() {
             let len = this.remaining.min(sendfile::SPAN as u64) as usize;
-            let placeholder = slot.placeholder(file, *offset, len)?;
+            let placeholder = slot.placeholder(file, *offset, len, this.remaining == len as u64)?;
             *offset += len as u64;
             this.remaining -= len as u64;
             return Poll::Ready(Some(Ok(Frame::data(placeholder))));

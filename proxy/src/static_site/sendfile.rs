@@ -49,12 +49,13 @@ pub fn is_placeholder(buf: &[u8]) -> bool {
 #[derive(Clone, Default)]
 pub struct FileSlot(Arc<Mutex<VecDeque<Owed>>>);
 
-/// `len` bytes of `file` from `offset`, of which `sent` have gone out.
+/// `len` bytes of `file` from `offset`, of which `sent` have gone out; `last`: the end of the body.
 pub struct Owed {
     pub file: Arc<File>,
     pub offset: u64,
     pub len: usize,
     pub sent: usize,
+    pub last: bool,
 }
 
 impl std::fmt::Debug for FileSlot {
@@ -65,8 +66,8 @@ impl std::fmt::Debug for FileSlot {
 
 impl FileSlot {
     /// A placeholder standing for `len` (at most [`SPAN`], more than 0) bytes of `file` from `offset`,
-    /// noted as owed.
-    pub fn placeholder(&self, file: &Arc<File>, offset: u64, len: usize) -> Result<Bytes, BoxError> {
+    /// noted as owed; `last` when the body ends with it.
+    pub fn placeholder(&self, file: &Arc<File>, offset: u64, len: usize, last: bool) -> Result<Bytes, BoxError> {
         if len == 0 || len > SPAN {
             return Err(format!("a placeholder of {len} bytes").into());
         }
@@ -79,6 +80,7 @@ impl FileSlot {
             offset,
             len,
             sent: 0,
+            last,
         });
         Ok(Bytes::from_static(&PLACEHOLDER[..len]))
     }
@@ -110,12 +112,12 @@ mod tests {
     fn placeholders_are_told_apart_and_bounded() {
         let slot = FileSlot::default();
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let first = slot.placeholder(&file, 0, SPAN).unwrap();
+        let first = slot.placeholder(&file, 0, SPAN, false).unwrap();
         assert!(is_placeholder(&first) && is_placeholder(&first[SPAN - 1..]));
         assert!(!is_placeholder(&first[..0]));
         assert!(!is_placeholder(&Bytes::from(vec![0u8; 16])) && !is_placeholder(b"static text"));
-        assert!(slot.placeholder(&file, 0, 0).is_err() && slot.placeholder(&file, 0, SPAN + 1).is_err());
-        let second = slot.placeholder(&file, SPAN as u64, 10).unwrap();
+        assert!(slot.placeholder(&file, 0, 0, false).is_err() && slot.placeholder(&file, 0, SPAN + 1, false).is_err());
+        let second = slot.placeholder(&file, SPAN as u64, 10, false).unwrap();
         {
             let mut owed = slot.owed();
             // Only the front's unsent rest matches.
@@ -127,8 +129,8 @@ mod tests {
             owed.clear();
         }
         for _ in 0..MOST_OWED {
-            slot.placeholder(&file, 0, 1).unwrap();
+            slot.placeholder(&file, 0, 1, false).unwrap();
         }
-        assert!(slot.placeholder(&file, 0, 1).is_err(), "owed ranges are bounded");
+        assert!(slot.placeholder(&file, 0, 1, false).is_err(), "owed ranges are bounded");
     }
 }
