@@ -214,7 +214,7 @@ impl<T: Parkable + SendsFiles> Parkable for FileSending<T> {
 }
 
 /// A connection's service, putting the connection's [`FileSlot`] (or else [`LargeReads`]) in each
-/// request's extensions.
+/// `GET` request's extensions.
 #[derive(Clone)]
 pub(crate) struct WithSlot<S> {
     inner: S,
@@ -227,10 +227,13 @@ impl<S: hyper::service::Service<Request<B>>, B> hyper::service::Service<Request<
     type Future = S::Future;
 
     fn call(&self, mut request: Request<B>) -> Self::Future {
-        if let Some(slot) = &self.slot {
-            request.extensions_mut().insert(slot.clone());
-        } else {
-            request.extensions_mut().insert(LargeReads);
+        // Only a GET is answered with a file's body; other requests are spared the insert.
+        if request.method() == http::Method::GET {
+            if let Some(slot) = &self.slot {
+                request.extensions_mut().insert(slot.clone());
+            } else {
+                request.extensions_mut().insert(LargeReads);
+            }
         }
         self.inner.call(request)
     }
