@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::test_ca::TestCa;
-use support::{free_port, repo_html, Proxy};
+use support::{copy_dir, free_port, repo_html, Proxy};
 
 /// A system tool the test drives. In CI a missing one fails the test; elsewhere the test is skipped
 /// with a note (`make tls-tools` installs them).
@@ -78,18 +78,6 @@ fn start_with(modules: &str, tls_extra: &str, certs: &[(&str, &[&str], &[&str])]
         port: tls_port,
         ders,
         ca,
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
     }
 }
 

@@ -53,7 +53,8 @@ pub fn repo_html() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../html")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies the directory tree `from` to `to` (the built-in pages into a test's HOME, for instance).
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
