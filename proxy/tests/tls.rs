@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::test_ca::TestCa;
+use support::test_ca::{rustls_client_trusting, TestCa};
 use support::{copy_dir, free_port, repo_html, Proxy};
 
 /// A system tool the test drives. In CI a missing one fails the test; elsewhere the test is skipped
@@ -548,14 +548,7 @@ fn exchange(
 
 /// A rustls client that trusts `ca` only.
 fn client_trusting(ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls_client_trusting(ca);
     // A resumed session shows the certificate of the first handshake; each connection gets a full one.
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)

@@ -32,3 +32,15 @@ impl TestCa {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 }
+
+/// A rustls client configuration (ring, TLS 1.2 and 1.3) that trusts `ca` only.
+pub fn rustls_client_trusting(ca: rustls::pki_types::CertificateDer<'static>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
