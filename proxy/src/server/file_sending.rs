@@ -7,7 +7,6 @@
 //! anyway it ends the connection there.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::http1_parking::Parkable;
 use crate::observed_io::Polled;
 use crate::static_site::file_body::LargeReads;
 use crate::static_site::sendfile::{front_for, is_placeholder, FileSlot};
@@ -105,6 +103,11 @@ impl<T: SendsFiles> FileSending<T> {
             slot: None,
             corked: false,
         }
+    }
+
+    /// The socket under it.
+    pub fn get_ref(&self) -> &T {
+        &self.io
     }
 
     /// `service`, putting this connection's slot in each request, or, on an HTTP/1.1 connection without
@@ -204,12 +207,6 @@ impl<T: AsyncWrite + SendsFiles + Unpin> AsyncWrite for FileSending<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for FileSending<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<T: Parkable + SendsFiles> Parkable for FileSending<T> {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        self.io.readable()
     }
 }
 

@@ -50,6 +50,12 @@ impl Parkable for TcpStream {
     }
 }
 
+impl<T: Parkable + SendsFiles> Parkable for FileSending<T> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.get_ref().readable()
+    }
+}
+
 /// Serves HTTP/1.1 on `stream`, parking it without hyper between requests (see the module docs). Large
 /// files go out with `sendfile` where `stream` can (see `file_sending.rs`).
 pub(super) async fn serve_http1<T: Parkable + SendsFiles, S>(
